@@ -1,0 +1,90 @@
+# vnetio — every task goes through this file.  `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.deps-stamp
+EXT_STAMP := $(VENV)/.ext-stamp
+# Debian packages the test suite and benchmarks need (installed only when missing).
+DEB_PACKAGES := iproute2 iputils-ping python3-venv
+
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml pyproject.toml
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests need (root; skipped when present)
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 1; \
+	  else echo "warning: missing Debian packages:$$missing (run 'sudo make system-deps')"; fi; \
+	fi
+
+$(STAMP): requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements-dev.txt
+	@touch $@
+
+.PHONY: install
+install: $(STAMP) ## create .venv and install the development dependencies
+
+$(EXT_STAMP): $(STAMP) $(RUST_SRC)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+	@touch $@
+
+.PHONY: build
+build: $(EXT_STAMP) ## build the extension in release mode into .venv
+
+.PHONY: build-dev
+build-dev: $(STAMP) ## build the extension in debug mode (faster compile)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop -q
+	@rm -f $(EXT_STAMP)
+
+.PHONY: lint-rust
+lint-rust: ## rustfmt check, clippy (warnings are errors), pyo3-only-in-bindings rule
+	cargo fmt --check
+	cargo clippy -q --all-targets --all-features -- -D warnings
+	@! grep -rn 'pyo3' src --include='*.rs' | grep -v '^src/bindings/' | grep -v '^src/lib.rs' \
+	  || (echo "pyo3 used outside src/bindings/"; exit 1)
+
+.PHONY: lint-python
+lint-python: $(STAMP) ## ruff lint + format check
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+
+.PHONY: stubtest
+stubtest: build ## check _core.pyi against the built extension
+	$(PY) -m mypy.stubtest vnetio._core --allowlist .mypy-stubtest-allowlist
+
+.PHONY: test-rust
+test-rust: ## Rust unit tests (pure core, no Python)
+	cargo test -q --lib --tests
+
+.PHONY: format
+format: $(STAMP) ## format Rust and Python
+	cargo fmt
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+.PHONY: test
+test: system-deps build test-rust lint-rust lint-python stubtest ## everything CI runs (privileged tests included)
+	$(PY) -m pytest tests
+
+.PHONY: demo
+demo: system-deps build ## the main job: traffic through two TAPs on a bridge (loopback without root)
+	$(VENV)/bin/vnetio demo
+
+.PHONY: bench
+bench: system-deps build ## cross-implementation bridge-loop benchmarks -> bench-results/
+	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md
+
+.PHONY: clean
+clean: ## remove build products and the virtualenv
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results

@@ -1,0 +1,180 @@
+"""Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
+
+from collections.abc import Iterable, Iterator
+from typing import Final, Literal, final
+
+from typing_extensions import Buffer, Self
+
+__version__: Final[str]
+ABI_VERSION: Final[int]
+build_profile: Final[str]
+
+IFF_TUN: Final[int]
+IFF_TAP: Final[int]
+IFF_NO_PI: Final[int]
+IFF_MULTI_QUEUE: Final[int]
+IFF_VNET_HDR: Final[int]
+IFF_NAPI: Final[int]
+IFF_PERSIST: Final[int]
+
+def tun_features() -> int:
+    """Return the kernel's TUNGETFEATURES bit mask (IFF_* flags this kernel supports).
+
+    Raises:
+        OSError: /dev/net/tun cannot be opened (errno set).
+    """
+
+def validate_ifname(name: str) -> None:
+    """Raise ValueError if ``name`` is not a valid interface name (or ``%d`` pattern)."""
+
+@final
+class Batch:
+    """A batch of frames in one contiguous Rust-owned arena.
+
+    Supports ``len()``, indexing (negative too) and iteration; each frame is a
+    read-only, zero-copy ``memoryview`` into the arena. The batch itself exports
+    the whole arena through the buffer protocol.
+    """
+
+    @staticmethod
+    def from_frames(frames: Iterable[Buffer]) -> Batch: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> memoryview: ...
+    def __iter__(self) -> Iterator[memoryview]: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of all frames."""
+    @property
+    def lengths(self) -> list[int]: ...
+    @property
+    def timestamps_ns(self) -> list[int]:
+        """Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory."""
+    def to_list(self) -> list[bytes]: ...
+
+@final
+class Stats:
+    """Counters of one adapter (or queue). Kernel counters are read when stats() is called."""
+
+    rx_frames: int
+    rx_bytes: int
+    tx_frames: int
+    tx_bytes: int
+    rx_errors: int
+    tx_errors: int
+    rx_dropped: int
+    tx_dropped: int
+    def as_dict(self) -> dict[str, int]: ...
+
+class Adapter:
+    """Common interface of Tap, Tun, Queue and Loopback (see the subclasses)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> Literal["tap", "tun"]: ...
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Receive one frame. Raises TimeoutError when ``timeout`` passes first."""
+    def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> Batch:
+        """Receive up to ``max_frames`` frames: waits up to ``timeout`` seconds (None: forever,
+        0: not at all) for the first, then takes what is queued without waiting."""
+    def send(self, frame: Buffer) -> None: ...
+    def send_batch(self, frames: Batch | Iterable[Buffer]) -> int:
+        """Send every frame; returns the count. All frames are validated before the first is
+        written. On an OS error part-way, raises OSError with ``.sent`` = frames written."""
+    def stats(self) -> Stats: ...
+
+@final
+class Queue(Adapter):
+    """One queue (file descriptor) of a multi-queue adapter."""
+
+    @property
+    def index(self) -> int: ...
+
+class _KernelAdapter(Adapter):
+    @property
+    def ifindex(self) -> int: ...
+    @property
+    def netns(self) -> str | None: ...
+    @property
+    def persistent(self) -> bool: ...
+    @property
+    def created(self) -> bool:
+        """True when this open created the adapter (False: attached to an existing one)."""
+    @property
+    def queues(self) -> tuple[Queue, ...]: ...
+    @property
+    def mtu(self) -> int: ...
+    @mtu.setter
+    def mtu(self, value: int) -> None: ...
+    @property
+    def is_up(self) -> bool: ...
+    def up(self) -> None: ...
+    def down(self) -> None: ...
+    def add_address(self, address: str) -> None:
+        """Add an IPv4 or IPv6 address in CIDR form, e.g. ``"192.0.2.1/24"``."""
+    def del_address(self, address: str) -> None: ...
+    def addresses(self) -> list[str]: ...
+    def set_persistent(self, persistent: bool) -> None: ...
+
+@final
+class Tap(_KernelAdapter):
+    def __init__(
+        self,
+        name: str = "vn%d",
+        *,
+        queues: int = 1,
+        persist: bool = False,
+        netns: str | None = None,
+        owner: int | None = None,
+        group: int | None = None,
+        mtu: int | None = None,
+    ) -> None: ...
+    @property
+    def mac(self) -> str: ...
+    @mac.setter
+    def mac(self, value: str) -> None: ...
+
+@final
+class Tun(_KernelAdapter):
+    def __init__(
+        self,
+        name: str = "vn%d",
+        *,
+        queues: int = 1,
+        persist: bool = False,
+        netns: str | None = None,
+        owner: int | None = None,
+        group: int | None = None,
+        mtu: int | None = None,
+    ) -> None: ...
+
+@final
+class Loopback(Adapter):
+    """One end of an in-memory adapter pair (see loopback_pair)."""
+
+    @property
+    def mtu(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def pending(self) -> int:
+        """Frames queued for this end's recv."""
+
+def loopback_pair(
+    capacity: int = 1024,
+    *,
+    kind: Literal["tap", "tun"] = "tap",
+    mtu: int = 1500,
+    overflow: Literal["drop", "error"] = "drop",
+) -> tuple[Loopback, Loopback]: ...
+
+def _panic_for_test() -> None:
+    """Raise a Rust panic (tests prove it surfaces as PanicException)."""
