@@ -1,0 +1,551 @@
+#!/usr/bin/env python3
+"""Cross-implementation benchmark on the "bridge loop": frames written into TAP A, read from TAP B.
+
+Each implementation runs in a child process of its own, started inside a fresh private
+network namespace (``vnetio._topology.BridgeLoop``: a bridge with two persistent TAPs, IPv6
+and br_netfilter off) that is created for that one run and deleted after it, so no frame
+queued by one run can reach the next. The child attaches its reader to B first, then its
+writer to A, and says ``ready``; only then, once both bridge ports forward, does the timed
+window start (interpreter start-up and imports are never timed). The child protocol is in
+``benches/impls/_driver.py``.
+
+Measured per run:
+
+* written, by an unpaced writer thread, for ``--seconds``;
+* delivered: frames of our own (size, source MAC, EtherType) read by the reader thread,
+  which keeps reading after the writer stops until its ring is empty; delivered/s divides by
+  the reader's time from the start until then;
+* B's kernel ``TX dropped`` counter over the run (frames the full ring refused), and the
+  loss ``1 - delivered / written``;
+* noise: frames on B that are not ours, once with the writer idle (first repeat) and during
+  the run.
+
+Plus a reader-only ceiling: B's txqueuelen is raised to 262144 while a reader is attached
+but not reading, a native writer queues ``--ceiling-frames`` frames, and only the reader's
+draining of them is timed.
+
+Usage (root): ``python benches/bridge_loop.py [--seconds 3] [--repeat 3] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import select
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPLS_DIR = Path(__file__).resolve().parent / "impls"
+NATIVE_BIN = ROOT / "target" / "release" / "examples" / "native_bridge"
+CEILING_QLEN = 262144
+
+
+def _load_topology() -> ModuleType:
+    path = ROOT / "python" / "vnetio" / "_topology.py"
+    spec = importlib.util.spec_from_file_location("vnetio_bench_topology", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+topology = _load_topology()
+
+
+@dataclass(frozen=True)
+class ImplSpec:
+    key: str
+    label: str
+    script: str | None  # benches/impls/<script>; None for the native binary
+    module: str | None  # Python module the child needs, checked before running
+
+
+IMPLS = {
+    "vnetio": ImplSpec(
+        "vnetio", "vnetio `send_batch`/`recv_batch` (256)", "vnetio_batch.py", "vnetio._core"
+    ),
+    "os": ImplSpec("os", "Python `os.write`/`os.read`", "os_fd.py", None),
+    "pytun": ImplSpec("pytun", "python-pytun `write`/`read`", "pytun_rw.py", "pytun"),
+    "scapy": ImplSpec("scapy", "scapy `TunTapInterface` `send`/`recv`", "scapy_tuntap.py", "scapy"),
+    "native": ImplSpec("native", "native Rust `write()`/`read()` (tun-tap)", None, None),
+}
+CEILING_IMPLS = ("vnetio", "os", "native")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- children ------------------------------------------------------------------------------
+
+
+class Child:
+    """One implementation's process inside the namespace, driven line by line."""
+
+    def __init__(self, loop: Any, argv: list[str], what: str) -> None:
+        self.what = what
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in close()
+        self.proc = loop.popen_in_ns(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, bufsize=1
+        )
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stderr.seek(0)
+            tail = self.stderr.read()[-2000:].strip()
+            state = "timed out" if not ready else f"exited ({self.proc.poll()})"
+            raise BenchError(f"{self.what}: child {state}: {tail or 'no stderr'}")
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("event") == "error":
+            raise BenchError(f"{self.what}: {msg.get('error')}")
+        return msg
+
+    def command(self, cmd: str, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.read(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+def child_argv(
+    spec: ImplSpec, size: int, python: str, native_bin: Path, role: str = ""
+) -> list[str]:
+    extra = {"reader": ["--reader-only"], "writer": ["--writer-only"]}.get(role, [])
+    if spec.script is None:
+        base = [str(native_bin)] + (extra or ["--control"])
+    else:
+        base = [python, str(IMPLS_DIR / spec.script), *extra]
+    return [*base, "--size", str(size)]
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+def run_loop_once(
+    spec: ImplSpec, size: int, seconds: float, noise_seconds: float, python: str, native: Path
+) -> dict[str, Any]:
+    with topology.BridgeLoop("bench") as loop:
+        child = Child(loop, child_argv(spec, size, python, native), f"{spec.key}/{size}")
+        try:
+            child.read(timeout=60)  # ready: imports and attach done, nothing timed yet
+            loop.wait_forwarding()
+            result: dict[str, Any] = {}
+            if noise_seconds > 0:
+                result["noise_idle"] = child.command(f"noise {noise_seconds}", 30 + noise_seconds)[
+                    "frames"
+                ]
+            before = loop.counters(loop.tap_b)
+            run = child.command(f"run {seconds}", timeout=60 + seconds)
+            after = loop.counters(loop.tap_b)
+        finally:
+            child.close()
+    delivered, written = int(run["delivered"]), int(run["written"])
+    result.update(
+        written=written,
+        write_errors=int(run.get("write_errors", 0)),
+        write_seconds=float(run["write_seconds"]),
+        delivered=delivered,
+        seconds=float(run["seconds"]),
+        noise_run=int(run.get("noise", 0)),
+        tx_dropped=after["tx_dropped"] - before["tx_dropped"],
+        tx_packets=after["tx_packets"] - before["tx_packets"],
+    )
+    result["rate"] = delivered / result["seconds"] if result["seconds"] > 0 else 0.0
+    result["gbps"] = result["rate"] * size * 8 / 1e9
+    result["loss"] = 1 - delivered / written if written else 0.0
+    return result
+
+
+def run_ceiling_once(
+    spec: ImplSpec, size: int, frames: int, python: str, native: Path
+) -> dict[str, Any]:
+    writer_spec = IMPLS["native"] if native.exists() else IMPLS["os"]
+    with topology.BridgeLoop("ceil") as loop:
+        reader = Child(loop, child_argv(spec, size, python, native, "reader"), f"{spec.key}/rd")
+        writer: Child | None = None
+        try:
+            reader.read(timeout=60)
+            # Attached, not reading: grow B's ring so that it holds every frame queued below.
+            loop.set_txqueuelen(loop.tap_b, CEILING_QLEN)
+            writer = Child(loop, child_argv(writer_spec, size, python, native, "writer"), "writer")
+            writer.read(timeout=60)
+            loop.wait_forwarding()
+            before = loop.counters(loop.tap_b)
+            wrote = writer.command(f"write {frames}", timeout=120)
+            queued = loop.counters(loop.tap_b)
+            drained = reader.command(f"drain {frames}", timeout=120)
+        finally:
+            reader.close()
+            if writer is not None:
+                writer.close()
+    delivered, secs = int(drained["delivered"]), float(drained["seconds"])
+    return {
+        "written": int(wrote["written"]),
+        "dropped_while_queueing": queued["tx_dropped"] - before["tx_dropped"],
+        "delivered": delivered,
+        "seconds": secs,
+        "rate": delivered / secs if secs > 0 else 0.0,
+        "gbps": delivered * size * 8 / secs / 1e9 if secs > 0 else 0.0,
+    }
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def median_run(self) -> dict[str, Any] | None:
+        """The run whose delivered/s is the median (lower median for even counts)."""
+        if not self.runs:
+            return None
+        ordered = sorted(self.runs, key=lambda r: r["rate"])
+        return ordered[(len(ordered) - 1) // 2]
+
+    def rate_range(self) -> str:
+        rates = [r["rate"] for r in self.runs]
+        return f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}" if len(rates) > 1 else "—"
+
+
+def check_available(spec: ImplSpec, python: str, native: Path) -> str | None:
+    """Why ``spec`` cannot run here, or None."""
+    if spec.script is None:
+        return None if native.exists() else f"{native} not built"
+    if spec.module is None:
+        return None
+    probe = subprocess.run(
+        [python, "-c", f"import {spec.module}"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+        return f"cannot import {spec.module}: {last}"
+    return None
+
+
+def build_native(native: Path) -> str | None:
+    log("building examples/native_bridge.rs (cargo build --release --example native_bridge)")
+    proc = subprocess.run(
+        ["cargo", "build", "--release", "--example", "native_bridge"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not native.exists():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        return f"cargo build failed: {tail}"
+    return None
+
+
+def fmt_rate(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f} M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} k"
+    return f"{x:.0f}"
+
+
+def fmt_count(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def machine_info(python: str) -> list[str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    version = subprocess.run(
+        [python, "-c", "import vnetio; print(vnetio.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return [
+        f"- machine: nproc {os.cpu_count()}, {cpu}, {mem} RAM",
+        f"- kernel: {platform.release()} ({platform.machine()})",
+        f"- Python: {platform.python_version()} ({python}); vnetio {version or 'not importable'}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+    ]
+
+
+def render(
+    args: argparse.Namespace,
+    command: str,
+    cells: dict[tuple[str, int], Cell],
+    ceiling: dict[tuple[str, int], Cell],
+    skipped: dict[str, str],
+    elapsed: float,
+) -> str:
+    out = ["# Bridge-loop benchmark", ""]
+    out.append(f"- command: `{command}`")
+    out += machine_info(args.python)
+    out.append(f"- total wall time: {elapsed:.0f} s")
+    out.append("")
+    out += [f"- **{key} skipped**: {why}" for key, why in skipped.items()]
+    if skipped:
+        out.append("")
+    for size in args.sizes:
+        out += render_loop_table(args, size, cells, skipped)
+    if ceiling:
+        out += render_ceiling_table(args, ceiling)
+    out.append(
+        "Delivered = frames of our own read by the reader (size, source MAC and EtherType "
+        "match); delivered/s divides by the reader's time until its ring was empty after the "
+        "writer stopped. Loss = 1 − delivered/written; B TX dropped is the kernel's counter "
+        "of frames B's full ring refused during the run. Noise = other frames on B, with the "
+        "writer idle for the noise window of the first repeat, and during the run. Each run "
+        "uses a fresh namespace and processes; 'vs native' compares medians of the same run."
+    )
+    out.append("")
+    return "\n".join(out)
+
+
+def render_loop_table(
+    args: argparse.Namespace, size: int, cells: dict[tuple[str, int], Cell], skipped: dict[str, str]
+) -> list[str]:
+    native = cells.get(("native", size))
+    native_run = native.median_run() if native else None
+    out = [
+        f"## Bridge loop, {size}-byte frames: median of {args.repeat} run(s) of {args.seconds:g} s",
+        "",
+        (
+            "| implementation | written | delivered | delivered/s | Gbit/s | loss "
+            "| B TX dropped | noise idle / in run | vs native | delivered/s range |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key in args.impls:
+        cell = cells.get((key, size))
+        if cell is None or key in skipped:
+            continue
+        label = IMPLS[key].label
+        run = cell.median_run()
+        if run is None:
+            out.append(f"| {label} | failed: {cell.error} |||||||||")
+            continue
+        ratio = f"{run['rate'] / native_run['rate']:.2f}×" if native_run else "n/a"
+        out.append(
+            f"| {label} | {fmt_count(run['written'])} | {fmt_count(run['delivered'])} "
+            f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} | {run['loss'] * 100:.2f}% "
+            f"| {fmt_count(run['tx_dropped'])} | {first_noise(cell)} / {run['noise_run']} "
+            f"| {ratio} | {cell.rate_range()} |"
+        )
+    out.append("")
+    return out
+
+
+def render_ceiling_table(
+    args: argparse.Namespace, ceiling: dict[tuple[str, int], Cell]
+) -> list[str]:
+    out = [
+        (
+            f"## Reader-only ceiling: {fmt_count(args.ceiling_frames)} frames queued in B's ring "
+            f"(txqueuelen {CEILING_QLEN}), only the draining timed; median of {args.repeat}"
+        ),
+        "",
+        (
+            "| implementation | size | delivered | drain seconds | frames/s | Gbit/s "
+            "| dropped while queueing | vs native | frames/s range |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for size in args.sizes:
+        nat = ceiling.get(("native", size))
+        nat_run = nat.median_run() if nat else None
+        for key in CEILING_IMPLS:
+            cell = ceiling.get((key, size))
+            if cell is None:
+                continue
+            run = cell.median_run()
+            label = IMPLS[key].label
+            if run is None:
+                out.append(f"| {label} | {size} | failed: {cell.error} |||||||")
+                continue
+            ratio = f"{run['rate'] / nat_run['rate']:.2f}×" if nat_run else "n/a"
+            out.append(
+                f"| {label} | {size} | {fmt_count(run['delivered'])} | {run['seconds']:.3f} "
+                f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} "
+                f"| {run['dropped_while_queueing']} | {ratio} | {cell.rate_range()} |"
+            )
+    out.append("")
+    return out
+
+
+def first_noise(cell: Cell) -> str:
+    for run in cell.runs:
+        if "noise_idle" in run:
+            return str(run["noise_idle"])
+    return "—"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=float, default=3.0, help="timed window per run (3)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown (3)")
+    p.add_argument("--sizes", default="64,1514", help="frame sizes (64,1514)")
+    p.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
+    p.add_argument("--noise-seconds", type=float, default=1.0, help="idle-writer noise window (1)")
+    p.add_argument(
+        "--ceiling-frames", type=int, default=250_000, help="frames queued for the ceiling"
+    )
+    p.add_argument("--no-ceiling", action="store_true", help="skip the reader-only ceiling")
+    p.add_argument("--out", type=Path, help="also write the Markdown report here")
+    p.add_argument("--json", type=Path, help="write every run's raw figures here")
+    p.add_argument("--python", default=sys.executable, help="interpreter for the children")
+    p.add_argument("--native-bin", type=Path, default=NATIVE_BIN)
+    p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    args = p.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.impls = [s for s in args.impls.split(",") if s]
+    unknown = [s for s in args.impls if s not in IMPLS]
+    if unknown:
+        p.error(f"unknown implementation(s): {', '.join(unknown)}")
+    if args.ceiling_frames >= CEILING_QLEN:
+        p.error(f"--ceiling-frames must be below the ring size {CEILING_QLEN}")
+    return args
+
+
+def select_impls(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """Build the native baseline and probe each implementation: (runnable, skipped)."""
+    skipped: dict[str, str] = {}
+    if "native" in args.impls and not args.no_build:
+        err = build_native(args.native_bin)
+        if err:
+            skipped["native"] = err
+    for key in args.impls:
+        if key not in skipped:
+            reason = check_available(IMPLS[key], args.python, args.native_bin)
+            if reason:
+                skipped[key] = reason
+    for key, why in skipped.items():
+        log(f"skipping {key}: {why}")
+    return [k for k in args.impls if k not in skipped], skipped
+
+
+def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
+    cells: dict[tuple[str, int], Cell] = {}
+    for rep in range(args.repeat):
+        # Rotate the order each repeat so no implementation always runs first or last.
+        order = runnable[rep % len(runnable) :] + runnable[: rep % len(runnable)]
+        for size in args.sizes:
+            for key in order:
+                cell = cells.setdefault((key, size), Cell())
+                tag = f"[{rep + 1}/{args.repeat}] {key:7s} {size:5d} B"
+                noise = args.noise_seconds if rep == 0 else 0.0
+                try:
+                    res = run_loop_once(
+                        IMPLS[key], size, args.seconds, noise, args.python, args.native_bin
+                    )
+                except (BenchError, TimeoutError, topology.TopologyError) as exc:
+                    cell.error = str(exc)
+                    log(f"{tag}  FAILED: {exc}")
+                    continue
+                cell.runs.append(res)
+                log(
+                    f"{tag}  delivered {fmt_rate(res['rate'])}/s, written "
+                    f"{fmt_rate(res['written'] / res['write_seconds'])}/s, "
+                    f"loss {res['loss'] * 100:.2f}%, B TX dropped {res['tx_dropped']}"
+                )
+    return cells
+
+
+def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
+    ceiling: dict[tuple[str, int], Cell] = {}
+    keys = [k for k in CEILING_IMPLS if k in runnable]
+    for rep in range(args.repeat):
+        for size in args.sizes:
+            for key in keys:
+                cell = ceiling.setdefault((key, size), Cell())
+                tag = f"[{rep + 1}/{args.repeat}] ceiling {key:7s} {size:5d} B"
+                try:
+                    res = run_ceiling_once(
+                        IMPLS[key], size, args.ceiling_frames, args.python, args.native_bin
+                    )
+                except (BenchError, TimeoutError, topology.TopologyError) as exc:
+                    cell.error = str(exc)
+                    log(f"{tag}  FAILED: {exc}")
+                    continue
+                cell.runs.append(res)
+                log(
+                    f"{tag}  {fmt_rate(res['rate'])}/s ({res['delivered']} in "
+                    f"{res['seconds']:.3f} s, {res['dropped_while_queueing']} dropped while queueing)"
+                )
+    return ceiling
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    shown = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benches/bridge_loop.py", *shown])
+    ok, why = topology.have_privileges()
+    if not ok:
+        log(f"bridge_loop: cannot build the bridge loop: {why}")
+        return 2
+    t_start = time.monotonic()
+    runnable, skipped = select_impls(args)
+    if not runnable:
+        log("bridge_loop: nothing to run")
+        return 2
+    cells = run_loops(args, runnable)
+    ceiling = {} if args.no_ceiling else run_ceilings(args, runnable)
+    report = render(args, command, cells, ceiling, skipped, time.monotonic() - t_start)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        log(f"wrote {args.out}")
+    if args.json:
+        raw = {
+            "loop": {f"{k}/{s}": c.runs for (k, s), c in cells.items()},
+            "ceiling": {f"{k}/{s}": c.runs for (k, s), c in ceiling.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(raw, indent=1))
+    failed = any(c.error and not c.runs for c in [*cells.values(), *ceiling.values()])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
