@@ -7,10 +7,9 @@ two threads run in parallel. The process already runs inside the benchmark's nam
 ``vnetio.Tap(name)`` attaches to the existing persistent TAP there.
 
 Counting our own frames must not cost a Python loop per frame, or the benchmark would
-measure the counting: when a batch's arena is exactly ``len(batch) * size`` bytes, every
-frame starts at a multiple of ``size``, and the eight signature bytes of all frames are
-checked as eight strided columns of the arena (C-level slicing and comparison). Any other
-batch (noise mixed in) falls back to checking frame by frame.
+measure the counting: ``_topology.count_own_frames`` checks the signature bytes of a whole
+batch as strided columns of its arena (C-level slicing and comparison) and falls back to a
+frame-by-frame check only for a batch with foreign frames mixed in.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import sys
 import time
 
 import vnetio
-from _driver import Flag, Impl, serve
+from _driver import Flag, Impl, serve, topology
 
 BATCH = 256
 
@@ -29,11 +28,6 @@ class VnetioBatch(Impl):
     a: vnetio.Tap | None = None
     b: vnetio.Tap | None = None
 
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        # columns[j][:k]: byte j of the signature repeated for k frames
-        self.columns = [bytes([c]) * BATCH for c in self.sig]
-
     def open_reader(self, tap: str) -> None:
         self.b = vnetio.Tap(tap)
 
@@ -42,16 +36,7 @@ class VnetioBatch(Impl):
         self.batch = vnetio.Batch.from_frames([self.frame] * BATCH)
 
     def count_own(self, batch: vnetio.Batch) -> int:
-        n, size = len(batch), self.size
-        view = memoryview(batch)
-        if view.nbytes == n * size and n <= BATCH:
-            for j, column in enumerate(self.columns):
-                if view[6 + j :: size] != column[:n]:
-                    break
-            else:
-                return n
-        sig = self.sig
-        return sum(1 for f in batch if len(f) == size and f[6:14] == sig)
+        return int(topology.count_own_frames(batch, self.size, self.sig))
 
     def write_until(self, stop: Flag) -> tuple[int, int]:
         assert self.a is not None

@@ -40,6 +40,7 @@ __all__ = [
     "BridgeLoop",
     "TopologyError",
     "build_frame",
+    "count_own_frames",
     "decode_frame",
     "frame_signature",
     "have_privileges",
@@ -110,6 +111,42 @@ def build_frame(
     frame = header + payload
     assert len(frame) == size
     return frame
+
+
+def count_own_frames(batch: Any, size: int, signature: bytes | None = None) -> int:
+    """How many frames of ``batch`` (a ``vnetio.Batch``) are test frames of ``size`` bytes.
+
+    A test frame has the given size and the ``signature`` (source MAC + EtherType) at bytes
+    6..14. When the batch's arena is exactly ``len(batch) * size`` bytes, every frame starts
+    at a multiple of ``size`` and the signature bytes of all frames are compared as strided
+    columns of the arena, in C; otherwise (foreign frames mixed in) frame by frame.
+    """
+    sig = _DEFAULT_SIGNATURE if signature is None else signature
+    n = len(batch)
+    if n == 0:
+        return 0
+    view = memoryview(batch).cast("B")
+    if view.nbytes == n * size and size > len(sig) + 6:
+        columns = _signature_columns(sig, n)
+        for j, column in enumerate(columns):
+            if view[6 + j :: size] != column[:n]:
+                break
+        else:
+            return n
+    return sum(1 for f in batch if len(f) == size and f[6:14] == sig)
+
+
+_COLUMNS: dict[bytes, list[memoryview]] = {}
+_DEFAULT_SIGNATURE = frame_signature()
+
+
+def _signature_columns(sig: bytes, n: int) -> list[memoryview]:
+    """Column j = byte j of ``sig`` repeated at least ``n`` times (cached)."""
+    columns = _COLUMNS.get(sig)
+    if columns is None or len(columns[0]) < n:
+        columns = [memoryview(bytes([c]) * max(n, 1024)) for c in sig]
+        _COLUMNS[sig] = columns
+    return columns
 
 
 def decode_frame(frame: bytes | memoryview, *, hex_bytes: int = 24) -> str:
