@@ -1,0 +1,197 @@
+//! `PacketBatch`: many frames in one contiguous arena plus a small table of
+//! (offset, length, timestamp) entries.
+//!
+//! A batch is filled by appending at the end of the arena and never moves a frame once
+//! written, so slices handed out stay valid until the batch is cleared. Receive paths call
+//! [`PacketBatch::recv_slot`] to get writable room for the next frame and
+//! [`PacketBatch::commit`] once the kernel says how long it was: no per-frame allocation,
+//! and a batch reused for the next receive keeps its memory.
+
+use std::ops::Range;
+
+/// Largest frame any adapter hands us: 64 KiB IP datagram plus Ethernet, VLAN and a
+/// virtio-net header. Reads are given this much room, so nothing is ever truncated.
+pub const MAX_FRAME: usize = 65_535 + 14 + 8 + 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    offset: usize,
+    len: u32,
+    timestamp_ns: u64,
+}
+
+/// Frames stored back to back in one arena.
+#[derive(Debug, Default, Clone)]
+pub struct PacketBatch {
+    /// The arena. Its `len()` is its usable size; bytes past `used` are scratch.
+    data: Vec<u8>,
+    used: usize,
+    entries: Vec<Entry>,
+}
+
+impl PacketBatch {
+    /// An empty batch with room for `frames` frames of `bytes` bytes in total.
+    pub fn with_capacity(frames: usize, bytes: usize) -> Self {
+        PacketBatch { data: vec![0; bytes], used: 0, entries: Vec::with_capacity(frames) }
+    }
+
+    /// Builds a batch holding a copy of each frame.
+    pub fn from_frames<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut batch = PacketBatch::default();
+        for frame in frames {
+            batch.push(frame, 0);
+        }
+        batch
+    }
+
+    /// Forget all frames; keep the memory.
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.entries.clear();
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the batch has no frames.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total bytes of all frames.
+    pub fn nbytes(&self) -> usize {
+        self.used
+    }
+
+    /// The arena's used part: all frames back to back.
+    pub fn data(&self) -> &[u8] {
+        &self.data[..self.used]
+    }
+
+    /// Frame `index`, or `None` when out of range.
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        self.entries.get(index).map(|e| &self.data[e.offset..e.offset + e.len as usize])
+    }
+
+    /// Byte range of frame `index` within [`PacketBatch::data`].
+    pub fn range(&self, index: usize) -> Option<Range<usize>> {
+        self.entries.get(index).map(|e| e.offset..e.offset + e.len as usize)
+    }
+
+    /// Receive timestamp of frame `index` (ns since the Unix epoch; 0 if built in memory).
+    pub fn timestamp_ns(&self, index: usize) -> Option<u64> {
+        self.entries.get(index).map(|e| e.timestamp_ns)
+    }
+
+    /// Iterate over the frames.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.entries.iter().map(|e| &self.data[e.offset..e.offset + e.len as usize])
+    }
+
+    /// Length of each frame.
+    pub fn lengths(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.entries.iter().map(|e| e.len as usize)
+    }
+
+    /// Receive timestamp of each frame.
+    pub fn timestamps_ns(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.timestamp_ns)
+    }
+
+    /// Append a copy of `frame`.
+    ///
+    /// # Panics
+    /// If `frame` is 4 GiB or longer (frames are at most 64 KiB; bindings check first).
+    pub fn push(&mut self, frame: &[u8], timestamp_ns: u64) {
+        let slot = self.recv_slot(frame.len());
+        slot[..frame.len()].copy_from_slice(frame);
+        self.commit(frame.len(), timestamp_ns);
+    }
+
+    /// Writable room for the next frame, at least `room` bytes. Grows the arena only
+    /// when it is too small (amortised: a reused batch stops growing).
+    pub fn recv_slot(&mut self, room: usize) -> &mut [u8] {
+        let need = self.used + room;
+        if self.data.len() < need {
+            let grown = need.max(self.data.len() * 2);
+            self.data.resize(grown, 0);
+        }
+        &mut self.data[self.used..need]
+    }
+
+    /// Record the frame just written into [`PacketBatch::recv_slot`] as `len` bytes long.
+    ///
+    /// # Panics
+    /// If `len` exceeds the room the slot had (a caller bug, never input-dependent).
+    pub fn commit(&mut self, len: usize, timestamp_ns: u64) {
+        assert!(self.used + len <= self.data.len(), "commit past the receive slot");
+        let len32 = u32::try_from(len).expect("frame length fits in u32");
+        self.entries.push(Entry { offset: self.used, len: len32, timestamp_ns });
+        self.used += len;
+    }
+
+    /// Memory held by the arena (for pool bookkeeping).
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_get_iterate() {
+        let mut b = PacketBatch::with_capacity(2, 4);
+        b.push(b"abc", 1);
+        b.push(b"", 2);
+        b.push(b"defgh", 3);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.nbytes(), 8);
+        assert_eq!(b.get(0), Some(&b"abc"[..]));
+        assert_eq!(b.get(1), Some(&b""[..]));
+        assert_eq!(b.get(2), Some(&b"defgh"[..]));
+        assert_eq!(b.get(3), None);
+        assert_eq!(b.data(), b"abcdefgh");
+        assert_eq!(b.range(2), Some(3..8));
+        assert_eq!(b.lengths().collect::<Vec<_>>(), vec![3, 0, 5]);
+        assert_eq!(b.timestamps_ns().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![&b"abc"[..], b"", b"defgh"]);
+    }
+
+    #[test]
+    fn reuse_keeps_memory_and_forgets_frames() {
+        let mut b = PacketBatch::from_frames([&[1u8; 100][..], &[2u8; 100][..]]);
+        let cap = b.capacity_bytes();
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!(b.nbytes(), 0);
+        b.push(&[3u8; 150], 0);
+        assert_eq!(b.capacity_bytes(), cap);
+        assert_eq!(b.get(0).unwrap(), &[3u8; 150][..]);
+    }
+
+    #[test]
+    fn recv_slot_then_commit_shorter() {
+        let mut b = PacketBatch::default();
+        let slot = b.recv_slot(MAX_FRAME);
+        assert!(slot.len() >= MAX_FRAME);
+        slot[..2].copy_from_slice(b"hi");
+        b.commit(2, 7);
+        let slot = b.recv_slot(MAX_FRAME);
+        slot[..3].copy_from_slice(b"you");
+        b.commit(3, 8);
+        assert_eq!(b.data(), b"hiyou");
+        assert_eq!(b.timestamp_ns(1), Some(8));
+    }
+
+    #[test]
+    #[should_panic(expected = "commit past the receive slot")]
+    fn commit_past_slot_panics() {
+        let mut b = PacketBatch::default();
+        let _ = b.recv_slot(4);
+        b.commit(5, 0);
+    }
+}

@@ -1,0 +1,515 @@
+//! `Adapter` (the shared I/O interface), `Tap`, `Tun`, `Queue`, `Loopback` and `Stats`.
+//!
+//! Every method validates and extracts its Python arguments first, then releases the
+//! interpreter (`py.detach`) around the syscalls and batch loops. Blocking waits are cut
+//! into slices of at most `SLICE`; between slices the interpreter is re-attached to
+//! check for signals, so Ctrl-C interrupts a blocked receive promptly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use super::batch::{ArenaPool, PyBatch};
+use crate::device::loopback::{self, LoopbackEnd, Overflow};
+use crate::device::tuntap::{self, format_mac, parse_cidr, parse_mac, OpenOptions};
+use crate::device::{Device, Medium, Stats};
+
+/// Longest time spent detached in one wait before checking for signals.
+const SLICE: Duration = Duration::from_millis(50);
+/// Largest `max_frames` accepted by `recv_batch`.
+const MAX_BATCH: usize = 65_536;
+
+fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(PyValueError::new_err(format!("timeout must be None or a finite number >= 0, not {t}"))),
+    }
+}
+
+/// Receive into a pooled arena, waiting in signal-checked slices.
+fn recv_into(py: Python<'_>, dev: &Arc<dyn Device>, pool: &Arc<ArenaPool>, max: usize, timeout: Option<f64>) -> PyResult<PyBatch> {
+    if max == 0 || max > MAX_BATCH {
+        return Err(PyValueError::new_err(format!("max_frames must be between 1 and {MAX_BATCH}, not {max}")));
+    }
+    let deadline = parse_timeout(timeout)?.map(|t| Instant::now() + t);
+    let mut batch = pool.take();
+    loop {
+        let wait = match deadline {
+            None => SLICE,
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+        };
+        let n = py.detach(|| dev.recv_batch(&mut batch, max, wait))?;
+        if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        py.check_signals()?;
+    }
+    Ok(PyBatch::from_pool(batch, pool))
+}
+
+/// Validate and write frames given as a Batch or any iterable of buffers.
+fn send_any(py: Python<'_>, dev: &Arc<dyn Device>, frames: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(batch) = frames.cast::<PyBatch>() {
+        let slices: Vec<&[u8]> = batch.get().inner().iter().collect();
+        return send_slices(py, dev, &slices);
+    }
+    if frames.is_instance_of::<PyBytes>() || frames.is_instance_of::<pyo3::types::PyByteArray>() {
+        return Err(PyTypeError::new_err(
+            "send_batch takes a Batch or an iterable of frames, not a single bytes object; use send(frame)",
+        ));
+    }
+    let arena = PyBatch::collect(frames)?;
+    let slices: Vec<&[u8]> = arena.iter().collect();
+    send_slices(py, dev, &slices)
+}
+
+fn send_slices(py: Python<'_>, dev: &Arc<dyn Device>, slices: &[&[u8]]) -> PyResult<usize> {
+    dev.check_frames(slices)?;
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    Ok(py.detach(|| dev.send_frames(slices))?)
+}
+
+fn send_one(py: Python<'_>, dev: &Arc<dyn Device>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(b) = frame.cast::<PyBytes>() {
+        // bytes are immutable: borrow, no copy.
+        send_slices(py, dev, &[b.as_bytes()])?;
+    } else {
+        let arena = PyBatch::collect(PyTuple::new(py, [frame])?.as_any())?;
+        send_slices(py, dev, &[arena.get(0).unwrap_or_default()])?;
+    }
+    Ok(())
+}
+
+/// Counters of an adapter, queue or loopback end.
+#[pyclass(name = "Stats", module = "vnetio._core", frozen, get_all)]
+pub struct PyStats {
+    rx_frames: u64,
+    rx_bytes: u64,
+    tx_frames: u64,
+    tx_bytes: u64,
+    rx_errors: u64,
+    tx_errors: u64,
+    rx_dropped: u64,
+    tx_dropped: u64,
+}
+
+impl From<Stats> for PyStats {
+    fn from(s: Stats) -> Self {
+        PyStats {
+            rx_frames: s.rx_frames,
+            rx_bytes: s.rx_bytes,
+            tx_frames: s.tx_frames,
+            tx_bytes: s.tx_bytes,
+            rx_errors: s.rx_errors,
+            tx_errors: s.tx_errors,
+            rx_dropped: s.rx_dropped,
+            tx_dropped: s.tx_dropped,
+        }
+    }
+}
+
+impl PyStats {
+    fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("rx_frames", self.rx_frames),
+            ("rx_bytes", self.rx_bytes),
+            ("tx_frames", self.tx_frames),
+            ("tx_bytes", self.tx_bytes),
+            ("rx_errors", self.rx_errors),
+            ("tx_errors", self.tx_errors),
+            ("rx_dropped", self.rx_dropped),
+            ("tx_dropped", self.tx_dropped),
+        ]
+    }
+}
+
+#[pymethods]
+impl PyStats {
+    /// The counters as a dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.fields() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __getitem__(&self, key: &str) -> PyResult<u64> {
+        self.fields()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_owned()))
+    }
+
+    fn __repr__(&self) -> String {
+        let body: Vec<String> = self.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("Stats({})", body.join(", "))
+    }
+}
+
+/// The common interface of every adapter: receive, send, counters, close.
+#[pyclass(name = "Adapter", module = "vnetio._core", subclass, frozen)]
+pub struct PyAdapter {
+    dev: Arc<dyn Device>,
+    pool: Arc<ArenaPool>,
+    name: String,
+    class: &'static str,
+}
+
+impl PyAdapter {
+    fn new(dev: Arc<dyn Device>, name: String, class: &'static str) -> Self {
+        PyAdapter { dev, pool: Arc::default(), name, class }
+    }
+}
+
+#[pymethods]
+impl PyAdapter {
+    /// The adapter's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// "tap" (Ethernet frames) or "tun" (IP packets).
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.dev.medium().as_str()
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.dev.is_closed()
+    }
+
+    /// A descriptor that polls readable when frames are waiting.
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.dev.raw_fd()?)
+    }
+
+    /// Close. Wakes any thread blocked in recv (it raises AdapterClosedError). Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let dev = Arc::clone(&self.dev);
+        py.detach(move || dev.close());
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
+
+    /// Receive one frame as bytes; raises TimeoutError if none arrives within `timeout`.
+    #[pyo3(signature = (timeout = None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let batch = recv_into(py, &self.dev, &self.pool, 1, timeout)?;
+        match batch.inner().get(0) {
+            Some(frame) => Ok(PyBytes::new(py, frame)),
+            None => Err(PyTimeoutError::new_err(format!(
+                "no frame arrived on {} within {} s",
+                self.name,
+                timeout.unwrap_or(0.0)
+            ))),
+        }
+    }
+
+    /// Receive up to `max_frames` frames into one Batch.
+    #[pyo3(signature = (max_frames = 256, timeout = None))]
+    fn recv_batch(&self, py: Python<'_>, max_frames: usize, timeout: Option<f64>) -> PyResult<PyBatch> {
+        recv_into(py, &self.dev, &self.pool, max_frames, timeout)
+    }
+
+    /// Send one frame (any bytes-like object).
+    fn send(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
+        send_one(py, &self.dev, frame)
+    }
+
+    /// Send a Batch or an iterable of frames; returns how many were sent.
+    fn send_batch(&self, py: Python<'_>, frames: &Bound<'_, PyAny>) -> PyResult<usize> {
+        send_any(py, &self.dev, frames)
+    }
+
+    /// Counters (kernel drop counters are read now).
+    fn stats(&self, py: Python<'_>) -> PyResult<PyStats> {
+        let dev = Arc::clone(&self.dev);
+        Ok(py.detach(move || dev.stats())?.into())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.dev.is_closed() { "closed" } else { "open" };
+        format!("<vnetio.{} name={:?} kind={} {state}>", self.class, self.name, self.dev.medium().as_str())
+    }
+}
+
+/// One queue (descriptor) of a multi-queue adapter.
+#[pyclass(name = "Queue", module = "vnetio._core", extends = PyAdapter, frozen)]
+pub struct PyQueue {
+    index: usize,
+}
+
+#[pymethods]
+impl PyQueue {
+    /// Position of this queue in its adapter.
+    #[getter]
+    fn index(&self) -> usize {
+        self.index
+    }
+}
+
+/// Shared by Tap and Tun: configuration of a kernel adapter.
+#[pyclass(name = "_KernelAdapter", module = "vnetio._core", extends = PyAdapter, subclass, frozen)]
+pub struct PyKernelAdapter {
+    adapter: Arc<tuntap::Adapter>,
+    queues: Py<PyTuple>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_kernel(
+    py: Python<'_>,
+    medium: Medium,
+    class: &'static str,
+    name: &str,
+    queues: usize,
+    persist: bool,
+    netns: Option<String>,
+    owner: Option<u32>,
+    group: Option<u32>,
+    mtu: Option<u32>,
+) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
+    let opts = OpenOptions { name: name.to_owned(), medium, queues, persist, netns, owner, group, mtu };
+    let adapter = Arc::new(py.detach(|| tuntap::Adapter::open(&opts))?);
+    let mut qs = Vec::with_capacity(adapter.queues().len());
+    for q in adapter.queues() {
+        let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
+        let init = PyClassInitializer::from(PyAdapter::new(dev, q.name().to_owned(), "Queue"))
+            .add_subclass(PyQueue { index: q.index() });
+        qs.push(Py::new(py, init)?);
+    }
+    let queues = PyTuple::new(py, qs)?.unbind();
+    let dev: Arc<dyn Device> = Arc::clone(&adapter) as Arc<dyn Device>;
+    let base = PyAdapter::new(dev, adapter.name().to_owned(), class);
+    Ok(PyClassInitializer::from(base).add_subclass(PyKernelAdapter { adapter, queues }))
+}
+
+#[pymethods]
+impl PyKernelAdapter {
+    /// Interface index.
+    #[getter]
+    fn ifindex(&self) -> u32 {
+        self.adapter.ifindex()
+    }
+
+    /// Network namespace name, or None for the caller's.
+    #[getter]
+    fn netns(&self) -> Option<&str> {
+        self.adapter.netns()
+    }
+
+    /// Whether the adapter outlives its last descriptor.
+    #[getter]
+    fn persistent(&self) -> bool {
+        self.adapter.persistent()
+    }
+
+    /// True when this open created the adapter (False: attached to an existing one).
+    #[getter]
+    fn created(&self) -> bool {
+        self.adapter.created()
+    }
+
+    /// The adapter's queues (one per descriptor).
+    #[getter]
+    fn queues<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        self.queues.bind(py).clone()
+    }
+
+    /// MTU (read from the kernel; settable).
+    #[getter]
+    fn get_mtu(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(py.detach(|| self.adapter.get_mtu())?)
+    }
+
+    #[setter]
+    fn set_mtu(&self, py: Python<'_>, value: u32) -> PyResult<()> {
+        Ok(py.detach(|| self.adapter.set_mtu(value))?)
+    }
+
+    /// Whether the adapter is administratively up.
+    #[getter]
+    fn is_up(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(py.detach(|| self.adapter.is_up())?)
+    }
+
+    /// Bring the adapter up.
+    fn up(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.adapter.set_up(true))?)
+    }
+
+    /// Take the adapter down.
+    fn down(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.adapter.set_up(false))?)
+    }
+
+    /// Add an IPv4 or IPv6 address in CIDR form, e.g. "192.0.2.1/24".
+    fn add_address(&self, py: Python<'_>, address: &str) -> PyResult<()> {
+        let (ip, prefix) = parse_cidr(address)?;
+        Ok(py.detach(|| self.adapter.add_address(ip, prefix))?)
+    }
+
+    /// Remove an address given in CIDR form.
+    fn del_address(&self, py: Python<'_>, address: &str) -> PyResult<()> {
+        let (ip, prefix) = parse_cidr(address)?;
+        Ok(py.detach(|| self.adapter.del_address(ip, prefix))?)
+    }
+
+    /// Every address, in CIDR form.
+    fn addresses(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let list = py.detach(|| self.adapter.addresses())?;
+        Ok(list.into_iter().map(|(ip, p)| format!("{ip}/{p}")).collect())
+    }
+
+    /// Make the adapter persistent (outlive this process) or not.
+    fn set_persistent(&self, py: Python<'_>, persistent: bool) -> PyResult<()> {
+        Ok(py.detach(|| self.adapter.set_persistent(persistent))?)
+    }
+}
+
+/// A TAP adapter: Ethernet frames.
+#[pyclass(name = "Tap", module = "vnetio._core", extends = PyKernelAdapter, frozen)]
+pub struct PyTap {}
+
+#[pymethods]
+impl PyTap {
+    #[new]
+    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        queues: usize,
+        persist: bool,
+        netns: Option<String>,
+        owner: Option<u32>,
+        group: Option<u32>,
+        mtu: Option<u32>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        Ok(open_kernel(py, Medium::Ethernet, "Tap", name, queues, persist, netns, owner, group, mtu)?.add_subclass(PyTap {}))
+    }
+
+    /// The Ethernet address, "aa:bb:cc:dd:ee:ff" (settable).
+    #[getter]
+    fn get_mac(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<String> {
+        let adapter = Arc::clone(&slf.as_super().adapter);
+        Ok(format_mac(py.detach(|| adapter.mac())?))
+    }
+
+    #[setter]
+    fn set_mac(slf: PyRef<'_, Self>, py: Python<'_>, value: &str) -> PyResult<()> {
+        let mac = parse_mac(value)?;
+        let adapter = Arc::clone(&slf.as_super().adapter);
+        Ok(py.detach(|| adapter.set_mac(mac))?)
+    }
+}
+
+/// A TUN adapter: IPv4/IPv6 packets.
+#[pyclass(name = "Tun", module = "vnetio._core", extends = PyKernelAdapter, frozen)]
+pub struct PyTun {}
+
+#[pymethods]
+impl PyTun {
+    #[new]
+    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        queues: usize,
+        persist: bool,
+        netns: Option<String>,
+        owner: Option<u32>,
+        group: Option<u32>,
+        mtu: Option<u32>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        Ok(open_kernel(py, Medium::Ip, "Tun", name, queues, persist, netns, owner, group, mtu)?.add_subclass(PyTun {}))
+    }
+}
+
+/// One end of an in-memory adapter pair.
+#[pyclass(name = "Loopback", module = "vnetio._core", extends = PyAdapter, frozen)]
+pub struct PyLoopback {
+    end: Arc<LoopbackEnd>,
+}
+
+#[pymethods]
+impl PyLoopback {
+    /// The MTU frames are checked against.
+    #[getter]
+    fn mtu(&self) -> usize {
+        self.end.mtu()
+    }
+
+    /// Queue capacity in frames.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.end.capacity()
+    }
+
+    /// Frames queued for this end's recv.
+    #[getter]
+    fn pending(&self) -> usize {
+        self.end.pending()
+    }
+}
+
+/// Make two connected in-memory adapters: what one sends, the other receives.
+#[pyfunction]
+#[pyo3(signature = (capacity = 1024, *, kind = "tap", mtu = 1500, overflow = "drop"))]
+pub fn loopback_pair(py: Python<'_>, capacity: usize, kind: &str, mtu: usize, overflow: &str) -> PyResult<(Py<PyLoopback>, Py<PyLoopback>)> {
+    let medium = match kind {
+        "tap" => Medium::Ethernet,
+        "tun" => Medium::Ip,
+        other => return Err(PyValueError::new_err(format!("kind must be \"tap\" or \"tun\", not {other:?}"))),
+    };
+    let overflow = match overflow {
+        "drop" => Overflow::Drop,
+        "error" => Overflow::Error,
+        other => return Err(PyValueError::new_err(format!("overflow must be \"drop\" or \"error\", not {other:?}"))),
+    };
+    let (a, b) = loopback::pair(capacity, medium, mtu, overflow)?;
+    let make = |end: LoopbackEnd, name: &str| -> PyResult<Py<PyLoopback>> {
+        let end = Arc::new(end);
+        let dev: Arc<dyn Device> = Arc::clone(&end) as Arc<dyn Device>;
+        Py::new(py, PyClassInitializer::from(PyAdapter::new(dev, name.to_owned(), "Loopback")).add_subclass(PyLoopback { end }))
+    };
+    Ok((make(a, "loop0")?, make(b, "loop1")?))
+}
+
+/// The kernel's TUNGETFEATURES bit mask.
+#[pyfunction]
+pub fn tun_features(py: Python<'_>) -> PyResult<u32> {
+    Ok(py.detach(tuntap::features)?)
+}
+
+/// Raise ValueError if `name` is not a valid interface name (or `%d` pattern).
+#[pyfunction]
+pub fn validate_ifname(name: &str) -> PyResult<()> {
+    crate::device::validate_ifname(name)?;
+    Ok(())
+}
+
+/// Raise a Rust panic (tests prove it surfaces as PanicException).
+#[pyfunction]
+#[allow(clippy::panic)]
+pub fn _panic_for_test() {
+    panic!("deliberate panic from vnetio._core._panic_for_test");
+}

@@ -1,0 +1,206 @@
+//! `vnetio.Batch`: a `PacketBatch` seen from Python, zero-copy.
+//!
+//! The batch exports its arena through the buffer protocol (read-only); each frame is a
+//! slice of one `memoryview` of it, so no frame bytes are copied. A batch never changes
+//! after it is made, which is what makes handing out its memory sound. Arenas filled by
+//! `recv_batch` come from a small per-adapter pool and go back to it when the batch is
+//! garbage collected, so a steady receive loop allocates nothing.
+//!
+//! This file is the second `unsafe` island (after `device/sys.rs`): `__getbuffer__`.
+#![allow(unsafe_code)]
+
+use std::os::raw::c_int;
+use std::sync::{Arc, Mutex, Weak};
+
+use pyo3::exceptions::{PyBufferError, PyIndexError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice};
+
+use crate::batch::PacketBatch;
+
+/// Arenas kept for reuse per adapter; more than this are freed.
+const POOL_KEEP: usize = 4;
+
+/// Reusable arenas for one adapter.
+#[derive(Default)]
+pub struct ArenaPool {
+    free: Mutex<Vec<PacketBatch>>,
+}
+
+impl ArenaPool {
+    /// An empty arena, recycled when one is free.
+    pub fn take(&self) -> PacketBatch {
+        self.free.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
+    }
+
+    fn give_back(&self, mut batch: PacketBatch) {
+        batch.clear();
+        if let Ok(mut v) = self.free.lock() {
+            if v.len() < POOL_KEEP {
+                v.push(batch);
+            }
+        }
+    }
+}
+
+/// A batch of frames in one contiguous arena. Frames are read-only memoryviews.
+#[pyclass(name = "Batch", module = "vnetio._core", frozen, sequence)]
+pub struct PyBatch {
+    inner: PacketBatch,
+    pool: Weak<ArenaPool>,
+}
+
+impl PyBatch {
+    /// Wrap a filled arena that returns to `pool` when the batch dies.
+    pub fn from_pool(inner: PacketBatch, pool: &Arc<ArenaPool>) -> Self {
+        PyBatch { inner, pool: Arc::downgrade(pool) }
+    }
+
+    /// The frames.
+    pub fn inner(&self) -> &PacketBatch {
+        &self.inner
+    }
+
+    /// Copy each buffer of a Python iterable into a new arena.
+    pub fn collect(frames: &Bound<'_, PyAny>) -> PyResult<PacketBatch> {
+        let mut batch = PacketBatch::default();
+        for (index, item) in frames.try_iter()?.enumerate() {
+            let item = item?;
+            if let Ok(b) = item.cast::<PyBytes>() {
+                batch.push(b.as_bytes(), 0);
+            } else {
+                let buf = pyo3::buffer::PyBuffer::<u8>::get(&item).map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "frame {index}: expected a bytes-like object (bytes, bytearray, memoryview, \
+                         Batch frame), got {}",
+                        item.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string())
+                    ))
+                })?;
+                let len = buf.len_bytes();
+                let slot = batch.recv_slot(len);
+                buf.copy_to_slice(item.py(), &mut slot[..len])?;
+                batch.commit(len, 0);
+            }
+        }
+        Ok(batch)
+    }
+
+    fn index(&self, index: isize) -> PyResult<usize> {
+        let len = self.inner.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(PyIndexError::new_err(format!("frame index {index} out of range for a batch of {len}")));
+        }
+        Ok(i as usize)
+    }
+}
+
+impl Drop for PyBatch {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(std::mem::take(&mut self.inner));
+        }
+    }
+}
+
+fn frame_view<'py>(view: &Bound<'py, PyMemoryView>, range: std::ops::Range<usize>) -> PyResult<Bound<'py, PyAny>> {
+    view.get_item(PySlice::new(view.py(), range.start as isize, range.end as isize, 1))
+}
+
+#[pymethods]
+impl PyBatch {
+    /// Build a batch by copying each frame (any bytes-like objects) into one arena.
+    #[staticmethod]
+    fn from_frames(frames: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(PyBatch { inner: Self::collect(frames)?, pool: Weak::new() })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __getitem__<'py>(slf: &Bound<'py, Self>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let i = this.index(index)?;
+        let view = PyMemoryView::from(slf.as_any())?;
+        frame_view(&view, this.inner.range(i).unwrap_or(0..0))
+    }
+
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<PyBatchIter> {
+        Ok(PyBatchIter { batch: slf.clone().unbind(), view: PyMemoryView::from(slf.as_any())?.unbind(), pos: 0 })
+    }
+
+    /// Total bytes of all frames.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+
+    /// Length of each frame.
+    #[getter]
+    fn lengths(&self) -> Vec<usize> {
+        self.inner.lengths().collect()
+    }
+
+    /// Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory.
+    #[getter]
+    fn timestamps_ns(&self) -> Vec<u64> {
+        self.inner.timestamps_ns().collect()
+    }
+
+    /// Copy every frame out as `bytes`.
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.iter().map(|f| PyBytes::new(py, f)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<vnetio.Batch frames={} nbytes={}>", self.inner.len(), self.inner.nbytes())
+    }
+
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("a Batch is read-only"));
+        }
+        let data = slf.get().inner.data();
+        // SAFETY: `view` is the Py_buffer CPython passed to bf_getbuffer, valid for writes.
+        // PyBuffer_FillInfo stores a new reference to `slf` in view->obj, so the batch — and
+        // with it the arena behind `data` — outlives every consumer of the view. The arena
+        // is never mutated or reallocated after construction (the class is frozen and no
+        // method takes `&mut`), so the pointer and length stay valid. readonly=1 is passed
+        // and writable requests were refused above. Not guaranteed: nothing; a zero-length
+        // arena yields a valid empty buffer.
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr().cast_mut().cast(),
+                data.len() as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(PyErr::fetch(slf.py())) }
+    }
+}
+
+/// Iterator over a batch's frames (one memoryview of the arena, sliced per frame).
+#[pyclass(name = "_BatchIterator", module = "vnetio._core")]
+pub struct PyBatchIter {
+    batch: Py<PyBatch>,
+    view: Py<PyMemoryView>,
+    pos: usize,
+}
+
+#[pymethods]
+impl PyBatchIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(range) = self.batch.get().inner.range(self.pos) else { return Ok(None) };
+        self.pos += 1;
+        frame_view(self.view.bind(py), range).map(Some)
+    }
+}

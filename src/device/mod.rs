@@ -1,0 +1,280 @@
+//! Devices: TUN and TAP adapters (`tuntap`) and the in-memory loopback pair
+//! (`loopback`), all behind one [`Device`] trait so every layer above, and most tests,
+//! can run on either.
+
+pub mod loopback;
+mod netlink;
+mod netns;
+mod sys;
+pub mod tuntap;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::batch::PacketBatch;
+use crate::error::{Error, VnetResult};
+
+pub use sys::IFNAMSIZ;
+
+/// What a frame is: an Ethernet frame (TAP) or a bare IP packet (TUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// Layer 2: Ethernet frames (TAP).
+    Ethernet,
+    /// Layer 3: IPv4/IPv6 packets (TUN).
+    Ip,
+}
+
+impl Medium {
+    /// Bytes a frame may carry beyond the MTU: Ethernet header plus one 802.1Q tag.
+    pub fn link_overhead(self) -> usize {
+        match self {
+            Medium::Ethernet => 14 + 4,
+            Medium::Ip => 0,
+        }
+    }
+
+    /// Short name used in the Python API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Medium::Ethernet => "tap",
+            Medium::Ip => "tun",
+        }
+    }
+
+    /// Check that `frame` is one the kernel would take on an adapter with `mtu`:
+    /// the same checks the TUN driver makes, done first so a bad frame costs no syscall
+    /// and is reported with its reason.
+    pub fn check_frame(self, frame: &[u8], mtu: usize) -> Result<(), String> {
+        let max = mtu + self.link_overhead();
+        if frame.len() > max {
+            return Err(format!(
+                "{} bytes is larger than the adapter can carry ({max} = MTU {mtu} + {} bytes of \
+                 link header); raise the MTU or send smaller frames",
+                frame.len(),
+                self.link_overhead()
+            ));
+        }
+        match self {
+            Medium::Ethernet if frame.len() < 14 => Err(format!(
+                "{} bytes is shorter than an Ethernet header (14 bytes)",
+                frame.len()
+            )),
+            Medium::Ip => match frame.first().map(|b| b >> 4) {
+                Some(4 | 6) => Ok(()),
+                Some(v) => Err(format!(
+                    "IP version nibble is {v}; a TUN adapter carries only IPv4 (4) or IPv6 (6) \
+                     packets"
+                )),
+                None => Err("empty frame; a TUN adapter needs an IP packet".into()),
+            },
+            Medium::Ethernet => Ok(()),
+        }
+    }
+}
+
+/// A snapshot of an adapter's counters.
+///
+/// `rx_*`/`tx_*` frames and bytes count what passed through vnetio. `rx_dropped` counts
+/// frames that were on their way to this adapter's reader but were dropped because its
+/// queue was full; `tx_dropped` counts frames written that the other side dropped. For
+/// kernel adapters both come from the kernel (counted since this open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Failed receive calls.
+    pub rx_errors: u64,
+    /// Frames whose write failed.
+    pub tx_errors: u64,
+    /// Frames dropped before this end could read them (its queue was full).
+    pub rx_dropped: u64,
+    /// Frames sent but dropped on the way.
+    pub tx_dropped: u64,
+}
+
+/// Lock-free counters behind [`Stats`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_errors: AtomicU64,
+    tx_errors: AtomicU64,
+    rx_dropped: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+impl Counters {
+    /// Count `frames` frames of `bytes` bytes received.
+    pub fn rx(&self, frames: usize, bytes: usize) {
+        self.rx_frames.fetch_add(frames as u64, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Count `frames` frames of `bytes` bytes sent.
+    pub fn tx(&self, frames: usize, bytes: usize) {
+        self.tx_frames.fetch_add(frames as u64, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Count a failed receive call.
+    pub fn rx_error(&self) {
+        self.rx_errors.fetch_add(1, Relaxed);
+    }
+    /// Count a failed frame write.
+    pub fn tx_error(&self) {
+        self.tx_errors.fetch_add(1, Relaxed);
+    }
+    /// Count frames dropped before they could be read.
+    pub fn rx_drop(&self, frames: usize) {
+        self.rx_dropped.fetch_add(frames as u64, Relaxed);
+    }
+    /// Count frames dropped after being sent.
+    pub fn tx_drop(&self, frames: usize) {
+        self.tx_dropped.fetch_add(frames as u64, Relaxed);
+    }
+    /// Current values.
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            rx_frames: self.rx_frames.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_frames: self.tx_frames.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            rx_errors: self.rx_errors.load(Relaxed),
+            tx_errors: self.tx_errors.load(Relaxed),
+            rx_dropped: self.rx_dropped.load(Relaxed),
+            tx_dropped: self.tx_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// One packet port: something frames can be read from and written to.
+///
+/// Blocking is bounded: `recv_batch` waits at most `wait` for the first frame, so callers
+/// (the Python bindings) can wait in short slices and check for signals between them.
+pub trait Device: Send + Sync {
+    /// Ethernet (TAP) or IP (TUN) frames.
+    fn medium(&self) -> Medium;
+    /// The MTU frames are checked against.
+    fn mtu(&self) -> usize;
+    /// Append up to `max` frames to `batch`: waits up to `wait` for the first one, then
+    /// takes only what is already queued. Returns how many were appended (0 on timeout).
+    fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize>;
+    /// Write every frame, in order; frames must have passed [`Device::check_frames`].
+    /// On failure after `k` frames, returns `Error::Partial { sent: k, .. }` (or the bare
+    /// error when `k == 0`).
+    fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize>;
+    /// Counters since this device was opened.
+    fn stats(&self) -> VnetResult<Stats>;
+    /// Close: wakes blocked receivers (they return `Error::Closed`) and releases the
+    /// descriptor once no call is using it. Idempotent.
+    fn close(&self);
+    /// Whether [`Device::close`] was called.
+    fn is_closed(&self) -> bool;
+    /// A descriptor that polls readable when frames are waiting (for event loops).
+    fn raw_fd(&self) -> VnetResult<RawFd>;
+
+    /// Validate every frame before any is written, so a bad frame in the middle of a
+    /// batch never leaves the batch half sent.
+    fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
+        let (medium, mtu) = (self.medium(), self.mtu());
+        for (index, frame) in frames.iter().enumerate() {
+            medium.check_frame(frame, mtu).map_err(|reason| Error::BadFrame { index, reason })?;
+        }
+        Ok(())
+    }
+}
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME through the vDSO: ~20 ns).
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Validate an interface name or `%d` pattern the way the kernel will see it.
+///
+/// # Errors
+/// `Error::InvalidName` naming the problem: empty, longer than 15 bytes, `/`, `:`,
+/// whitespace, NUL, `.`/`..`, or more than one `%`.
+pub fn validate_ifname(name: &str) -> VnetResult<[u8; IFNAMSIZ]> {
+    let bad = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return bad("it is empty (give a name such as \"vn0\" or a pattern such as \"vn%d\")");
+    }
+    if bytes.len() >= IFNAMSIZ {
+        return bad("it is longer than 15 bytes (the kernel's IFNAMSIZ limit)");
+    }
+    if name == "." || name == ".." {
+        return bad("\".\" and \"..\" are reserved");
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0') {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: match c {
+                '/' => "it contains '/'",
+                ':' => "it contains ':' (reserved for alias names)",
+                '\0' => "it contains a NUL byte",
+                _ => "it contains whitespace",
+            },
+        });
+    }
+    let percents = bytes.iter().filter(|&&b| b == b'%').count();
+    if percents > 1 || (percents == 1 && !name.contains("%d")) {
+        return bad("a pattern may hold one '%d' and no other '%'");
+    }
+    let mut out = [0u8; IFNAMSIZ];
+    out[..bytes.len()].copy_from_slice(bytes);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_ifname("vn0").is_ok());
+        assert!(validate_ifname("vn%d").is_ok());
+        assert!(validate_ifname("a23456789012345").is_ok());
+        for bad in ["", "a234567890123456", "a/b", "a b", "a\tb", "a\0b", ".", "..", "a:1", "a%s", "%d%d"] {
+            assert!(
+                matches!(validate_ifname(bad), Err(Error::InvalidName { .. })),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn frame_checks() {
+        let e = Medium::Ethernet;
+        assert!(e.check_frame(&[0; 14], 1500).is_ok());
+        assert!(e.check_frame(&[0; 13], 1500).is_err());
+        assert!(e.check_frame(&[0; 1518], 1500).is_ok());
+        assert!(e.check_frame(&[0; 1519], 1500).unwrap_err().contains("larger than"));
+        let ip = Medium::Ip;
+        assert!(ip.check_frame(&[0x45; 20], 1500).is_ok());
+        assert!(ip.check_frame(&[0x60; 40], 1500).is_ok());
+        assert!(ip.check_frame(&[0x50; 20], 1500).unwrap_err().contains("nibble is 5"));
+        assert!(ip.check_frame(&[], 1500).is_err());
+        assert!(ip.check_frame(&[0x45; 1501], 1500).is_err());
+    }
+
+    #[test]
+    fn counters() {
+        let c = Counters::default();
+        c.rx(2, 100);
+        c.tx(1, 60);
+        c.tx_error();
+        c.rx_drop(3);
+        let s = c.snapshot();
+        assert_eq!((s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes), (2, 100, 1, 60));
+        assert_eq!((s.tx_errors, s.rx_dropped, s.rx_errors, s.tx_dropped), (1, 3, 0, 0));
+    }
+}

@@ -1,0 +1,271 @@
+//! The kernel ABI for TUN/TAP: ioctls on `/dev/net/tun` and on a control socket,
+//! `socket`, `setns`, `poll` and `eventfd`.
+//!
+//! This is the only module of the core that may use `unsafe`. Every block carries a
+//! `SAFETY:` note. Ioctl request numbers come from the `libc` crate, which defines them
+//! per architecture (`_IOW`/`_IOR` with the right direction bits), never hard-coded here.
+//! Everything else (reads, writes, netlink messages) goes through safe `std` types over
+//! the `OwnedFd`s made here.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `IFNAMSIZ`: an interface name plus its NUL terminator.
+pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
+
+/// The kernel's interface-name buffer (NUL-terminated, NUL-padded).
+pub type IfName = [u8; IFNAMSIZ];
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn ifreq_with_name(name: &IfName) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain old data (a name array and a union of integers,
+    // sockaddrs and a pointer); all-zero bytes are a valid value of every field.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(name.iter()) {
+        *dst = src as libc::c_char;
+    }
+    ifr
+}
+
+fn name_of(ifr: &libc::ifreq) -> IfName {
+    let mut out = [0u8; IFNAMSIZ];
+    for (dst, &src) in out.iter_mut().zip(ifr.ifr_name.iter()) {
+        *dst = src as u8;
+    }
+    out[IFNAMSIZ - 1] = 0;
+    out
+}
+
+/// Issue `request` with a pointer to `ifr`.
+fn ioctl_ifreq(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the duration of the borrow. Every request
+    // passed here (TUNSETIFF, TUNGETIFF, SIOC[GS]IF*) reads and/or writes at most one
+    // `struct ifreq`, and `ifr` points to a whole, writable one. Not guaranteed: that the
+    // kernel accepts the request; that is the returned error.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(ifr)) }).map(drop)
+}
+
+/// Issue `request` whose argument is an integer passed by value (TUNSETPERSIST and friends).
+fn ioctl_int_arg(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: `fd` is live. TUNSETPERSIST/TUNSETOWNER/TUNSETGROUP take their argument by
+    // value (the kernel casts the pointer-sized argument to an integer) and touch no
+    // memory of ours.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) }).map(drop)
+}
+
+/// TUNSETIFF: create or attach to the adapter `name` with `flags` (IFF_TUN/IFF_TAP, …).
+/// Returns the name the kernel chose (it expands `%d` patterns).
+pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &IfName, flags: libc::c_short) -> io::Result<IfName> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_flags = flags;
+    ioctl_ifreq(fd, libc::TUNSETIFF, &mut ifr)?;
+    Ok(name_of(&ifr))
+}
+
+/// TUNGETIFF: the attached adapter's name and its flags as this fd sees them.
+pub fn tun_get_iff(fd: BorrowedFd<'_>) -> io::Result<(IfName, libc::c_short)> {
+    let mut ifr = ifreq_with_name(&[0; IFNAMSIZ]);
+    ioctl_ifreq(fd, libc::TUNGETIFF, &mut ifr)?;
+    // SAFETY: TUNGETIFF fills `ifru_flags`; reading a `c_short` from the zero-initialised
+    // union is valid whichever member the kernel wrote.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    Ok((name_of(&ifr), flags))
+}
+
+/// TUNSETPERSIST.
+pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    ioctl_int_arg(fd, libc::TUNSETPERSIST, libc::c_ulong::from(persist))
+}
+
+/// TUNSETOWNER.
+pub fn tun_set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
+    ioctl_int_arg(fd, libc::TUNSETOWNER, libc::c_ulong::from(uid))
+}
+
+/// TUNSETGROUP.
+pub fn tun_set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
+    ioctl_int_arg(fd, libc::TUNSETGROUP, libc::c_ulong::from(gid))
+}
+
+/// TUNGETFEATURES: the IFF_* flags this kernel's TUN driver supports.
+pub fn tun_get_features(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut features: libc::c_uint = 0;
+    // SAFETY: TUNGETFEATURES writes one `unsigned int` through the pointer, which points
+    // to a live local of that type.
+    cvt(unsafe {
+        libc::ioctl(fd.as_raw_fd(), libc::TUNGETFEATURES, std::ptr::from_mut(&mut features))
+    })?;
+    Ok(features)
+}
+
+/// SIOCGIFFLAGS on a control socket.
+pub fn if_get_flags(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<libc::c_short> {
+    let mut ifr = ifreq_with_name(name);
+    ioctl_ifreq(sock, libc::SIOCGIFFLAGS, &mut ifr)?;
+    // SAFETY: SIOCGIFFLAGS fills `ifru_flags`; any c_short bit pattern is valid.
+    Ok(unsafe { ifr.ifr_ifru.ifru_flags })
+}
+
+/// SIOCSIFFLAGS on a control socket.
+pub fn if_set_flags(sock: BorrowedFd<'_>, name: &IfName, flags: libc::c_short) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_flags = flags;
+    ioctl_ifreq(sock, libc::SIOCSIFFLAGS, &mut ifr)
+}
+
+/// SIOCGIFMTU.
+pub fn if_get_mtu(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
+    let mut ifr = ifreq_with_name(name);
+    ioctl_ifreq(sock, libc::SIOCGIFMTU, &mut ifr)?;
+    // SAFETY: SIOCGIFMTU fills `ifru_mtu`; any c_int bit pattern is valid.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
+/// SIOCSIFMTU.
+pub fn if_set_mtu(sock: BorrowedFd<'_>, name: &IfName, mtu: u32) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    ioctl_ifreq(sock, libc::SIOCSIFMTU, &mut ifr)
+}
+
+/// SIOCGIFINDEX.
+pub fn if_get_index(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
+    let mut ifr = ifreq_with_name(name);
+    ioctl_ifreq(sock, libc::SIOCGIFINDEX, &mut ifr)?;
+    // SAFETY: SIOCGIFINDEX fills `ifru_ifindex`; any c_int bit pattern is valid.
+    let index = unsafe { ifr.ifr_ifru.ifru_ifindex };
+    Ok(u32::try_from(index).unwrap_or(0))
+}
+
+/// SIOCGIFHWADDR: the adapter's Ethernet address.
+pub fn if_get_hwaddr(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<[u8; 6]> {
+    let mut ifr = ifreq_with_name(name);
+    ioctl_ifreq(sock, libc::SIOCGIFHWADDR, &mut ifr)?;
+    // SAFETY: SIOCGIFHWADDR fills `ifru_hwaddr`, a `sockaddr` whose first 6 data bytes
+    // are the address; a sockaddr of any bytes is a valid value.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (dst, &src) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *dst = src as u8;
+    }
+    Ok(mac)
+}
+
+/// SIOCSIFHWADDR: set the adapter's Ethernet address (TAP only).
+pub fn if_set_hwaddr(sock: BorrowedFd<'_>, name: &IfName, mac: [u8; 6]) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    // SAFETY: writing a whole `sockaddr` into the zeroed union; no reads of other members.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::ARPHRD_ETHER;
+    for (dst, &src) in sa.sa_data.iter_mut().zip(mac.iter()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_hwaddr = sa;
+    ioctl_ifreq(sock, libc::SIOCSIFHWADDR, &mut ifr)
+}
+
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)`.
+pub fn socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; a non-negative return is a new descriptor that
+    // nothing else owns, so `OwnedFd` may take it.
+    let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) })?;
+    // SAFETY: `fd` was just returned by socket() and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setns(fd, CLONE_NEWNET)`: move the *calling thread* into the network namespace `fd`.
+/// Callers run this on a short-lived thread of their own, never on a Python thread.
+pub fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns takes a descriptor and a flag; it touches no memory of ours. Only the
+    // calling thread changes namespace (network namespaces are per thread).
+    cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`: used to wake pollers when an adapter closes.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a non-negative return is a fresh descriptor we own.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: `fd` was just returned by eventfd() and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What `poll` reported for one descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Data can be read.
+    pub readable: bool,
+    /// Data can be written.
+    pub writable: bool,
+    /// Error, hang-up or invalid descriptor.
+    pub error: bool,
+}
+
+/// Poll `fd` for `events` (`POLLIN`/`POLLOUT`) and `wake` for readability, up to
+/// `timeout_ms` (negative: forever). Returns (fd's readiness, whether `wake` fired);
+/// EINTR is reported as nothing ready, so the caller re-checks signals and loops.
+pub fn poll2(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    wake: BorrowedFd<'_>,
+    timeout_ms: libc::c_int,
+) -> io::Result<(Ready, bool)> {
+    let mut fds = [
+        libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 },
+        libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: `fds` is a live array of two initialised pollfd structs and the count
+    // passed matches its length; the kernel writes only `revents`.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok((Ready::default(), false));
+        }
+        return Err(err);
+    }
+    let r = fds[0].revents;
+    Ok((
+        Ready {
+            readable: r & libc::POLLIN != 0,
+            writable: r & libc::POLLOUT != 0,
+            error: r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        },
+        fds[1].revents != 0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn ifreq_name_round_trip_keeps_terminator() {
+        let mut name = [b'x'; IFNAMSIZ];
+        name[IFNAMSIZ - 1] = 0;
+        let ifr = ifreq_with_name(&name);
+        assert_eq!(name_of(&ifr), name);
+    }
+
+    #[test]
+    fn poll_times_out_and_wakes() {
+        let a = eventfd().unwrap();
+        let wake = eventfd().unwrap();
+        let (ready, woke) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 10).unwrap();
+        assert_eq!((ready.readable, woke), (false, false));
+        std::io::Write::write_all(&mut std::fs::File::from(wake.try_clone().unwrap()), &1u64.to_ne_bytes())
+            .unwrap();
+        let (_, woke) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 1000).unwrap();
+        assert!(woke);
+    }
+}

@@ -1,0 +1,691 @@
+//! TUN (layer 3) and TAP (layer 2) adapters on `/dev/net/tun`.
+//!
+//! An adapter has one or more queues (one file descriptor each; more than one needs
+//! IFF_MULTI_QUEUE). Descriptors are non-blocking and close-on-exec; waiting is done with
+//! `poll` on the descriptor plus an eventfd that `close()` signals, so a thread blocked in
+//! receive returns promptly when another thread closes the adapter. A descriptor is
+//! released only after every call using it has returned (a read lock per call, the write
+//! lock to close), so a number can never be reused under a running `read`.
+
+use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use super::netlink::{LinkStats, Netlink};
+use super::sys::{self, IfName};
+use super::{netns, now_ns, validate_ifname, Counters, Device, Medium, Stats};
+use crate::batch::{PacketBatch, MAX_FRAME};
+use crate::error::{Error, VnetResult};
+
+/// Where the TUN driver lives.
+pub const TUN_PATH: &str = "/dev/net/tun";
+
+/// How to open an adapter.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Name or `%d` pattern (`"vn%d"`).
+    pub name: String,
+    /// TAP (Ethernet) or TUN (IP).
+    pub medium: Medium,
+    /// Number of queues; more than one sets IFF_MULTI_QUEUE.
+    pub queues: usize,
+    /// Make the adapter outlive this process (TUNSETPERSIST).
+    pub persist: bool,
+    /// Network namespace (as in `ip netns list`) to create or attach in.
+    pub netns: Option<String>,
+    /// User allowed to attach without CAP_NET_ADMIN (TUNSETOWNER).
+    pub owner: Option<u32>,
+    /// Group allowed to attach without CAP_NET_ADMIN (TUNSETGROUP).
+    pub group: Option<u32>,
+    /// MTU to set once open.
+    pub mtu: Option<u32>,
+}
+
+impl OpenOptions {
+    /// Defaults: one queue, not persistent, caller's namespace.
+    pub fn new(name: &str, medium: Medium) -> Self {
+        OpenOptions {
+            name: name.to_owned(),
+            medium,
+            queues: 1,
+            persist: false,
+            netns: None,
+            owner: None,
+            group: None,
+            mtu: None,
+        }
+    }
+}
+
+fn name_str(name: &IfName) -> String {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
+fn open_dev() -> VnetResult<File> {
+    FsOpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK) // std adds O_CLOEXEC
+        .open(TUN_PATH)
+        .map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOENT) => "the TUN driver is missing: `modprobe tun` (or create the node: `mknod /dev/net/tun c 10 200`)",
+                Some(libc::EACCES | libc::EPERM) => {
+                    "this user may not open /dev/net/tun: run as root, or give the device node mode 0666 \
+                     (and have root create a persistent adapter with owner=<your uid>)"
+                }
+                _ => "see `vnetio doctor`",
+            };
+            Error::os(format!("open {TUN_PATH}"), e).with_hint(hint)
+        })
+}
+
+fn owner_note(name: &str) -> String {
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{f}")).ok();
+    match (read("owner"), read("group")) {
+        (Some(o), Some(g)) if o.trim() != "-1" || g.trim() != "-1" => {
+            format!("; {name} belongs to uid {} / gid {}", o.trim(), g.trim())
+        }
+        _ => String::new(),
+    }
+}
+
+fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions) -> Error {
+    let step = format!("TUNSETIFF {name}");
+    let hint = match e.raw_os_error() {
+        Some(libc::EPERM) => format!(
+            "creating or attaching to a TUN/TAP adapter needs CAP_NET_ADMIN, unless the adapter is \
+             persistent and owned by this user or group (have root create it with owner=<uid> / \
+             `vnetio create` / `ip tuntap add {name} mode {} user USER`){}",
+            opts.medium.as_str(),
+            owner_note(name)
+        ),
+        Some(libc::EBUSY) => format!(
+            "{name} is already attached by another process (a single-queue adapter takes one open \
+             file); close the other user, or create the adapter with queues>1"
+        ),
+        Some(libc::EINVAL) => format!(
+            "{name} exists with other settings: it is not a {} adapter, or its multi-queue setting \
+             differs from queues={} (IFF_MULTI_QUEUE must match how it was created); open it with \
+             matching options or delete it (`ip link del {name}`)",
+            opts.medium.as_str().to_uppercase(),
+            opts.queues
+        ),
+        _ => String::new(),
+    };
+    let err = Error::os(step, e);
+    if hint.is_empty() { err } else { err.with_hint(hint) }
+}
+
+/// One queue: one descriptor of an adapter.
+pub struct Queue {
+    file: RwLock<Option<File>>,
+    raw: RawFd,
+    wake: File,
+    closed: AtomicBool,
+    counters: Counters,
+    medium: Medium,
+    mtu: Arc<AtomicUsize>,
+    index: usize,
+    name: String,
+}
+
+impl Queue {
+    /// Position of this queue in its adapter.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The adapter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn close_fd(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake pollers first (the eventfd stays readable), then wait for running calls
+        // to leave before the descriptor is released.
+        let _ = (&self.wake).write(&1u64.to_ne_bytes());
+        let mut file = self.file.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *file = None;
+    }
+
+    /// Wait up to `wait` for `events` on the descriptor. `Ok(false)` on timeout.
+    fn wait_for(&self, file: &File, events: libc::c_short, wait: Duration) -> VnetResult<bool> {
+        let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+        // Round sub-millisecond waits up so a tiny timeout still polls once.
+        let ms = if ms == 0 && !wait.is_zero() { 1 } else { ms };
+        let (ready, woke) = sys::poll2(file.as_fd(), events, self.wake.as_fd(), ms)
+            .map_err(|e| Error::os(format!("poll {}", self.name), e))?;
+        if woke || self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(ready.readable || ready.writable || ready.error)
+    }
+}
+
+impl Device for Queue {
+    fn medium(&self) -> Medium {
+        self.medium
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
+        let guard = self.file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = guard.as_ref().ok_or(Error::Closed)?;
+        let deadline = Instant::now() + wait;
+        let (mut n, mut bytes) = (0, 0);
+        while n < max {
+            let slot = batch.recv_slot(MAX_FRAME);
+            match (&*file).read(slot) {
+                Ok(len) => {
+                    batch.commit(len, now_ns());
+                    n += 1;
+                    bytes += len;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n > 0 {
+                        break;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !self.wait_for(file, libc::POLLIN, left)? {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.counters.rx_error();
+                    if n > 0 {
+                        break; // deliver what we have; the error repeats on the next call
+                    }
+                    return Err(Error::os(format!("read from {}", self.name), e));
+                }
+            }
+        }
+        self.counters.rx(n, bytes);
+        Ok(n)
+    }
+
+    fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
+        let guard = self.file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = guard.as_ref().ok_or(Error::Closed)?;
+        let (mut sent, mut bytes) = (0, 0);
+        let mut failure = None;
+        while sent < frames.len() {
+            let frame = frames[sent];
+            match (&*file).write(frame) {
+                Ok(_) => {
+                    sent += 1;
+                    bytes += frame.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket send buffer is full: wait for room (wakes on close).
+                    if let Err(e) = self.wait_for(file, libc::POLLOUT, Duration::from_millis(100)) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.counters.tx_error();
+                    let hint = match e.raw_os_error() {
+                        Some(libc::EIO) => Some("the adapter is down: call up() (or `ip link set NAME up`) before sending"),
+                        Some(libc::EINVAL) => Some("the kernel rejected the frame's format"),
+                        _ => None,
+                    };
+                    let err = Error::os(format!("write to {}", self.name), e);
+                    failure = Some(match hint {
+                        Some(h) => err.with_hint(h),
+                        None => err,
+                    });
+                    break;
+                }
+            }
+        }
+        self.counters.tx(sent, bytes);
+        match failure {
+            None => Ok(sent),
+            Some(e) if sent == 0 => Err(e),
+            Some(e) => Err(Error::Partial { sent, total: frames.len(), source: Box::new(e) }),
+        }
+    }
+
+    fn stats(&self) -> VnetResult<Stats> {
+        Ok(self.counters.snapshot())
+    }
+
+    fn close(&self) {
+        self.close_fd();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn raw_fd(&self) -> VnetResult<RawFd> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(self.raw)
+    }
+}
+
+/// A TUN or TAP adapter: its queues plus the sockets used to configure it (opened in the
+/// adapter's network namespace, so configuration works from any thread).
+pub struct Adapter {
+    queues: Vec<Arc<Queue>>,
+    ifname: IfName,
+    name: String,
+    medium: Medium,
+    ifindex: u32,
+    netns: Option<String>,
+    created: bool,
+    persistent: AtomicBool,
+    ctl: OwnedFd,
+    nl: Mutex<Netlink>,
+    mtu: Arc<AtomicUsize>,
+    kernel_base: LinkStats,
+    final_stats: Mutex<Option<Stats>>,
+}
+
+impl Adapter {
+    /// Create or attach to an adapter.
+    ///
+    /// Requires CAP_NET_ADMIN unless the adapter already exists, is persistent and is
+    /// owned by the caller's user or group.
+    pub fn open(opts: &OpenOptions) -> VnetResult<Adapter> {
+        let ifname = validate_ifname(&opts.name)?;
+        if opts.queues == 0 || opts.queues > 256 {
+            return Err(Error::InvalidArgument(format!(
+                "queues must be between 1 and 256, not {}",
+                opts.queues
+            )));
+        }
+        if let Some(mtu) = opts.mtu {
+            check_mtu(mtu)?;
+        }
+        netns::run_in(opts.netns.as_deref(), || Self::open_here(opts, ifname))
+    }
+
+    fn open_here(opts: &OpenOptions, ifname: IfName) -> VnetResult<Adapter> {
+        let ctl = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
+            .map_err(|e| Error::os("socket(AF_INET)", e))?;
+        let nl = Netlink::open().map_err(|e| Error::os("socket(AF_NETLINK)", e))?;
+        let is_pattern = opts.name.contains('%');
+        let existed = !is_pattern && sys::if_get_index(ctl.as_fd(), &ifname).is_ok();
+        let mut flags = libc::IFF_NO_PI
+            | match opts.medium {
+                Medium::Ethernet => libc::IFF_TAP,
+                Medium::Ip => libc::IFF_TUN,
+            };
+        if opts.queues > 1 {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        let mut files = Vec::with_capacity(opts.queues);
+        let mut actual = ifname;
+        for _ in 0..opts.queues {
+            let file = open_dev()?;
+            actual = sys::tun_set_iff(file.as_fd(), &actual, flags as libc::c_short)
+                .map_err(|e| setiff_error(e, &name_str(&actual), opts))?;
+            files.push(file);
+        }
+        let name = name_str(&actual);
+        let first = files[0].as_fd();
+        if let Some(uid) = opts.owner {
+            sys::tun_set_owner(first, uid).map_err(|e| Error::os(format!("TUNSETOWNER {name}"), e))?;
+        }
+        if let Some(gid) = opts.group {
+            sys::tun_set_group(first, gid).map_err(|e| Error::os(format!("TUNSETGROUP {name}"), e))?;
+        }
+        if let Some(mtu) = opts.mtu {
+            sys::if_set_mtu(ctl.as_fd(), &actual, mtu).map_err(|e| Error::os(format!("set MTU of {name}"), e))?;
+        }
+        let ifindex = sys::if_get_index(ctl.as_fd(), &actual).map_err(|e| Error::os(format!("ifindex of {name}"), e))?;
+        let mtu = sys::if_get_mtu(ctl.as_fd(), &actual).map_err(|e| Error::os(format!("MTU of {name}"), e))?;
+        // Persist last: if anything above failed, dropping the files removes what we made.
+        if opts.persist {
+            sys::tun_set_persist(first, true).map_err(|e| Error::os(format!("TUNSETPERSIST {name}"), e))?;
+        }
+        let (_, iff) = sys::tun_get_iff(first).map_err(|e| Error::os(format!("TUNGETIFF {name}"), e))?;
+        let persistent = i32::from(iff) & libc::IFF_PERSIST != 0;
+        let mut nl = nl;
+        let kernel_base = nl.link_stats(ifindex).unwrap_or_default();
+        let mtu = Arc::new(AtomicUsize::new(mtu as usize));
+        let queues = files
+            .into_iter()
+            .enumerate()
+            .map(|(index, file)| {
+                Ok(Arc::new(Queue {
+                    raw: file.as_raw_fd(),
+                    file: RwLock::new(Some(file)),
+                    wake: File::from(sys::eventfd().map_err(|e| Error::os("eventfd", e))?),
+                    closed: AtomicBool::new(false),
+                    counters: Counters::default(),
+                    medium: opts.medium,
+                    mtu: Arc::clone(&mtu),
+                    index,
+                    name: name.clone(),
+                }))
+            })
+            .collect::<VnetResult<Vec<_>>>()?;
+        Ok(Adapter {
+            queues,
+            ifname: actual,
+            name,
+            medium: opts.medium,
+            ifindex,
+            netns: opts.netns.clone(),
+            created: !existed,
+            persistent: AtomicBool::new(persistent),
+            ctl,
+            nl: Mutex::new(nl),
+            mtu,
+            kernel_base,
+            final_stats: Mutex::new(None),
+        })
+    }
+
+    /// The adapter's name (a `%d` pattern resolved).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Interface index in its namespace.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+    /// The namespace it lives in (`None`: the caller's).
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+    /// Whether this open created it.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+    /// Whether it outlives its last descriptor.
+    pub fn persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
+    }
+    /// Its queues.
+    pub fn queues(&self) -> &[Arc<Queue>] {
+        &self.queues
+    }
+
+    fn live(&self) -> VnetResult<()> {
+        if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    fn nl(&self) -> MutexGuard<'_, Netlink> {
+        self.nl.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// TUNSETPERSIST on or off.
+    pub fn set_persistent(&self, persist: bool) -> VnetResult<()> {
+        self.live()?;
+        let guard = self.queues[0].file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = guard.as_ref().ok_or(Error::Closed)?;
+        sys::tun_set_persist(file.as_fd(), persist).map_err(|e| Error::os(format!("TUNSETPERSIST {}", self.name), e))?;
+        self.persistent.store(persist, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether IFF_UP is set.
+    pub fn is_up(&self) -> VnetResult<bool> {
+        self.live()?;
+        let flags = sys::if_get_flags(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("flags of {}", self.name), e))?;
+        Ok(i32::from(flags) & libc::IFF_UP != 0)
+    }
+
+    /// Set or clear IFF_UP.
+    pub fn set_up(&self, up: bool) -> VnetResult<()> {
+        self.live()?;
+        let ctl = self.ctl.as_fd();
+        let step = || format!("set {} {}", self.name, if up { "up" } else { "down" });
+        let flags = sys::if_get_flags(ctl, &self.ifname).map_err(|e| Error::os(step(), e))?;
+        let flags = if up { flags | libc::IFF_UP as libc::c_short } else { flags & !(libc::IFF_UP as libc::c_short) };
+        sys::if_set_flags(ctl, &self.ifname, flags)
+            .map_err(|e| with_cap_hint(Error::os(step(), e)))
+    }
+
+    /// Read the MTU from the kernel (and refresh the cached copy frames are checked against).
+    pub fn get_mtu(&self) -> VnetResult<u32> {
+        self.live()?;
+        let mtu = sys::if_get_mtu(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("MTU of {}", self.name), e))?;
+        self.mtu.store(mtu as usize, Ordering::Relaxed);
+        Ok(mtu)
+    }
+
+    /// Set the MTU.
+    pub fn set_mtu(&self, mtu: u32) -> VnetResult<()> {
+        self.live()?;
+        check_mtu(mtu)?;
+        sys::if_set_mtu(self.ctl.as_fd(), &self.ifname, mtu)
+            .map_err(|e| with_cap_hint(Error::os(format!("set MTU of {} to {mtu}", self.name), e)))?;
+        self.mtu.store(mtu as usize, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The Ethernet address (TAP).
+    pub fn mac(&self) -> VnetResult<[u8; 6]> {
+        self.live()?;
+        sys::if_get_hwaddr(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("MAC of {}", self.name), e))
+    }
+
+    /// Set the Ethernet address (TAP only).
+    pub fn set_mac(&self, mac: [u8; 6]) -> VnetResult<()> {
+        self.live()?;
+        if self.medium != Medium::Ethernet {
+            return Err(Error::InvalidArgument("a TUN adapter has no MAC address".into()));
+        }
+        if mac[0] & 1 == 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a multicast address; an adapter needs a unicast MAC (first octet even)",
+                format_mac(mac)
+            )));
+        }
+        sys::if_set_hwaddr(self.ctl.as_fd(), &self.ifname, mac)
+            .map_err(|e| with_cap_hint(Error::os(format!("set MAC of {}", self.name), e)))
+    }
+
+    /// Add an address (`ip addr add`).
+    pub fn add_address(&self, addr: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl().add_address(self.ifindex, addr, prefix).map_err(|e| {
+            let exists = e.raw_os_error() == Some(libc::EEXIST);
+            let err = with_cap_hint(Error::os(format!("add address {addr}/{prefix} to {}", self.name), e));
+            if exists { err.with_hint("the adapter already has this address") } else { err }
+        })
+    }
+
+    /// Remove an address.
+    pub fn del_address(&self, addr: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl()
+            .del_address(self.ifindex, addr, prefix)
+            .map_err(|e| with_cap_hint(Error::os(format!("remove address {addr}/{prefix} from {}", self.name), e)))
+    }
+
+    /// Every address with its prefix length.
+    pub fn addresses(&self) -> VnetResult<Vec<(IpAddr, u8)>> {
+        self.live()?;
+        self.nl().addresses(self.ifindex).map_err(|e| Error::os(format!("list addresses of {}", self.name), e))
+    }
+
+    fn kernel_stats(&self) -> VnetResult<Stats> {
+        let mut s = Stats::default();
+        for q in &self.queues {
+            let qs = q.counters.snapshot();
+            s.rx_frames += qs.rx_frames;
+            s.rx_bytes += qs.rx_bytes;
+            s.tx_frames += qs.tx_frames;
+            s.tx_bytes += qs.tx_bytes;
+            s.rx_errors += qs.rx_errors;
+            s.tx_errors += qs.tx_errors;
+        }
+        let k = self.nl().link_stats(self.ifindex).map_err(|e| Error::os(format!("counters of {}", self.name), e))?;
+        // The kernel's view is mirrored: what it transmits is what our readers receive.
+        s.rx_dropped = k.tx_dropped.saturating_sub(self.kernel_base.tx_dropped);
+        s.tx_dropped = k.rx_dropped.saturating_sub(self.kernel_base.rx_dropped);
+        Ok(s)
+    }
+}
+
+fn check_mtu(mtu: u32) -> VnetResult<()> {
+    if (68..=65_535).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("mtu must be between 68 and 65535, not {mtu}")))
+    }
+}
+
+fn with_cap_hint(err: Error) -> Error {
+    if err.raw_os_error() == Some(libc::EPERM) {
+        err.with_hint("changing adapter settings needs CAP_NET_ADMIN (run as root)")
+    } else {
+        err
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff` (or `-` separated).
+pub fn parse_mac(text: &str) -> VnetResult<[u8; 6]> {
+    let bad = || Error::InvalidArgument(format!("invalid MAC address {text:?}: expected six hex octets such as \"02:00:00:00:00:01\""));
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (dst, part) in mac.iter_mut().zip(parts) {
+        if part.is_empty() || part.len() > 2 {
+            return Err(bad());
+        }
+        *dst = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+/// Parse `192.0.2.1/24` or `2001:db8::1/64` (no prefix: a host address).
+pub fn parse_cidr(text: &str) -> VnetResult<(IpAddr, u8)> {
+    let bad = |why: &str| Error::InvalidArgument(format!("invalid address {text:?}: {why} (expected e.g. \"192.0.2.1/24\" or \"2001:db8::1/64\")"));
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr.trim().parse().map_err(|_| bad("not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| bad("bad prefix length"))?,
+    };
+    Ok((ip, prefix))
+}
+
+impl Device for Adapter {
+    fn medium(&self) -> Medium {
+        self.medium
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
+        self.queues[0].recv_batch(batch, max, wait)
+    }
+
+    fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
+        self.queues[0].send_frames(frames)
+    }
+
+    fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
+        let (medium, mtu) = (self.medium, self.mtu());
+        for (index, frame) in frames.iter().enumerate() {
+            if medium.check_frame(frame, mtu).is_err() {
+                // The MTU may have been raised behind our back (`ip link set … mtu`):
+                // refresh once before refusing.
+                let fresh = self.get_mtu().map_or(mtu, |m| m as usize);
+                medium.check_frame(frame, fresh).map_err(|reason| Error::BadFrame { index, reason })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> VnetResult<Stats> {
+        if let Some(s) = *self.final_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            return Ok(s);
+        }
+        self.kernel_stats()
+    }
+
+    fn close(&self) {
+        if self.is_closed() {
+            return;
+        }
+        let last = self.kernel_stats().ok();
+        *self.final_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+        for q in &self.queues {
+            q.close_fd();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.queues[0].is_closed()
+    }
+
+    fn raw_fd(&self) -> VnetResult<RawFd> {
+        self.queues[0].raw_fd()
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        for q in &self.queues {
+            q.close_fd();
+        }
+    }
+}
+
+/// TUNGETFEATURES: which IFF_* flags the kernel's TUN driver supports.
+pub fn features() -> VnetResult<u32> {
+    let file = open_dev()?;
+    sys::tun_get_features(file.as_fd()).map_err(|e| Error::os("TUNGETFEATURES", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let mac = parse_mac("02:AB:0c:00:00:ff").unwrap();
+        assert_eq!(mac, [2, 0xab, 0x0c, 0, 0, 0xff]);
+        assert_eq!(format_mac(mac), "02:ab:0c:00:00:ff");
+        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "zz:00:00:00:00:00", "002:00:00:00:00:0"] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr() {
+        assert_eq!(parse_cidr("192.0.2.1/24").unwrap(), ("192.0.2.1".parse().unwrap(), 24));
+        assert_eq!(parse_cidr("2001:db8::1").unwrap(), ("2001:db8::1".parse().unwrap(), 128));
+        assert_eq!(parse_cidr("198.51.100.7").unwrap().1, 32);
+        for bad in ["", "192.0.2.1/33", "2001:db8::1/129", "host/24", "192.0.2.1/x"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+}
