@@ -32,7 +32,11 @@ pub struct PacketBatch {
 impl PacketBatch {
     /// An empty batch with room for `frames` frames of `bytes` bytes in total.
     pub fn with_capacity(frames: usize, bytes: usize) -> Self {
-        PacketBatch { data: vec![0; bytes], used: 0, entries: Vec::with_capacity(frames) }
+        PacketBatch {
+            data: vec![0; bytes],
+            used: 0,
+            entries: Vec::with_capacity(frames),
+        }
     }
 
     /// Builds a batch holding a copy of each frame.
@@ -72,12 +76,16 @@ impl PacketBatch {
 
     /// Frame `index`, or `None` when out of range.
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        self.entries.get(index).map(|e| &self.data[e.offset..e.offset + e.len as usize])
+        self.entries
+            .get(index)
+            .map(|e| &self.data[e.offset..e.offset + e.len as usize])
     }
 
     /// Byte range of frame `index` within [`PacketBatch::data`].
     pub fn range(&self, index: usize) -> Option<Range<usize>> {
-        self.entries.get(index).map(|e| e.offset..e.offset + e.len as usize)
+        self.entries
+            .get(index)
+            .map(|e| e.offset..e.offset + e.len as usize)
     }
 
     /// Receive timestamp of frame `index` (ns since the Unix epoch; 0 if built in memory).
@@ -87,7 +95,9 @@ impl PacketBatch {
 
     /// Iterate over the frames.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.entries.iter().map(|e| &self.data[e.offset..e.offset + e.len as usize])
+        self.entries
+            .iter()
+            .map(|e| &self.data[e.offset..e.offset + e.len as usize])
     }
 
     /// Length of each frame.
@@ -126,9 +136,16 @@ impl PacketBatch {
     /// # Panics
     /// If `len` exceeds the room the slot had (a caller bug, never input-dependent).
     pub fn commit(&mut self, len: usize, timestamp_ns: u64) {
-        assert!(self.used + len <= self.data.len(), "commit past the receive slot");
+        assert!(
+            self.used + len <= self.data.len(),
+            "commit past the receive slot"
+        );
         let len32 = u32::try_from(len).expect("frame length fits in u32");
-        self.entries.push(Entry { offset: self.used, len: len32, timestamp_ns });
+        self.entries.push(Entry {
+            offset: self.used,
+            len: len32,
+            timestamp_ns,
+        });
         self.used += len;
     }
 
@@ -158,7 +175,10 @@ mod tests {
         assert_eq!(b.range(2), Some(3..8));
         assert_eq!(b.lengths().collect::<Vec<_>>(), vec![3, 0, 5]);
         assert_eq!(b.timestamps_ns().collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(b.iter().collect::<Vec<_>>(), vec![&b"abc"[..], b"", b"defgh"]);
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            vec![&b"abc"[..], b"", b"defgh"]
+        );
     }
 
     #[test]

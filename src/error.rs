@@ -41,7 +41,7 @@ pub enum Error {
         capacity: usize,
     },
     /// An OS call failed. `step` says which; `hint` says what usually fixes it.
-    #[error("{step}: {source}{}", hint_suffix(.hint))]
+    #[error("{step}: {source}{}", hint_suffix(hint.as_ref()))]
     Os {
         /// What vnetio was doing, e.g. "TUNSETIFF vn0".
         step: String,
@@ -62,14 +62,18 @@ pub enum Error {
     },
 }
 
-fn hint_suffix(hint: &Option<String>) -> String {
-    hint.as_ref().map(|h| format!(" — {h}")).unwrap_or_default()
+fn hint_suffix(hint: Option<&String>) -> String {
+    hint.map(|h| format!(" — {h}")).unwrap_or_default()
 }
 
 impl Error {
     /// An OS error for `step`, with no hint.
     pub fn os(step: impl Into<String>, source: io::Error) -> Self {
-        Error::Os { step: step.into(), source, hint: None }
+        Error::Os {
+            step: step.into(),
+            source,
+            hint: None,
+        }
     }
 
     /// Attach a remedy to an `Os` error (other variants are returned unchanged).

@@ -26,14 +26,24 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
         Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
-        Some(t) => Err(PyValueError::new_err(format!("timeout must be None or a finite number >= 0, not {t}"))),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout must be None or a finite number >= 0, not {t}"
+        ))),
     }
 }
 
 /// Receive into a pooled arena, waiting in signal-checked slices.
-fn recv_into(py: Python<'_>, dev: &Arc<dyn Device>, pool: &Arc<ArenaPool>, max: usize, timeout: Option<f64>) -> PyResult<PyBatch> {
+fn recv_into(
+    py: Python<'_>,
+    dev: &Arc<dyn Device>,
+    pool: &Arc<ArenaPool>,
+    max: usize,
+    timeout: Option<f64>,
+) -> PyResult<PyBatch> {
     if max == 0 || max > MAX_BATCH {
-        return Err(PyValueError::new_err(format!("max_frames must be between 1 and {MAX_BATCH}, not {max}")));
+        return Err(PyValueError::new_err(format!(
+            "max_frames must be between 1 and {MAX_BATCH}, not {max}"
+        )));
     }
     let deadline = parse_timeout(timeout)?.map(|t| Instant::now() + t);
     let mut batch = pool.take();
@@ -149,7 +159,11 @@ impl PyStats {
     }
 
     fn __repr__(&self) -> String {
-        let body: Vec<String> = self.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let body: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("Stats({})", body.join(", "))
     }
 }
@@ -165,7 +179,12 @@ pub struct PyAdapter {
 
 impl PyAdapter {
     fn new(dev: Arc<dyn Device>, name: String, class: &'static str) -> Self {
-        PyAdapter { dev, pool: Arc::default(), name, class }
+        PyAdapter {
+            dev,
+            pool: Arc::default(),
+            name,
+            class,
+        }
     }
 }
 
@@ -225,7 +244,12 @@ impl PyAdapter {
 
     /// Receive up to `max_frames` frames into one Batch.
     #[pyo3(signature = (max_frames = 256, timeout = None))]
-    fn recv_batch(&self, py: Python<'_>, max_frames: usize, timeout: Option<f64>) -> PyResult<PyBatch> {
+    fn recv_batch(
+        &self,
+        py: Python<'_>,
+        max_frames: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<PyBatch> {
         recv_into(py, &self.dev, &self.pool, max_frames, timeout)
     }
 
@@ -246,8 +270,17 @@ impl PyAdapter {
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.dev.is_closed() { "closed" } else { "open" };
-        format!("<vnetio.{} name={:?} kind={} {state}>", self.class, self.name, self.dev.medium().as_str())
+        let state = if self.dev.is_closed() {
+            "closed"
+        } else {
+            "open"
+        };
+        format!(
+            "<vnetio.{} name={:?} kind={} {state}>",
+            self.class,
+            self.name,
+            self.dev.medium().as_str()
+        )
     }
 }
 
@@ -286,7 +319,16 @@ fn open_kernel(
     group: Option<u32>,
     mtu: Option<u32>,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
-    let opts = OpenOptions { name: name.to_owned(), medium, queues, persist, netns, owner, group, mtu };
+    let opts = OpenOptions {
+        name: name.to_owned(),
+        medium,
+        queues,
+        persist,
+        netns,
+        owner,
+        group,
+        mtu,
+    };
     let adapter = Arc::new(py.detach(|| tuntap::Adapter::open(&opts))?);
     let mut qs = Vec::with_capacity(adapter.queues().len());
     for q in adapter.queues() {
@@ -375,7 +417,10 @@ impl PyKernelAdapter {
     /// Every address, in CIDR form.
     fn addresses(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let list = py.detach(|| self.adapter.addresses())?;
-        Ok(list.into_iter().map(|(ip, p)| format!("{ip}/{p}")).collect())
+        Ok(list
+            .into_iter()
+            .map(|(ip, p)| format!("{ip}/{p}"))
+            .collect())
     }
 
     /// Make the adapter persistent (outlive this process) or not.
@@ -403,20 +448,32 @@ impl PyTap {
         group: Option<u32>,
         mtu: Option<u32>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        Ok(open_kernel(py, Medium::Ethernet, "Tap", name, queues, persist, netns, owner, group, mtu)?.add_subclass(PyTap {}))
+        Ok(open_kernel(
+            py,
+            Medium::Ethernet,
+            "Tap",
+            name,
+            queues,
+            persist,
+            netns,
+            owner,
+            group,
+            mtu,
+        )?
+        .add_subclass(PyTap {}))
     }
 
     /// The Ethernet address, "aa:bb:cc:dd:ee:ff" (settable).
     #[getter]
-    fn get_mac(slf: PyRef<'_, Self>, py: Python<'_>) -> PyResult<String> {
-        let adapter = Arc::clone(&slf.as_super().adapter);
+    fn get_mac(slf: &Bound<'_, Self>, py: Python<'_>) -> PyResult<String> {
+        let adapter = Arc::clone(&slf.as_super().get().adapter);
         Ok(format_mac(py.detach(|| adapter.mac())?))
     }
 
     #[setter]
-    fn set_mac(slf: PyRef<'_, Self>, py: Python<'_>, value: &str) -> PyResult<()> {
+    fn set_mac(slf: &Bound<'_, Self>, py: Python<'_>, value: &str) -> PyResult<()> {
         let mac = parse_mac(value)?;
-        let adapter = Arc::clone(&slf.as_super().adapter);
+        let adapter = Arc::clone(&slf.as_super().get().adapter);
         Ok(py.detach(|| adapter.set_mac(mac))?)
     }
 }
@@ -440,7 +497,19 @@ impl PyTun {
         group: Option<u32>,
         mtu: Option<u32>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        Ok(open_kernel(py, Medium::Ip, "Tun", name, queues, persist, netns, owner, group, mtu)?.add_subclass(PyTun {}))
+        Ok(open_kernel(
+            py,
+            Medium::Ip,
+            "Tun",
+            name,
+            queues,
+            persist,
+            netns,
+            owner,
+            group,
+            mtu,
+        )?
+        .add_subclass(PyTun {}))
     }
 }
 
@@ -474,22 +543,40 @@ impl PyLoopback {
 /// Make two connected in-memory adapters: what one sends, the other receives.
 #[pyfunction]
 #[pyo3(signature = (capacity = 1024, *, kind = "tap", mtu = 1500, overflow = "drop"))]
-pub fn loopback_pair(py: Python<'_>, capacity: usize, kind: &str, mtu: usize, overflow: &str) -> PyResult<(Py<PyLoopback>, Py<PyLoopback>)> {
+pub fn loopback_pair(
+    py: Python<'_>,
+    capacity: usize,
+    kind: &str,
+    mtu: usize,
+    overflow: &str,
+) -> PyResult<(Py<PyLoopback>, Py<PyLoopback>)> {
     let medium = match kind {
         "tap" => Medium::Ethernet,
         "tun" => Medium::Ip,
-        other => return Err(PyValueError::new_err(format!("kind must be \"tap\" or \"tun\", not {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "kind must be \"tap\" or \"tun\", not {other:?}"
+            )))
+        }
     };
     let overflow = match overflow {
         "drop" => Overflow::Drop,
         "error" => Overflow::Error,
-        other => return Err(PyValueError::new_err(format!("overflow must be \"drop\" or \"error\", not {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "overflow must be \"drop\" or \"error\", not {other:?}"
+            )))
+        }
     };
     let (a, b) = loopback::pair(capacity, medium, mtu, overflow)?;
     let make = |end: LoopbackEnd, name: &str| -> PyResult<Py<PyLoopback>> {
         let end = Arc::new(end);
         let dev: Arc<dyn Device> = Arc::clone(&end) as Arc<dyn Device>;
-        Py::new(py, PyClassInitializer::from(PyAdapter::new(dev, name.to_owned(), "Loopback")).add_subclass(PyLoopback { end }))
+        Py::new(
+            py,
+            PyClassInitializer::from(PyAdapter::new(dev, name.to_owned(), "Loopback"))
+                .add_subclass(PyLoopback { end }),
+        )
     };
     Ok((make(a, "loop0")?, make(b, "loop1")?))
 }

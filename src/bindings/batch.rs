@@ -31,7 +31,11 @@ pub struct ArenaPool {
 impl ArenaPool {
     /// An empty arena, recycled when one is free.
     pub fn take(&self) -> PacketBatch {
-        self.free.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
+        self.free
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
     }
 
     fn give_back(&self, mut batch: PacketBatch) {
@@ -54,7 +58,10 @@ pub struct PyBatch {
 impl PyBatch {
     /// Wrap a filled arena that returns to `pool` when the batch dies.
     pub fn from_pool(inner: PacketBatch, pool: &Arc<ArenaPool>) -> Self {
-        PyBatch { inner, pool: Arc::downgrade(pool) }
+        PyBatch {
+            inner,
+            pool: Arc::downgrade(pool),
+        }
     }
 
     /// The frames.
@@ -90,7 +97,9 @@ impl PyBatch {
         let len = self.inner.len() as isize;
         let i = if index < 0 { index + len } else { index };
         if i < 0 || i >= len {
-            return Err(PyIndexError::new_err(format!("frame index {index} out of range for a batch of {len}")));
+            return Err(PyIndexError::new_err(format!(
+                "frame index {index} out of range for a batch of {len}"
+            )));
         }
         Ok(i as usize)
     }
@@ -104,8 +113,16 @@ impl Drop for PyBatch {
     }
 }
 
-fn frame_view<'py>(view: &Bound<'py, PyMemoryView>, range: std::ops::Range<usize>) -> PyResult<Bound<'py, PyAny>> {
-    view.get_item(PySlice::new(view.py(), range.start as isize, range.end as isize, 1))
+fn frame_view<'py>(
+    view: &Bound<'py, PyMemoryView>,
+    range: std::ops::Range<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    view.get_item(PySlice::new(
+        view.py(),
+        range.start as isize,
+        range.end as isize,
+        1,
+    ))
 }
 
 #[pymethods]
@@ -113,7 +130,10 @@ impl PyBatch {
     /// Build a batch by copying each frame (any bytes-like objects) into one arena.
     #[staticmethod]
     fn from_frames(frames: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(PyBatch { inner: Self::collect(frames)?, pool: Weak::new() })
+        Ok(PyBatch {
+            inner: Self::collect(frames)?,
+            pool: Weak::new(),
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -128,7 +148,11 @@ impl PyBatch {
     }
 
     fn __iter__(slf: &Bound<'_, Self>) -> PyResult<PyBatchIter> {
-        Ok(PyBatchIter { batch: slf.clone().unbind(), view: PyMemoryView::from(slf.as_any())?.unbind(), pos: 0 })
+        Ok(PyBatchIter {
+            batch: slf.clone().unbind(),
+            view: PyMemoryView::from(slf.as_any())?.unbind(),
+            pos: 0,
+        })
     }
 
     /// Total bytes of all frames.
@@ -155,10 +179,19 @@ impl PyBatch {
     }
 
     fn __repr__(&self) -> String {
-        format!("<vnetio.Batch frames={} nbytes={}>", self.inner.len(), self.inner.nbytes())
+        format!(
+            "<vnetio.Batch frames={} nbytes={}>",
+            self.inner.len(),
+            self.inner.nbytes()
+        )
     }
 
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+    #[allow(clippy::needless_pass_by_value)] // the signature PyO3 requires
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err("a Batch is read-only"));
         }
@@ -180,7 +213,11 @@ impl PyBatch {
                 flags,
             )
         };
-        if rc == 0 { Ok(()) } else { Err(PyErr::fetch(slf.py())) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(PyErr::fetch(slf.py()))
+        }
     }
 }
 
@@ -199,7 +236,9 @@ impl PyBatchIter {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some(range) = self.batch.get().inner.range(self.pos) else { return Ok(None) };
+        let Some(range) = self.batch.get().inner.range(self.pos) else {
+            return Ok(None);
+        };
         self.pos += 1;
         frame_view(self.view.bind(py), range).map(Some)
     }

@@ -5,6 +5,8 @@
 //! built-in `OSError`s constructed as `OSError(errno, message)`, so CPython picks the
 //! subclass (`PermissionError`, `BlockingIOError`, …) and `.errno` is set.
 
+use std::fmt::Write as _;
+
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
@@ -34,7 +36,7 @@ fn os_error(py: Python<'_>, err: &Error, sent: Option<usize>) -> PyErr {
         msg.push_str(h);
     }
     if let Some(k) = sent {
-        msg.push_str(&format!(" ({k} frames were sent before the failure)"));
+        let _ = write!(msg, " ({k} frames were sent before the failure)");
     }
     let exc = PyOSError::new_err((errno, msg));
     if let Some(k) = sent {
@@ -62,12 +64,12 @@ fn other_error(py: Python<'_>, err: &Error) -> PyErr {
 }
 
 /// Convert a core error (needs the interpreter to attach attributes such as `.sent`).
-pub fn to_py(err: Error) -> PyErr {
-    Python::attach(|py| other_error(py, &err))
+pub fn to_py(err: &Error) -> PyErr {
+    Python::attach(|py| other_error(py, err))
 }
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
-        to_py(err)
+        to_py(&err)
     }
 }

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 /// The compiled core of vnetio. Use the `vnetio` package, which re-exports it.
 #[pymodule(gil_used = false)]
 mod _core {
-    use super::*;
+    use pyo3::prelude::*;
 
     #[pymodule_export]
     use super::adapter::{
@@ -23,7 +23,14 @@ mod _core {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", crate::VERSION)?;
         m.add("ABI_VERSION", crate::ABI_VERSION)?;
-        m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+        m.add(
+            "build_profile",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        )?;
         m.add("IFF_TUN", libc::IFF_TUN)?;
         m.add("IFF_TAP", libc::IFF_TAP)?;
         m.add("IFF_NO_PI", libc::IFF_NO_PI)?;

@@ -65,7 +65,9 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, Ring> {
         // A panic while holding this lock cannot leave the ring inconsistent (all updates
         // are plain stores after bounds checks), so a poisoned lock is still usable.
-        self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn set_ready(&self, ready: bool) {
@@ -114,20 +116,27 @@ pub fn pair(
         )));
     }
     if !(68..=65_535).contains(&mtu) {
-        return Err(Error::InvalidArgument(format!("mtu must be between 68 and 65535, not {mtu}")));
+        return Err(Error::InvalidArgument(format!(
+            "mtu must be between 68 and 65535, not {mtu}"
+        )));
     }
     let slot = mtu + medium.link_overhead();
-    let (q1, q2) = (Arc::new(Queue::new(capacity, slot)?), Arc::new(Queue::new(capacity, slot)?));
+    let (q1, q2) = (
+        Arc::new(Queue::new(capacity, slot)?),
+        Arc::new(Queue::new(capacity, slot)?),
+    );
     let (c1, c2) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
-    let end = |rx: &Arc<Queue>, tx: &Arc<Queue>, mine: &Arc<Counters>, peer: &Arc<Counters>| LoopbackEnd {
-        rx: Arc::clone(rx),
-        tx: Arc::clone(tx),
-        counters: Arc::clone(mine),
-        peer_counters: Arc::clone(peer),
-        medium,
-        mtu,
-        overflow,
-        closed: AtomicBool::new(false),
+    let end = |rx: &Arc<Queue>, tx: &Arc<Queue>, mine: &Arc<Counters>, peer: &Arc<Counters>| {
+        LoopbackEnd {
+            rx: Arc::clone(rx),
+            tx: Arc::clone(tx),
+            counters: Arc::clone(mine),
+            peer_counters: Arc::clone(peer),
+            medium,
+            mtu,
+            overflow,
+            closed: AtomicBool::new(false),
+        }
     };
     Ok((end(&q1, &q2, &c1, &c2), end(&q2, &q1, &c2, &c1)))
 }
@@ -242,7 +251,11 @@ impl Device for LoopbackEnd {
         self.counters.tx(queued + dropped, bytes);
         self.peer_counters.rx_drop(dropped);
         if queued + dropped < frames.len() {
-            return Err(Error::QueueFull { sent: queued, total: frames.len(), capacity: q.capacity });
+            return Err(Error::QueueFull {
+                sent: queued,
+                total: frames.len(),
+                capacity: q.capacity,
+            });
         }
         Ok(frames.len())
     }
@@ -302,7 +315,11 @@ mod tests {
         let (_a, b) = pair(2, Medium::Ethernet, 1500, Overflow::Drop).unwrap();
         let mut batch = PacketBatch::default();
         let t = Instant::now();
-        assert_eq!(b.recv_batch(&mut batch, 1, Duration::from_millis(20)).unwrap(), 0);
+        assert_eq!(
+            b.recv_batch(&mut batch, 1, Duration::from_millis(20))
+                .unwrap(),
+            0
+        );
         assert!(t.elapsed() >= Duration::from_millis(20));
     }
 
@@ -320,7 +337,11 @@ mod tests {
         let (a, b) = pair(2, Medium::Ethernet, 1500, Overflow::Error).unwrap();
         let f = frame(1);
         match a.send_frames(&[&f, &f, &f]) {
-            Err(Error::QueueFull { sent: 2, total: 3, capacity: 2 }) => {}
+            Err(Error::QueueFull {
+                sent: 2,
+                total: 3,
+                capacity: 2,
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(b.pending(), 2);

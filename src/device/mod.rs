@@ -186,7 +186,9 @@ pub trait Device: Send + Sync {
     fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
         let (medium, mtu) = (self.medium(), self.mtu());
         for (index, frame) in frames.iter().enumerate() {
-            medium.check_frame(frame, mtu).map_err(|reason| Error::BadFrame { index, reason })?;
+            medium
+                .check_frame(frame, mtu)
+                .map_err(|reason| Error::BadFrame { index, reason })?;
         }
         Ok(())
     }
@@ -194,7 +196,9 @@ pub trait Device: Send + Sync {
 
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME through the vDSO: ~20 ns).
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Validate an interface name or `%d` pattern the way the kernel will see it.
@@ -203,7 +207,12 @@ pub fn now_ns() -> u64 {
 /// `Error::InvalidName` naming the problem: empty, longer than 15 bytes, `/`, `:`,
 /// whitespace, NUL, `.`/`..`, or more than one `%`.
 pub fn validate_ifname(name: &str) -> VnetResult<[u8; IFNAMSIZ]> {
-    let bad = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     let bytes = name.as_bytes();
     if bytes.is_empty() {
         return bad("it is empty (give a name such as \"vn0\" or a pattern such as \"vn%d\")");
@@ -214,7 +223,10 @@ pub fn validate_ifname(name: &str) -> VnetResult<[u8; IFNAMSIZ]> {
     if name == "." || name == ".." {
         return bad("\".\" and \"..\" are reserved");
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0') {
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0')
+    {
         return Err(Error::InvalidName {
             name: name.to_owned(),
             reason: match c {
@@ -225,7 +237,7 @@ pub fn validate_ifname(name: &str) -> VnetResult<[u8; IFNAMSIZ]> {
             },
         });
     }
-    let percents = bytes.iter().filter(|&&b| b == b'%').count();
+    let percents = name.matches('%').count();
     if percents > 1 || (percents == 1 && !name.contains("%d")) {
         return bad("a pattern may hold one '%d' and no other '%'");
     }
@@ -243,7 +255,19 @@ mod tests {
         assert!(validate_ifname("vn0").is_ok());
         assert!(validate_ifname("vn%d").is_ok());
         assert!(validate_ifname("a23456789012345").is_ok());
-        for bad in ["", "a234567890123456", "a/b", "a b", "a\tb", "a\0b", ".", "..", "a:1", "a%s", "%d%d"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a b",
+            "a\tb",
+            "a\0b",
+            ".",
+            "..",
+            "a:1",
+            "a%s",
+            "%d%d",
+        ] {
             assert!(
                 matches!(validate_ifname(bad), Err(Error::InvalidName { .. })),
                 "{bad:?} should be rejected"
@@ -257,11 +281,17 @@ mod tests {
         assert!(e.check_frame(&[0; 14], 1500).is_ok());
         assert!(e.check_frame(&[0; 13], 1500).is_err());
         assert!(e.check_frame(&[0; 1518], 1500).is_ok());
-        assert!(e.check_frame(&[0; 1519], 1500).unwrap_err().contains("larger than"));
+        assert!(e
+            .check_frame(&[0; 1519], 1500)
+            .unwrap_err()
+            .contains("larger than"));
         let ip = Medium::Ip;
         assert!(ip.check_frame(&[0x45; 20], 1500).is_ok());
         assert!(ip.check_frame(&[0x60; 40], 1500).is_ok());
-        assert!(ip.check_frame(&[0x50; 20], 1500).unwrap_err().contains("nibble is 5"));
+        assert!(ip
+            .check_frame(&[0x50; 20], 1500)
+            .unwrap_err()
+            .contains("nibble is 5"));
         assert!(ip.check_frame(&[], 1500).is_err());
         assert!(ip.check_frame(&[0x45; 1501], 1500).is_err());
     }
@@ -274,7 +304,13 @@ mod tests {
         c.tx_error();
         c.rx_drop(3);
         let s = c.snapshot();
-        assert_eq!((s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes), (2, 100, 1, 60));
-        assert_eq!((s.tx_errors, s.rx_dropped, s.rx_errors, s.tx_dropped), (1, 3, 0, 0));
+        assert_eq!(
+            (s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes),
+            (2, 100, 1, 60)
+        );
+        assert_eq!(
+            (s.tx_errors, s.rx_dropped, s.rx_errors, s.tx_dropped),
+            (1, 3, 0, 0)
+        );
     }
 }

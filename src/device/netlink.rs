@@ -124,7 +124,11 @@ impl Netlink {
     /// Open a route netlink socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
         let fd = sys::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
-        Ok(Netlink { sock: File::from(fd), seq: 1, buf: vec![0; 32 * 1024] })
+        Ok(Netlink {
+            sock: File::from(fd),
+            seq: 1,
+            buf: vec![0; 32 * 1024],
+        })
     }
 
     /// Send one request and collect the payloads of the replies (type, body) until the
@@ -145,7 +149,10 @@ impl Netlink {
                 let ty = u16_at(b, at + 4).unwrap_or(0);
                 let mseq = u32_at(b, at + 8).unwrap_or(0);
                 if len < NLMSG_HDRLEN || at + len > n {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink reply"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink reply",
+                    ));
                 }
                 let body = &b[at + NLMSG_HDRLEN..at + len];
                 at += align4(len);
@@ -156,7 +163,11 @@ impl Netlink {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let code = u32_at(body, 0).unwrap_or(0) as i32;
-                        return if code == 0 { Ok(out) } else { Err(io::Error::from_raw_os_error(-code)) };
+                        return if code == 0 {
+                            Ok(out)
+                        } else {
+                            Err(io::Error::from_raw_os_error(-code))
+                        };
                     }
                     _ => out.push((ty, body.to_vec())),
                 }
@@ -166,7 +177,13 @@ impl Netlink {
 
     /// RTM_NEWADDR: add `addr/prefix` to link `ifindex` (EEXIST if already there).
     pub fn add_address(&mut self, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
-        self.change_address(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, addr, prefix)
+        self.change_address(
+            RTM_NEWADDR,
+            NLM_F_CREATE | NLM_F_EXCL,
+            ifindex,
+            addr,
+            prefix,
+        )
     }
 
     /// RTM_DELADDR: remove `addr/prefix` from link `ifindex` (EADDRNOTAVAIL if absent).
@@ -174,7 +191,14 @@ impl Netlink {
         self.change_address(RTM_DELADDR, 0, ifindex, addr, prefix)
     }
 
-    fn change_address(&mut self, ty: u16, flags: u16, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    fn change_address(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> io::Result<()> {
         let (family, octets) = match addr {
             IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
             IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
@@ -198,8 +222,12 @@ impl Netlink {
             let (mut local, mut address) = (None, None);
             for (aty, data) in attrs(&body[8..]) {
                 let ip = match (i32::from(family), data.len()) {
-                    (libc::AF_INET, 4) => IpAddr::from(<[u8; 4]>::try_from(data).ok().unwrap_or_default()),
-                    (libc::AF_INET6, 16) => IpAddr::from(<[u8; 16]>::try_from(data).ok().unwrap_or_default()),
+                    (libc::AF_INET, 4) => {
+                        IpAddr::from(<[u8; 4]>::try_from(data).ok().unwrap_or_default())
+                    }
+                    (libc::AF_INET6, 16) => {
+                        IpAddr::from(<[u8; 16]>::try_from(data).ok().unwrap_or_default())
+                    }
                     _ => continue,
                 };
                 match aty {
@@ -238,7 +266,10 @@ impl Netlink {
                 }
             }
         }
-        Err(io::Error::new(io::ErrorKind::NotFound, "no IFLA_STATS64 in the kernel's reply"))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no IFLA_STATS64 in the kernel's reply",
+        ))
     }
 }
 
@@ -257,7 +288,10 @@ mod tests {
         assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
         assert_eq!(u16_at(&m, 4), Some(RTM_NEWADDR));
         let parsed: Vec<_> = attrs(&m[24..]).collect();
-        assert_eq!(parsed, vec![(IFA_LOCAL, &[192, 0, 2, 1][..]), (7, &[1, 2, 3][..])]);
+        assert_eq!(
+            parsed,
+            vec![(IFA_LOCAL, &[192, 0, 2, 1][..]), (7, &[1, 2, 3][..])]
+        );
     }
 
     #[test]

@@ -28,11 +28,16 @@ fn netns_path(name: &str) -> VnetResult<PathBuf> {
         format!("network namespace {name:?}"),
         std::io::Error::from_raw_os_error(libc::ENOENT),
     )
-    .with_hint(format!("it does not exist; create it with `ip netns add {name}`")))
+    .with_hint(format!(
+        "it does not exist; create it with `ip netns add {name}`"
+    )))
 }
 
 /// Run `f` in network namespace `netns` (or right here when `None`).
-pub fn run_in<T: Send>(netns: Option<&str>, f: impl FnOnce() -> VnetResult<T> + Send) -> VnetResult<T> {
+pub fn run_in<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> VnetResult<T> + Send,
+) -> VnetResult<T> {
     let Some(name) = netns else { return f() };
     let path = netns_path(name)?;
     let ns = File::open(&path).map_err(|e| Error::os(format!("open {}", path.display()), e))?;
@@ -45,6 +50,10 @@ pub fn run_in<T: Send>(netns: Option<&str>, f: impl FnOnce() -> VnetResult<T> + 
             f()
         })
         .join()
-        .unwrap_or_else(|_| Err(Error::InvalidArgument("internal panic while opening in namespace".into())))
+        .unwrap_or_else(|_| {
+            Err(Error::InvalidArgument(
+                "internal panic while opening in namespace".into(),
+            ))
+        })
     })
 }

@@ -101,7 +101,11 @@ pub fn tun_get_features(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: TUNGETFEATURES writes one `unsigned int` through the pointer, which points
     // to a live local of that type.
     cvt(unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::TUNGETFEATURES, std::ptr::from_mut(&mut features))
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNGETFEATURES,
+            std::ptr::from_mut(&mut features),
+        )
     })?;
     Ok(features)
 }
@@ -133,8 +137,8 @@ pub fn if_get_mtu(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
 /// SIOCSIFMTU.
 pub fn if_set_mtu(sock: BorrowedFd<'_>, name: &IfName, mtu: u32) -> io::Result<()> {
     let mut ifr = ifreq_with_name(name);
-    ifr.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    ifr.ifr_ifru.ifru_mtu =
+        libc::c_int::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     ioctl_ifreq(sock, libc::SIOCSIFMTU, &mut ifr)
 }
 
@@ -220,8 +224,16 @@ pub fn poll2(
     timeout_ms: libc::c_int,
 ) -> io::Result<(Ready, bool)> {
     let mut fds = [
-        libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 },
-        libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     // SAFETY: `fds` is a live array of two initialised pollfd structs and the count
     // passed matches its length; the kernel writes only `revents`.
@@ -261,11 +273,14 @@ mod tests {
     fn poll_times_out_and_wakes() {
         let a = eventfd().unwrap();
         let wake = eventfd().unwrap();
-        let (ready, woke) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 10).unwrap();
-        assert_eq!((ready.readable, woke), (false, false));
-        std::io::Write::write_all(&mut std::fs::File::from(wake.try_clone().unwrap()), &1u64.to_ne_bytes())
-            .unwrap();
-        let (_, woke) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 1000).unwrap();
-        assert!(woke);
+        let (ready, fired) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 10).unwrap();
+        assert_eq!((ready.readable, fired), (false, false));
+        std::io::Write::write_all(
+            &mut std::fs::File::from(wake.try_clone().unwrap()),
+            &1u64.to_ne_bytes(),
+        )
+        .unwrap();
+        let (_, fired) = poll2(a.as_fd(), libc::POLLIN, wake.as_fd(), 1000).unwrap();
+        assert!(fired);
     }
 }

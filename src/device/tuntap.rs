@@ -120,7 +120,11 @@ fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions) -> Error {
         _ => String::new(),
     };
     let err = Error::os(step, e);
-    if hint.is_empty() { err } else { err.with_hint(hint) }
+    if hint.is_empty() {
+        err
+    } else {
+        err.with_hint(hint)
+    }
 }
 
 /// One queue: one descriptor of an adapter.
@@ -154,7 +158,10 @@ impl Queue {
         // Wake pollers first (the eventfd stays readable), then wait for running calls
         // to leave before the descriptor is released.
         let _ = (&self.wake).write(&1u64.to_ne_bytes());
-        let mut file = self.file.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *file = None;
     }
 
@@ -182,7 +189,10 @@ impl Device for Queue {
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
-        let guard = self.file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = guard.as_ref().ok_or(Error::Closed)?;
         let deadline = Instant::now() + wait;
         let (mut n, mut bytes) = (0, 0);
@@ -218,7 +228,10 @@ impl Device for Queue {
     }
 
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
-        let guard = self.file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = guard.as_ref().ok_or(Error::Closed)?;
         let (mut sent, mut bytes) = (0, 0);
         let mut failure = None;
@@ -257,7 +270,11 @@ impl Device for Queue {
         match failure {
             None => Ok(sent),
             Some(e) if sent == 0 => Err(e),
-            Some(e) => Err(Error::Partial { sent, total: frames.len(), source: Box::new(e) }),
+            Some(e) => Err(Error::Partial {
+                sent,
+                total: frames.len(),
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -343,21 +360,28 @@ impl Adapter {
         let name = name_str(&actual);
         let first = files[0].as_fd();
         if let Some(uid) = opts.owner {
-            sys::tun_set_owner(first, uid).map_err(|e| Error::os(format!("TUNSETOWNER {name}"), e))?;
+            sys::tun_set_owner(first, uid)
+                .map_err(|e| Error::os(format!("TUNSETOWNER {name}"), e))?;
         }
         if let Some(gid) = opts.group {
-            sys::tun_set_group(first, gid).map_err(|e| Error::os(format!("TUNSETGROUP {name}"), e))?;
+            sys::tun_set_group(first, gid)
+                .map_err(|e| Error::os(format!("TUNSETGROUP {name}"), e))?;
         }
         if let Some(mtu) = opts.mtu {
-            sys::if_set_mtu(ctl.as_fd(), &actual, mtu).map_err(|e| Error::os(format!("set MTU of {name}"), e))?;
+            sys::if_set_mtu(ctl.as_fd(), &actual, mtu)
+                .map_err(|e| Error::os(format!("set MTU of {name}"), e))?;
         }
-        let ifindex = sys::if_get_index(ctl.as_fd(), &actual).map_err(|e| Error::os(format!("ifindex of {name}"), e))?;
-        let mtu = sys::if_get_mtu(ctl.as_fd(), &actual).map_err(|e| Error::os(format!("MTU of {name}"), e))?;
+        let ifindex = sys::if_get_index(ctl.as_fd(), &actual)
+            .map_err(|e| Error::os(format!("ifindex of {name}"), e))?;
+        let mtu = sys::if_get_mtu(ctl.as_fd(), &actual)
+            .map_err(|e| Error::os(format!("MTU of {name}"), e))?;
         // Persist last: if anything above failed, dropping the files removes what we made.
         if opts.persist {
-            sys::tun_set_persist(first, true).map_err(|e| Error::os(format!("TUNSETPERSIST {name}"), e))?;
+            sys::tun_set_persist(first, true)
+                .map_err(|e| Error::os(format!("TUNSETPERSIST {name}"), e))?;
         }
-        let (_, iff) = sys::tun_get_iff(first).map_err(|e| Error::os(format!("TUNGETIFF {name}"), e))?;
+        let (_, iff) =
+            sys::tun_get_iff(first).map_err(|e| Error::os(format!("TUNGETIFF {name}"), e))?;
         let persistent = i32::from(iff) & libc::IFF_PERSIST != 0;
         let mut nl = nl;
         let kernel_base = nl.link_stats(ifindex).unwrap_or_default();
@@ -422,19 +446,29 @@ impl Adapter {
     }
 
     fn live(&self) -> VnetResult<()> {
-        if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     fn nl(&self) -> MutexGuard<'_, Netlink> {
-        self.nl.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.nl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// TUNSETPERSIST on or off.
     pub fn set_persistent(&self, persist: bool) -> VnetResult<()> {
         self.live()?;
-        let guard = self.queues[0].file.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self.queues[0]
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = guard.as_ref().ok_or(Error::Closed)?;
-        sys::tun_set_persist(file.as_fd(), persist).map_err(|e| Error::os(format!("TUNSETPERSIST {}", self.name), e))?;
+        sys::tun_set_persist(file.as_fd(), persist)
+            .map_err(|e| Error::os(format!("TUNSETPERSIST {}", self.name), e))?;
         self.persistent.store(persist, Ordering::Relaxed);
         Ok(())
     }
@@ -442,7 +476,8 @@ impl Adapter {
     /// Whether IFF_UP is set.
     pub fn is_up(&self) -> VnetResult<bool> {
         self.live()?;
-        let flags = sys::if_get_flags(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("flags of {}", self.name), e))?;
+        let flags = sys::if_get_flags(self.ctl.as_fd(), &self.ifname)
+            .map_err(|e| Error::os(format!("flags of {}", self.name), e))?;
         Ok(i32::from(flags) & libc::IFF_UP != 0)
     }
 
@@ -452,15 +487,19 @@ impl Adapter {
         let ctl = self.ctl.as_fd();
         let step = || format!("set {} {}", self.name, if up { "up" } else { "down" });
         let flags = sys::if_get_flags(ctl, &self.ifname).map_err(|e| Error::os(step(), e))?;
-        let flags = if up { flags | libc::IFF_UP as libc::c_short } else { flags & !(libc::IFF_UP as libc::c_short) };
-        sys::if_set_flags(ctl, &self.ifname, flags)
-            .map_err(|e| with_cap_hint(Error::os(step(), e)))
+        let flags = if up {
+            flags | libc::IFF_UP as libc::c_short
+        } else {
+            flags & !(libc::IFF_UP as libc::c_short)
+        };
+        sys::if_set_flags(ctl, &self.ifname, flags).map_err(|e| with_cap_hint(Error::os(step(), e)))
     }
 
     /// Read the MTU from the kernel (and refresh the cached copy frames are checked against).
     pub fn get_mtu(&self) -> VnetResult<u32> {
         self.live()?;
-        let mtu = sys::if_get_mtu(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("MTU of {}", self.name), e))?;
+        let mtu = sys::if_get_mtu(self.ctl.as_fd(), &self.ifname)
+            .map_err(|e| Error::os(format!("MTU of {}", self.name), e))?;
         self.mtu.store(mtu as usize, Ordering::Relaxed);
         Ok(mtu)
     }
@@ -469,8 +508,9 @@ impl Adapter {
     pub fn set_mtu(&self, mtu: u32) -> VnetResult<()> {
         self.live()?;
         check_mtu(mtu)?;
-        sys::if_set_mtu(self.ctl.as_fd(), &self.ifname, mtu)
-            .map_err(|e| with_cap_hint(Error::os(format!("set MTU of {} to {mtu}", self.name), e)))?;
+        sys::if_set_mtu(self.ctl.as_fd(), &self.ifname, mtu).map_err(|e| {
+            with_cap_hint(Error::os(format!("set MTU of {} to {mtu}", self.name), e))
+        })?;
         self.mtu.store(mtu as usize, Ordering::Relaxed);
         Ok(())
     }
@@ -478,14 +518,17 @@ impl Adapter {
     /// The Ethernet address (TAP).
     pub fn mac(&self) -> VnetResult<[u8; 6]> {
         self.live()?;
-        sys::if_get_hwaddr(self.ctl.as_fd(), &self.ifname).map_err(|e| Error::os(format!("MAC of {}", self.name), e))
+        sys::if_get_hwaddr(self.ctl.as_fd(), &self.ifname)
+            .map_err(|e| Error::os(format!("MAC of {}", self.name), e))
     }
 
     /// Set the Ethernet address (TAP only).
     pub fn set_mac(&self, mac: [u8; 6]) -> VnetResult<()> {
         self.live()?;
         if self.medium != Medium::Ethernet {
-            return Err(Error::InvalidArgument("a TUN adapter has no MAC address".into()));
+            return Err(Error::InvalidArgument(
+                "a TUN adapter has no MAC address".into(),
+            ));
         }
         if mac[0] & 1 == 1 {
             return Err(Error::InvalidArgument(format!(
@@ -500,11 +543,20 @@ impl Adapter {
     /// Add an address (`ip addr add`).
     pub fn add_address(&self, addr: IpAddr, prefix: u8) -> VnetResult<()> {
         self.live()?;
-        self.nl().add_address(self.ifindex, addr, prefix).map_err(|e| {
-            let exists = e.raw_os_error() == Some(libc::EEXIST);
-            let err = with_cap_hint(Error::os(format!("add address {addr}/{prefix} to {}", self.name), e));
-            if exists { err.with_hint("the adapter already has this address") } else { err }
-        })
+        self.nl()
+            .add_address(self.ifindex, addr, prefix)
+            .map_err(|e| {
+                let exists = e.raw_os_error() == Some(libc::EEXIST);
+                let err = with_cap_hint(Error::os(
+                    format!("add address {addr}/{prefix} to {}", self.name),
+                    e,
+                ));
+                if exists {
+                    err.with_hint("the adapter already has this address")
+                } else {
+                    err
+                }
+            })
     }
 
     /// Remove an address.
@@ -512,13 +564,20 @@ impl Adapter {
         self.live()?;
         self.nl()
             .del_address(self.ifindex, addr, prefix)
-            .map_err(|e| with_cap_hint(Error::os(format!("remove address {addr}/{prefix} from {}", self.name), e)))
+            .map_err(|e| {
+                with_cap_hint(Error::os(
+                    format!("remove address {addr}/{prefix} from {}", self.name),
+                    e,
+                ))
+            })
     }
 
     /// Every address with its prefix length.
     pub fn addresses(&self) -> VnetResult<Vec<(IpAddr, u8)>> {
         self.live()?;
-        self.nl().addresses(self.ifindex).map_err(|e| Error::os(format!("list addresses of {}", self.name), e))
+        self.nl()
+            .addresses(self.ifindex)
+            .map_err(|e| Error::os(format!("list addresses of {}", self.name), e))
     }
 
     fn kernel_stats(&self) -> VnetResult<Stats> {
@@ -532,7 +591,10 @@ impl Adapter {
             s.rx_errors += qs.rx_errors;
             s.tx_errors += qs.tx_errors;
         }
-        let k = self.nl().link_stats(self.ifindex).map_err(|e| Error::os(format!("counters of {}", self.name), e))?;
+        let k = self
+            .nl()
+            .link_stats(self.ifindex)
+            .map_err(|e| Error::os(format!("counters of {}", self.name), e))?;
         // The kernel's view is mirrored: what it transmits is what our readers receive.
         s.rx_dropped = k.tx_dropped.saturating_sub(self.kernel_base.tx_dropped);
         s.tx_dropped = k.rx_dropped.saturating_sub(self.kernel_base.rx_dropped);
@@ -544,7 +606,9 @@ fn check_mtu(mtu: u32) -> VnetResult<()> {
     if (68..=65_535).contains(&mtu) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("mtu must be between 68 and 65535, not {mtu}")))
+        Err(Error::InvalidArgument(format!(
+            "mtu must be between 68 and 65535, not {mtu}"
+        )))
     }
 }
 
@@ -558,12 +622,19 @@ fn with_cap_hint(err: Error) -> Error {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff` (or `-` separated).
 pub fn parse_mac(text: &str) -> VnetResult<[u8; 6]> {
-    let bad = || Error::InvalidArgument(format!("invalid MAC address {text:?}: expected six hex octets such as \"02:00:00:00:00:01\""));
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "invalid MAC address {text:?}: expected six hex octets such as \"02:00:00:00:00:01\""
+        ))
+    };
     let parts: Vec<&str> = text.split([':', '-']).collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -580,7 +651,9 @@ pub fn parse_mac(text: &str) -> VnetResult<[u8; 6]> {
 
 /// Parse `192.0.2.1/24` or `2001:db8::1/64` (no prefix: a host address).
 pub fn parse_cidr(text: &str) -> VnetResult<(IpAddr, u8)> {
-    let bad = |why: &str| Error::InvalidArgument(format!("invalid address {text:?}: {why} (expected e.g. \"192.0.2.1/24\" or \"2001:db8::1/64\")"));
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!("invalid address {text:?}: {why} (expected e.g. \"192.0.2.1/24\" or \"2001:db8::1/64\")"))
+    };
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
@@ -589,7 +662,12 @@ pub fn parse_cidr(text: &str) -> VnetResult<(IpAddr, u8)> {
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
-        Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| bad("bad prefix length"))?,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| bad("bad prefix length"))?,
     };
     Ok((ip, prefix))
 }
@@ -618,14 +696,20 @@ impl Device for Adapter {
                 // The MTU may have been raised behind our back (`ip link set … mtu`):
                 // refresh once before refusing.
                 let fresh = self.get_mtu().map_or(mtu, |m| m as usize);
-                medium.check_frame(frame, fresh).map_err(|reason| Error::BadFrame { index, reason })?;
+                medium
+                    .check_frame(frame, fresh)
+                    .map_err(|reason| Error::BadFrame { index, reason })?;
             }
         }
         Ok(())
     }
 
     fn stats(&self) -> VnetResult<Stats> {
-        if let Some(s) = *self.final_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        if let Some(s) = *self
+            .final_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             return Ok(s);
         }
         self.kernel_stats()
@@ -636,7 +720,10 @@ impl Device for Adapter {
             return;
         }
         let last = self.kernel_stats().ok();
-        *self.final_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+        *self
+            .final_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = last;
         for q in &self.queues {
             q.close_fd();
         }
@@ -674,17 +761,35 @@ mod tests {
         let mac = parse_mac("02:AB:0c:00:00:ff").unwrap();
         assert_eq!(mac, [2, 0xab, 0x0c, 0, 0, 0xff]);
         assert_eq!(format_mac(mac), "02:ab:0c:00:00:ff");
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "zz:00:00:00:00:00", "002:00:00:00:00:0"] {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "002:00:00:00:00:0",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn cidr() {
-        assert_eq!(parse_cidr("192.0.2.1/24").unwrap(), ("192.0.2.1".parse().unwrap(), 24));
-        assert_eq!(parse_cidr("2001:db8::1").unwrap(), ("2001:db8::1".parse().unwrap(), 128));
+        assert_eq!(
+            parse_cidr("192.0.2.1/24").unwrap(),
+            ("192.0.2.1".parse().unwrap(), 24)
+        );
+        assert_eq!(
+            parse_cidr("2001:db8::1").unwrap(),
+            ("2001:db8::1".parse().unwrap(), 128)
+        );
         assert_eq!(parse_cidr("198.51.100.7").unwrap().1, 32);
-        for bad in ["", "192.0.2.1/33", "2001:db8::1/129", "host/24", "192.0.2.1/x"] {
+        for bad in [
+            "",
+            "192.0.2.1/33",
+            "2001:db8::1/129",
+            "host/24",
+            "192.0.2.1/x",
+        ] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
