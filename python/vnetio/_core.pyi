@@ -1,9 +1,34 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
 from collections.abc import Iterable, Iterator
-from typing import Final, Literal, final
+from typing import Final, Literal, Self, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, disjoint_base
+
+__all__ = [
+    "ABI_VERSION",
+    "IFF_MULTI_QUEUE",
+    "IFF_NAPI",
+    "IFF_NO_PI",
+    "IFF_PERSIST",
+    "IFF_TAP",
+    "IFF_TUN",
+    "IFF_VNET_HDR",
+    "Adapter",
+    "Batch",
+    "Loopback",
+    "Queue",
+    "Stats",
+    "Tap",
+    "Tun",
+    "_KernelAdapter",
+    "__version__",
+    "_panic_for_test",
+    "build_profile",
+    "loopback_pair",
+    "tun_features",
+    "validate_ifname",
+]
 
 __version__: Final[str]
 ABI_VERSION: Final[int]
@@ -39,10 +64,8 @@ class Batch:
     @staticmethod
     def from_frames(frames: Iterable[Buffer]) -> Batch: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> memoryview: ...
+    def __getitem__(self, index: int, /) -> memoryview: ...
     def __iter__(self) -> Iterator[memoryview]: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
-    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
     @property
     def nbytes(self) -> int:
         """Total bytes of all frames."""
@@ -67,6 +90,7 @@ class Stats:
     tx_dropped: int
     def as_dict(self) -> dict[str, int]: ...
 
+@disjoint_base
 class Adapter:
     """Common interface of Tap, Tun, Queue and Loopback (see the subclasses)."""
 
@@ -98,6 +122,7 @@ class Queue(Adapter):
     @property
     def index(self) -> int: ...
 
+@disjoint_base
 class _KernelAdapter(Adapter):
     @property
     def ifindex(self) -> int: ...
@@ -126,8 +151,8 @@ class _KernelAdapter(Adapter):
 
 @final
 class Tap(_KernelAdapter):
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str = "vn%d",
         *,
         queues: int = 1,
@@ -136,7 +161,7 @@ class Tap(_KernelAdapter):
         owner: int | None = None,
         group: int | None = None,
         mtu: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def mac(self) -> str: ...
     @mac.setter
@@ -144,8 +169,8 @@ class Tap(_KernelAdapter):
 
 @final
 class Tun(_KernelAdapter):
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str = "vn%d",
         *,
         queues: int = 1,
@@ -154,7 +179,7 @@ class Tun(_KernelAdapter):
         owner: int | None = None,
         group: int | None = None,
         mtu: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
 
 @final
 class Loopback(Adapter):
@@ -175,6 +200,5 @@ def loopback_pair(
     mtu: int = 1500,
     overflow: Literal["drop", "error"] = "drop",
 ) -> tuple[Loopback, Loopback]: ...
-
 def _panic_for_test() -> None:
     """Raise a Rust panic (tests prove it surfaces as PanicException)."""
