@@ -35,7 +35,7 @@ fn os_error(py: Python<'_>, err: &Error, sent: Option<usize>) -> PyErr {
         msg.push_str(" — ");
         msg.push_str(h);
     }
-    if let Some(k) = sent {
+    if let Some(k) = sent.filter(|k| *k > 0) {
         let _ = write!(msg, " ({k} frames were sent before the failure)");
     }
     let exc = PyOSError::new_err((errno, msg));

@@ -27,7 +27,7 @@ pub enum Medium {
 }
 
 impl Medium {
-    /// Bytes a frame may carry beyond the MTU: Ethernet header plus one 802.1Q tag.
+    /// Most bytes a frame may carry beyond the MTU: Ethernet header plus one 802.1Q tag.
     pub fn link_overhead(self) -> usize {
         match self {
             Medium::Ethernet => 14 + 4,
@@ -47,13 +47,20 @@ impl Medium {
     /// the same checks the TUN driver makes, done first so a bad frame costs no syscall
     /// and is reported with its reason.
     pub fn check_frame(self, frame: &[u8], mtu: usize) -> Result<(), String> {
-        let max = mtu + self.link_overhead();
+        // Ethernet header, plus 4 bytes when the frame carries an 802.1Q/802.1ad tag.
+        let header = match self {
+            Medium::Ip => 0,
+            Medium::Ethernet => match frame.get(12..14) {
+                Some([0x81, 0x00] | [0x88, 0xa8]) => 18,
+                _ => 14,
+            },
+        };
+        let max = mtu + header;
         if frame.len() > max {
             return Err(format!(
-                "{} bytes is larger than the adapter can carry ({max} = MTU {mtu} + {} bytes of \
-                 link header); raise the MTU or send smaller frames",
+                "{} bytes is larger than the adapter can carry ({max} = MTU {mtu} + {header} bytes \
+                 of link header); raise the MTU or send smaller frames",
                 frame.len(),
-                self.link_overhead()
             ));
         }
         match self {
@@ -168,8 +175,8 @@ pub trait Device: Send + Sync {
     /// takes only what is already queued. Returns how many were appended (0 on timeout).
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize>;
     /// Write every frame, in order; frames must have passed [`Device::check_frames`].
-    /// On failure after `k` frames, returns `Error::Partial { sent: k, .. }` (or the bare
-    /// error when `k == 0`).
+    /// An OS failure after `k` frames (`k` may be 0) is `Error::Partial { sent: k, .. }`,
+    /// so the caller always learns how many frames left.
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize>;
     /// Counters since this device was opened.
     fn stats(&self) -> VnetResult<Stats>;
@@ -280,11 +287,16 @@ mod tests {
         let e = Medium::Ethernet;
         assert!(e.check_frame(&[0; 14], 1500).is_ok());
         assert!(e.check_frame(&[0; 13], 1500).is_err());
-        assert!(e.check_frame(&[0; 1518], 1500).is_ok());
+        assert!(e.check_frame(&[0; 1514], 1500).is_ok());
         assert!(e
-            .check_frame(&[0; 1519], 1500)
+            .check_frame(&[0; 1515], 1500)
             .unwrap_err()
             .contains("larger than"));
+        let mut tagged = vec![0u8; 1518];
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert!(e.check_frame(&tagged, 1500).is_ok());
+        tagged.push(0);
+        assert!(e.check_frame(&tagged, 1500).is_err());
         let ip = Medium::Ip;
         assert!(ip.check_frame(&[0x45; 20], 1500).is_ok());
         assert!(ip.check_frame(&[0x60; 40], 1500).is_ok());

@@ -269,7 +269,7 @@ impl Device for Queue {
         self.counters.tx(sent, bytes);
         match failure {
             None => Ok(sent),
-            Some(e) if sent == 0 => Err(e),
+            Some(Error::Closed) if sent == 0 => Err(Error::Closed),
             Some(e) => Err(Error::Partial {
                 sent,
                 total: frames.len(),
