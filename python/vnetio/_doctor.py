@@ -31,10 +31,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-__all__ = ["EXPECTED_ABI_VERSION", "Finding", "main", "run_checks"]
+from vnetio import EXPECTED_ABI
 
-#: The ``vnetio._core.ABI_VERSION`` this Python package was written against.
-EXPECTED_ABI_VERSION = 1
+__all__ = ["Finding", "main", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -203,14 +202,14 @@ def check_versions() -> list[Finding]:
             )
         )
 
-    if abi == EXPECTED_ABI_VERSION:
+    if abi == EXPECTED_ABI:
         findings.append(Finding("abi", "ok", f"Rust core ABI version {abi} as expected"))
     else:
         findings.append(
             Finding(
                 "abi",
                 "fail",
-                f"Rust core ABI version {abi}, the Python package expects {EXPECTED_ABI_VERSION}",
+                f"Rust core ABI version {abi}, the Python package expects {EXPECTED_ABI}",
                 "The Python layer calls the extension in ways this build does not support.",
                 fix,
             )

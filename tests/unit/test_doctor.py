@@ -30,7 +30,7 @@ CAP_NET_ADMIN_BIT = 1 << 12
 
 def fake_core(
     version: str = "0.1.0",
-    abi: int = _doctor.EXPECTED_ABI_VERSION,
+    abi: int = _doctor.EXPECTED_ABI,
     features: int | OSError = ALL_FEATURES,
 ) -> SimpleNamespace:
     def tun_features() -> int:
@@ -143,12 +143,12 @@ def test_package_metadata_missing_warns(
 
 
 def test_abi_mismatch_fails(core: SimpleNamespace) -> None:
-    core.ABI_VERSION = _doctor.EXPECTED_ABI_VERSION + 1
+    core.ABI_VERSION = _doctor.EXPECTED_ABI + 1
     findings = _doctor.check_versions()
     assert by_check(findings, "versions").status == "ok"
     abi = by_check(findings, "abi")
     assert abi.status == "fail"
-    assert str(_doctor.EXPECTED_ABI_VERSION + 1) in abi.summary
+    assert str(_doctor.EXPECTED_ABI + 1) in abi.summary
     assert abi.fix == "pip install --force-reinstall vnetio"
 
 
