@@ -81,8 +81,13 @@ demo: system-deps build ## the main job: traffic through two TAPs on a bridge (l
 	$(VENV)/bin/vnetio demo
 
 .PHONY: bench
-bench: system-deps build ## cross-implementation bridge-loop benchmarks -> bench-results/
+bench: system-deps build ## bridge-loop benchmarks of every implementation + micro-benchmarks
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
+
+.PHONY: bench-rust
+bench-rust: ## criterion benchmarks of the Rust core's in-memory paths
+	cargo bench --bench batch
 
 .PHONY: clean
 clean: ## remove build products and the virtualenv
