@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import threading
 import time
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted; adapters and namespace removed", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # e.g. `vnetio demo | head`; cleanup has already run
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     parser.print_help()
     return 2
 
@@ -189,7 +193,7 @@ class _Pump:
 
         self.a, self.b, self.size = a, b, size
         self.sig = topo.frame_signature()
-        self.batch = vnetio.Batch.from_frames([topo.build_frame(size)] * BATCH)
+        self.batch = vnetio.Batch.from_frames(topo.build_frame(size, seq=i) for i in range(BATCH))
         self.count_own = topo.count_own_frames
         self.counters = _Counters()
         self.stop = threading.Event()
@@ -273,14 +277,14 @@ def _live(c: _Counters, seconds: float, size: int, out: TextIO) -> None:
 
 
 def _ticks(start: float, seconds: float, interval: float) -> Iterator[float]:
+    """Yield the time every ``interval`` seconds, and once more at the end (no later)."""
     end = start + seconds
     while True:
+        time.sleep(max(0.0, min(interval, end - time.monotonic())))
         now = time.monotonic()
+        yield now
         if now >= end:
-            yield now
             return
-        time.sleep(min(interval, end - now))
-        yield time.monotonic()
 
 
 def _human(rate: float) -> str:
