@@ -13,6 +13,7 @@ import pytest
 import vnetio
 
 from tests.netutil import Netns
+from tests.packets import make_frame
 
 pytestmark = pytest.mark.privileged
 
@@ -168,6 +169,30 @@ def test_frame_limit_follows_the_mtu(netns: Netns) -> None:
             adapter.send(frame)
         adapter.mtu = 1500
         adapter.send(frame)
+
+
+def test_frame_limit_follows_an_mtu_raised_outside_vnetio(netns: Netns) -> None:
+    """`ip link set mtu 9000` behind vnetio's back: jumbo frames are then valid, on the
+    adapter and on each of its queues."""
+    with vnetio.Tap("vnmtu0", queues=2, netns=netns.name) as tap:
+        tap.up()
+        netns.ip("link", "set", "dev", "vnmtu0", "mtu", "9000")
+        jumbo = make_frame(1, 9000 + 14)
+        tap.queues[1].send(jumbo)
+        tap.send(jumbo)
+        tap.queues[0].send(jumbo)
+        assert tap.stats().tx_frames == 3
+
+
+def test_frame_limit_follows_an_mtu_lowered_outside_vnetio(netns: Netns) -> None:
+    """`ip link set mtu 1000` behind vnetio's back: a 1200-byte frame is now too large."""
+    with vnetio.Tap("vnmtu0", netns=netns.name) as tap:
+        tap.up()
+        netns.ip("link", "set", "dev", "vnmtu0", "mtu", "1000")
+        before = netns.link("vnmtu0")["stats64"]["rx"]["packets"]
+        with pytest.raises(ValueError):
+            tap.send(make_frame(1, 1200))
+        assert netns.link("vnmtu0")["stats64"]["rx"]["packets"] == before
 
 
 def test_tap_mac_get_set(netns: Netns) -> None:

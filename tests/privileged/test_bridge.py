@@ -7,9 +7,9 @@ import time
 import pytest
 import vnetio
 
-from tests.adapters import recv_own, recv_until
+from tests.adapters import Background, recv_own, recv_until
 from tests.conftest import BridgePair
-from tests.packets import SRC_MAC, frame_seq, make_frame
+from tests.packets import DST_MAC, SRC_MAC, frame_seq, make_frame
 
 pytestmark = pytest.mark.privileged
 
@@ -131,3 +131,64 @@ def test_kernel_drop_counter_when_the_reader_falls_behind(bridge_pair: BridgePai
     assert kernel_before >= len(sent) - len(own)
     assert kernel_before <= stats.rx_dropped <= kernel_after
     assert stats.rx_dropped + len(own) >= len(sent)
+
+
+def test_drop_counter_counts_since_this_open(bridge_pair: BridgePair) -> None:
+    ns = bridge_pair.ns
+    ns.ip("link", "set", "dev", bridge_pair.b, "txqueuelen", "8")
+    with vnetio.Tap(bridge_pair.a, netns=ns.name) as a:
+        with vnetio.Tap(bridge_pair.b, netns=ns.name) as b:
+            bridge_pair.wait_forwarding()
+            a.send_batch([make_frame(i, 100) for i in range(50)])
+            time.sleep(0.2)
+            assert b.stats().rx_dropped > 0
+        kernel = ns.link(bridge_pair.b)["stats64"]["tx"]["dropped"]
+        assert kernel > 0
+        with vnetio.Tap(bridge_pair.b, netns=ns.name) as again:
+            assert again.stats().rx_dropped == 0
+            assert again.stats().rx_frames == 0
+
+
+def test_vlan_tagged_frame_may_carry_four_more_bytes(bridge_taps: Taps) -> None:
+    a, b = bridge_taps
+    mtu = a.mtu
+    # 802.1Q tag (TPID 0x8100, VID 5) in front of our EtherType: MTU + 18 bytes in all.
+    tagged = DST_MAC + SRC_MAC + bytes.fromhex("81000005") + make_frame(7, mtu + 14)[12:]
+    assert len(tagged) == mtu + 18
+    a.send(tagged)
+    got, _ = recv_until([b], lambda f: f[12:16] == tagged[12:16], 1)
+    assert got == [tagged]
+    with pytest.raises(ValueError):
+        a.send(tagged + b"\0")
+    with pytest.raises(ValueError):
+        a.send(make_frame(8, mtu + 15))  # untagged: MTU + 14 is the limit
+
+
+def test_blocked_recv_wakes_when_a_frame_arrives(bridge_taps: Taps) -> None:
+    a, b = bridge_taps
+    job = Background(lambda: recv_own(b, 1, timeout=30))
+    time.sleep(0.3)
+    sent_at = time.monotonic()
+    a.send(make_frame(1, 60))
+    assert job.join(5)
+    assert job.value == [make_frame(1, 60)]
+    assert job.done_at is not None
+    assert job.done_at - sent_at < 1.0
+
+
+def test_blocked_reader_does_not_block_a_writer_on_the_same_tap(bridge_taps: Taps) -> None:
+    a, b = bridge_taps
+
+    def read_until_closed() -> None:
+        while True:  # nothing should come back to A; ends with AdapterClosedError
+            a.recv_batch(timeout=None)
+
+    job = Background(read_until_closed)
+    time.sleep(0.2)
+    sender = Background(lambda: a.send_batch([make_frame(i, 80) for i in range(20)]))
+    assert sender.join(5), "send blocked behind a receive on the same adapter"
+    assert sender.value == 20
+    assert recv_own(b, 20) == [make_frame(i, 80) for i in range(20)]
+    a.close()
+    assert job.join(5)
+    assert isinstance(job.error, vnetio.AdapterClosedError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import ctypes
 import gc
 import random
 from collections.abc import Callable
@@ -32,6 +34,33 @@ def test_from_frames_mixed_buffer_types_and_generator() -> None:
     assert batch.to_list() == FRAMES
 
 
+class _Header(ctypes.BigEndianStructure):
+    _pack_ = 1
+    _fields_ = [("kind", ctypes.c_uint16), ("length", ctypes.c_uint32)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: array.array("I", range(16)),
+        lambda: array.array("H", range(40)),
+        lambda: memoryview(bytes(range(64))).cast("I"),
+        lambda: _Header(0x88B5, 1514),
+        lambda: (ctypes.c_uint8 * 30)(*range(30)),
+    ],
+    ids=["array-I", "array-H", "memoryview-cast-I", "ctypes-structure", "ctypes-array"],
+)
+def test_from_frames_accepts_any_contiguous_buffer(make: Callable[[], Buffer]) -> None:
+    """Anything `bytes()` / `os.write` take as bytes-like is a frame: the contract is Buffer."""
+    obj = make()
+    assert Batch.from_frames([obj]).to_list() == [bytes(obj)]  # type: ignore[call-overload]
+
+
+def test_from_frames_copies_strided_views_logically() -> None:
+    source = bytes(range(100))
+    assert Batch.from_frames([memoryview(source)[::3]]).to_list() == [source[::3]]
+
+
 def test_from_frames_copies_the_input() -> None:
     source = bytearray(b"\x01" * 64)
     batch = Batch.from_frames([source])
@@ -52,6 +81,22 @@ def test_index_out_of_range(index: int) -> None:
     batch = Batch.from_frames(FRAMES)
     with pytest.raises(IndexError):
         batch[index]
+
+
+@pytest.mark.parametrize("index", [2**63, 2**70, -(2**70)])
+def test_huge_index_is_an_index_error_like_any_sequence(index: int) -> None:
+    """list, bytes and memoryview all raise IndexError here, not OverflowError."""
+    with pytest.raises(IndexError):
+        FRAMES[index]
+    batch = Batch.from_frames(FRAMES)
+    with pytest.raises(IndexError):
+        batch[index]
+
+
+@pytest.mark.parametrize("index", ["0", 1.0, None, slice(0, 1)])
+def test_non_integer_index_is_a_type_error(index: object) -> None:
+    with pytest.raises(TypeError):
+        Batch.from_frames(FRAMES)[index]  # type: ignore[index]
 
 
 def test_iteration_yields_read_only_memoryviews_equal_to_input() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import select
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,7 +13,7 @@ import vnetio
 from vnetio import AdapterClosedError, Batch, Loopback, QueueFullError, VnetError
 
 from tests.adapters import Background, blocked_then_closed
-from tests.packets import make_frame
+from tests.packets import frame_seq, make_frame
 
 STAT_NAMES = {
     "rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
@@ -382,8 +384,12 @@ def test_peer_close_delivers_queued_frames_then_reports_closed() -> None:
 def test_send_to_closed_peer_fails(pair: tuple[Loopback, Loopback]) -> None:
     a, b = pair
     b.close()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as info:
         a.send(make_frame(1, 60))
+    assert getattr(info.value, "sent", None) == 0
+    with pytest.raises(OSError) as info:
+        a.send_batch(frames(3))
+    assert getattr(info.value, "sent", None) == 0
 
 
 def test_fileno_polls_readable_while_frames_wait(pair: tuple[Loopback, Loopback]) -> None:
@@ -418,3 +424,71 @@ def test_stats_counters(pair: tuple[Loopback, Loopback]) -> None:
     for s in (sa, sb):
         assert (s.rx_errors, s.tx_errors, s.rx_dropped, s.tx_dropped) == (0, 0, 0, 0)
         assert s.as_dict() == {name: getattr(s, name) for name in STAT_NAMES}
+
+
+@pytest.mark.parametrize("timeout", [1.8e19, 1e300, sys.float_info.max])
+def test_huge_finite_timeout_waits_instead_of_panicking(
+    pair: tuple[Loopback, Loopback], timeout: float
+) -> None:
+    """Any finite timeout >= 0 is accepted; one too long to represent means "no limit"."""
+    a, b = pair
+    sent = frames(2)
+    a.send_batch(sent)
+    assert b.recv(timeout=timeout) == sent[0]
+    assert b.recv_batch(timeout=timeout).to_list() == sent[1:]
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.001, float("nan"), float("inf"), float("-inf")])
+def test_invalid_timeout_is_a_value_error(pair: tuple[Loopback, Loopback], timeout: float) -> None:
+    a, b = pair
+    a.send(make_frame(0, 60))
+    with pytest.raises(ValueError):
+        b.recv(timeout=timeout)
+    with pytest.raises(ValueError):
+        b.recv_batch(timeout=timeout)
+    assert b.pending == 1
+
+
+def test_blocked_recv_wakes_when_a_frame_arrives(pair: tuple[Loopback, Loopback]) -> None:
+    a, b = pair
+    job = Background(lambda: b.recv(timeout=None))
+    time.sleep(0.2)
+    assert job.running
+    sent_at = time.monotonic()
+    a.send(make_frame(5, 99))
+    assert job.join(5)
+    assert job.value == make_frame(5, 99)
+    assert job.done_at is not None
+    assert job.done_at - sent_at < 1.0
+
+
+def test_concurrent_senders_lose_nothing_and_keep_per_sender_order() -> None:
+    a, b = vnetio.loopback_pair(8192)
+    per_sender = 1000
+    with a, b:
+        jobs = [
+            Background(
+                lambda s=s: [a.send(make_frame(s * per_sender + i, 64)) for i in range(per_sender)]
+            )
+            for s in range(4)
+        ]
+        got = recv_all(b, 4 * per_sender, timeout=30)
+        assert all(job.join(30) and job.error is None for job in jobs)
+    seqs = [frame_seq(f) for f in got]
+    assert sorted(seqs) == list(range(4 * per_sender))  # type: ignore[type-var]
+    for s in range(4):
+        mine = [q for q in seqs if q is not None and q // per_sender == s]
+        assert mine == sorted(mine)
+
+
+def test_views_of_a_received_batch_survive_later_receives(pair: tuple[Loopback, Loopback]) -> None:
+    """Received arenas are pooled; one must not be reused while views of it are alive."""
+    a, b = pair
+    first = frames(4)
+    a.send_batch(first)
+    views = list(b.recv_batch(timeout=1))  # the Batch object itself is dropped here
+    gc.collect()
+    for round_ in range(10):
+        a.send_batch(frames(4, start=100 + 10 * round_))
+        b.recv_batch(timeout=1)
+    assert [bytes(v) for v in views] == first
