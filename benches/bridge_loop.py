@@ -164,6 +164,11 @@ class CpuWatch:
         self.t0 = time.monotonic()
         self.busy0 = _busy_ticks()
         self.child0 = _pid_ticks(pid)
+        self.main0 = _main_thread_cpu_ns(pid)
+
+    def main_thread_cpu_ns(self) -> int:
+        """CPU time of the child's main thread since the start (ns, from schedstat)."""
+        return _main_thread_cpu_ns(self.pid) - self.main0
 
     def other_share(self) -> float:
         elapsed = time.monotonic() - self.t0
@@ -178,6 +183,13 @@ def _busy_ticks() -> int:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
     return sum(ticks) - ticks[3] - ticks[4]
+
+
+def _main_thread_cpu_ns(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _pid_ticks(pid: int) -> int:
@@ -248,6 +260,7 @@ def run_ceiling_once(
             cpu = CpuWatch(reader.proc.pid)
             drained = reader.command(f"drain {frames}", timeout=120)
             other_cpu = cpu.other_share()
+            reader_cpu_ns = cpu.main_thread_cpu_ns()  # the drain runs in the main thread
         finally:
             reader.close()
             if writer is not None:
@@ -261,6 +274,7 @@ def run_ceiling_once(
         "rate": delivered / secs if secs > 0 else 0.0,
         "gbps": delivered * size * 8 / secs / 1e9 if secs > 0 else 0.0,
         "other_cpu": other_cpu,
+        "cpu_ns_per_frame": reader_cpu_ns / delivered if delivered else 0.0,
     }
 
 
@@ -374,7 +388,7 @@ def render(
     out += [f"- **{key} skipped**: {why}" for key, why in skipped.items()]
     if skipped:
         out.append("")
-    for size in args.sizes:
+    for size in args.sizes if cells else []:
         out += render_loop_table(args, size, cells, skipped)
     if ceiling:
         out += render_ceiling_table(args, ceiling)
@@ -386,7 +400,9 @@ def render(
         "writer idle for the noise window of the first repeat, and during the run. Other CPU = "
         "share of all CPUs busy with anything but the measured process during the timed part "
         "(kernel threads, softirq time, other programs on the machine): a high value marks a "
-        "disturbed run. Each run uses a fresh namespace and processes; 'vs native' compares "
+        "disturbed run. Reader CPU ns/frame = CPU time of the draining thread (schedstat) per "
+        "frame, median over runs: less sensitive to other load than the wall-clock rate. "
+        "Each run uses a fresh namespace and processes; 'vs native' compares "
         "medians of the same invocation."
     )
     out.append("")
@@ -438,9 +454,10 @@ def render_ceiling_table(
         "",
         (
             "| implementation | size | delivered | drain seconds | frames/s | Gbit/s "
-            "| dropped while queueing | other CPU | vs native | frames/s range |"
+            "| reader CPU ns/frame | dropped while queueing | other CPU | vs native "
+            "| frames/s range |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in args.sizes:
         nat = ceiling.get(("native", size))
@@ -452,12 +469,12 @@ def render_ceiling_table(
             run = cell.median_run()
             label = IMPLS[key].label
             if run is None:
-                out.append(f"| {label} | {size} | failed: {cell.error} ||||||||")
+                out.append(f"| {label} | {size} | failed: {cell.error} |||||||||")
                 continue
             ratio = f"{run['rate'] / nat_run['rate']:.2f}×" if nat_run else "n/a"
             out.append(
                 f"| {label} | {size} | {fmt_count(run['delivered'])} | {run['seconds']:.3f} "
-                f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} "
+                f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} | {cpu_ns(cell)} "
                 f"| {run['dropped_while_queueing']} | {run['other_cpu'] * 100:.0f}% "
                 f"| {ratio} | {cell.rate_range()} |"
             )
@@ -465,11 +482,23 @@ def render_ceiling_table(
     return out
 
 
+def cpu_ns(cell: Cell) -> str:
+    """Median over runs of the reader's CPU time per frame (robust to time-sharing)."""
+    values = sorted(r["cpu_ns_per_frame"] for r in cell.runs if r.get("cpu_ns_per_frame"))
+    return f"{values[(len(values) - 1) // 2]:.0f}" if values else "—"
+
+
 def first_noise(cell: Cell) -> str:
     for run in cell.runs:
         if "noise_idle" in run:
             return str(run["noise_idle"])
     return "—"
+
+
+def _rel(path: str) -> str:
+    """``path`` relative to the repository when inside it (for a reproducible command)."""
+    p = Path(path).absolute()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -483,6 +512,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ceiling-frames", type=int, default=250_000, help="frames queued for the ceiling"
     )
     p.add_argument("--no-ceiling", action="store_true", help="skip the reader-only ceiling")
+    p.add_argument("--no-loop", action="store_true", help="run only the reader-only ceiling")
     p.add_argument(
         "--max-other-cpu",
         type=float,
@@ -603,7 +633,8 @@ def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[st
                 log(
                     f"{tag}  {fmt_rate(res['rate'])}/s ({res['delivered']} in "
                     f"{res['seconds']:.3f} s, {res['dropped_while_queueing']} dropped while queueing, "
-                    f"other CPU {res['other_cpu'] * 100:.0f}%)"
+                    f"other CPU {res['other_cpu'] * 100:.0f}%, "
+                    f"reader CPU {res['cpu_ns_per_frame']:.0f} ns/frame)"
                 )
     return ceiling
 
@@ -611,7 +642,7 @@ def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[st
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benches/bridge_loop.py", *shown])
+    command = shlex.join([_rel(sys.executable), _rel(sys.argv[0]), *shown])
     ok, why = topology.have_privileges()
     if not ok:
         log(f"bridge_loop: cannot build the bridge loop: {why}")
@@ -621,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runnable:
         log("bridge_loop: nothing to run")
         return 2
-    cells = run_loops(args, runnable)
+    cells = {} if args.no_loop else run_loops(args, runnable)
     ceiling = {} if args.no_ceiling else run_ceilings(args, runnable)
     report = render(args, command, cells, ceiling, skipped, time.monotonic() - t_start)
     print(report)
