@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
 from collections.abc import Iterable, Iterator
-from typing import Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
 
@@ -25,6 +25,8 @@ __all__ = [
     "__version__",
     "_panic_for_test",
     "build_profile",
+    "delete_adapter",
+    "list_links",
     "loopback_pair",
     "tun_features",
     "validate_ifname",
@@ -49,6 +51,17 @@ def tun_features() -> int:
         OSError: /dev/net/tun cannot be opened (errno set).
     """
 
+def list_links(netns: str | None = None) -> list[dict[str, Any]]:
+    """Every interface of a network namespace (None: the caller's), as dicts.
+
+    Keys: ifindex, name, kind, flags, up, mtu, txqlen, operstate, carrier, master, mac,
+    and tun (None, or a dict: mode, owner, group, pi, vnet_hdr, persist, multi_queue,
+    queues, disabled_queues).
+    """
+
+def delete_adapter(name: str, *, netns: str | None = None) -> None:
+    """Delete the TUN/TAP adapter ``name``; refuses any other kind of interface."""
+
 def validate_ifname(name: str) -> None:
     """Raise ValueError if ``name`` is not a valid interface name (or ``%d`` pattern)."""
 
@@ -64,7 +77,7 @@ class Batch:
     @staticmethod
     def from_frames(frames: Iterable[Buffer]) -> Batch: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int, /) -> memoryview: ...
+    def __getitem__(self, index: SupportsIndex, /) -> memoryview: ...
     def __iter__(self) -> Iterator[memoryview]: ...
     @property
     def nbytes(self) -> int:

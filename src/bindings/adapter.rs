@@ -22,10 +22,14 @@ const SLICE: Duration = Duration::from_millis(50);
 /// Largest `max_frames` accepted by `recv_batch`.
 const MAX_BATCH: usize = 65_536;
 
-fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+/// A deadline for `timeout` seconds from now; `None` waits for ever (so does a finite
+/// timeout too large to represent, e.g. 1e300).
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::try_from_secs_f64(t)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))),
         Some(t) => Err(PyValueError::new_err(format!(
             "timeout must be None or a finite number >= 0, not {t}"
         ))),
@@ -45,7 +49,7 @@ fn recv_into(
             "max_frames must be between 1 and {MAX_BATCH}, not {max}"
         )));
     }
-    let deadline = parse_timeout(timeout)?.map(|t| Instant::now() + t);
+    let deadline = deadline(timeout)?;
     let mut batch = pool.take();
     loop {
         let wait = match deadline {

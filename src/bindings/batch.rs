@@ -77,7 +77,7 @@ impl PyBatch {
             if let Ok(b) = item.cast::<PyBytes>() {
                 batch.push(b.as_bytes(), 0);
             } else {
-                let buf = pyo3::buffer::PyBuffer::<u8>::get(&item).map_err(|_| {
+                let buf = byte_buffer(&item).map_err(|_| {
                     PyTypeError::new_err(format!(
                         "frame {index}: expected a bytes-like object (bytes, bytearray, memoryview, \
                          Batch frame), got {}",
@@ -93,8 +93,22 @@ impl PyBatch {
         Ok(batch)
     }
 
-    fn index(&self, index: isize) -> PyResult<usize> {
+    fn index(&self, index: &Bound<'_, PyAny>) -> PyResult<usize> {
         let len = self.inner.len() as isize;
+        let index = match index.extract::<isize>() {
+            Ok(i) => i,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(index.py()) => {
+                return Err(PyIndexError::new_err(format!(
+                    "frame index {index} out of range for a batch of {len}"
+                )));
+            }
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "batch indices must be integers, not {}",
+                    index.get_type().name()?
+                )));
+            }
+        };
         let i = if index < 0 { index + len } else { index };
         if i < 0 || i >= len {
             return Err(PyIndexError::new_err(format!(
@@ -111,6 +125,15 @@ impl Drop for PyBatch {
             pool.give_back(std::mem::take(&mut self.inner));
         }
     }
+}
+
+/// The object's bytes as a `u8` buffer: any C-contiguous buffer, whatever its item type
+/// (`array('I')`, ctypes structures, …), seen through `memoryview(obj).cast("B")`.
+fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
+    pyo3::buffer::PyBuffer::<u8>::get(obj).or_else(|_| {
+        let bytes_view = PyMemoryView::from(obj)?.call_method1("cast", ("B",))?;
+        pyo3::buffer::PyBuffer::<u8>::get(&bytes_view)
+    })
 }
 
 fn frame_view<'py>(
@@ -140,7 +163,10 @@ impl PyBatch {
         self.inner.len()
     }
 
-    fn __getitem__<'py>(slf: &Bound<'py, Self>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        slf: &Bound<'py, Self>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let i = this.index(index)?;
         let view = PyMemoryView::from(slf.as_any())?;

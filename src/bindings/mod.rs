@@ -3,6 +3,7 @@
 mod adapter;
 mod batch;
 mod errors;
+mod links;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::batch::PyBatch;
+    #[pymodule_export]
+    use super::links::{delete_adapter, list_links};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

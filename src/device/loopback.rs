@@ -215,10 +215,16 @@ impl Device for LoopbackEnd {
         let q = &self.tx;
         let mut ring = q.lock();
         if ring.closed {
-            return Err(Error::os(
-                "loopback send",
+            let source = Error::os(
+                "send on loopback",
                 std::io::Error::from_raw_os_error(libc::EPIPE),
-            ));
+            )
+            .with_hint("the other end is closed");
+            return Err(Error::Partial {
+                sent: 0,
+                total: frames.len(),
+                source: Box::new(source),
+            });
         }
         let (mut queued, mut bytes, mut dropped) = (0, 0, 0);
         for frame in frames {

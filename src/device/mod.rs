@@ -2,6 +2,7 @@
 //! (`loopback`), all behind one [`Device`] trait so every layer above, and most tests,
 //! can run on either.
 
+pub mod links;
 pub mod loopback;
 mod netlink;
 mod netns;

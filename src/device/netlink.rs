@@ -16,6 +16,7 @@ const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
@@ -27,7 +28,28 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_DUMP: u16 = 0x300;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_TXQLEN: u16 = 13;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_LINKINFO: u16 = 18;
 const IFLA_STATS64: u16 = 23;
+const IFLA_CARRIER: u16 = 33;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+// IFLA_TUN_* (include/uapi/linux/if_link.h), filled in by the tun driver since Linux 4.20.
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
+const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_PI: u16 = 4;
+const IFLA_TUN_VNET_HDR: u16 = 5;
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
 
 /// The kernel's per-link counters we use (from `struct rtnl_link_stats64`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,6 +62,119 @@ pub struct LinkStats {
     pub rx_dropped: u64,
     /// Frames for our readers dropped because the queue (txqueuelen) was full.
     pub tx_dropped: u64,
+}
+
+/// What the tun driver reports about a TUN/TAP link (`IFLA_INFO_DATA`). The flags
+/// mirror the driver's own attributes one to one, hence the many bools.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunInfo {
+    /// TAP (Ethernet) rather than TUN.
+    pub tap: bool,
+    /// User allowed to attach without CAP_NET_ADMIN.
+    pub owner: Option<u32>,
+    /// Group allowed to attach without CAP_NET_ADMIN.
+    pub group: Option<u32>,
+    /// Frames carry the 4-byte packet-information header (IFF_NO_PI not set).
+    pub pi: bool,
+    /// IFF_VNET_HDR is set (as of the last attach).
+    pub vnet_hdr: bool,
+    /// Outlives its last descriptor.
+    pub persist: bool,
+    /// Created with IFF_MULTI_QUEUE.
+    pub multi_queue: bool,
+    /// Descriptors attached now (0: nobody holds the adapter).
+    pub queues: u32,
+    /// Queues detached with TUNSETQUEUE.
+    pub disabled_queues: u32,
+}
+
+/// One network interface as rtnetlink describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub ifindex: u32,
+    /// Name.
+    pub name: String,
+    /// `IFF_*` flags (IFF_UP, …).
+    pub flags: u32,
+    /// Link kind from IFLA_INFO_KIND ("tun", "bridge", "veth", …); `None` for plain devices.
+    pub kind: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Transmit queue length.
+    pub txqlen: u32,
+    /// RFC 2863 operational state (IF_OPER_UP = 6, …).
+    pub operstate: u8,
+    /// Carrier present.
+    pub carrier: Option<bool>,
+    /// Index of the bridge (or bond) it is enslaved to.
+    pub master: Option<u32>,
+    /// Link-layer address.
+    pub address: Vec<u8>,
+    /// TUN/TAP details, for `kind == "tun"`.
+    pub tun: Option<TunInfo>,
+}
+
+fn parse_tun(data: &[u8]) -> TunInfo {
+    let mut t = TunInfo::default();
+    for (ty, v) in attrs(data) {
+        let byte = v.first().copied().unwrap_or(0) != 0;
+        match ty & NLA_TYPE_MASK {
+            IFLA_TUN_OWNER => t.owner = u32_at(v, 0),
+            IFLA_TUN_GROUP => t.group = u32_at(v, 0),
+            IFLA_TUN_TYPE => t.tap = v.first().copied() == Some(2), // IFF_TAP
+            IFLA_TUN_PI => t.pi = byte,
+            IFLA_TUN_VNET_HDR => t.vnet_hdr = byte,
+            IFLA_TUN_PERSIST => t.persist = byte,
+            IFLA_TUN_MULTI_QUEUE => t.multi_queue = byte,
+            IFLA_TUN_NUM_QUEUES => t.queues = u32_at(v, 0).unwrap_or(0),
+            IFLA_TUN_NUM_DISABLED_QUEUES => t.disabled_queues = u32_at(v, 0).unwrap_or(0),
+            _ => {}
+        }
+    }
+    t
+}
+
+fn parse_link(body: &[u8]) -> Option<LinkInfo> {
+    // struct ifinfomsg { u8 family, pad; u16 type; i32 index; u32 flags, change; }
+    let mut link = LinkInfo {
+        ifindex: u32_at(body, 4)?,
+        flags: u32_at(body, 8)?,
+        ..LinkInfo::default()
+    };
+    let mut tun_data = None;
+    for (ty, v) in attrs(body.get(16..)?) {
+        match ty & NLA_TYPE_MASK {
+            IFLA_IFNAME => {
+                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                link.name = String::from_utf8_lossy(&v[..end]).into_owned();
+            }
+            IFLA_MTU => link.mtu = u32_at(v, 0).unwrap_or(0),
+            IFLA_TXQLEN => link.txqlen = u32_at(v, 0).unwrap_or(0),
+            IFLA_OPERSTATE => link.operstate = v.first().copied().unwrap_or(0),
+            IFLA_CARRIER => link.carrier = v.first().map(|&c| c != 0),
+            IFLA_MASTER => link.master = u32_at(v, 0),
+            IFLA_ADDRESS => link.address = v.to_vec(),
+            IFLA_LINKINFO => {
+                for (ity, iv) in attrs(v) {
+                    match ity & NLA_TYPE_MASK {
+                        IFLA_INFO_KIND => {
+                            let end = iv.iter().position(|&b| b == 0).unwrap_or(iv.len());
+                            link.kind = Some(String::from_utf8_lossy(&iv[..end]).into_owned());
+                        }
+                        IFLA_INFO_DATA => tun_data = Some(iv),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if link.kind.as_deref() == Some("tun") {
+        link.tun = Some(tun_data.map(parse_tun).unwrap_or_default());
+    }
+    Some(link)
 }
 
 fn align4(n: usize) -> usize {
@@ -243,6 +378,25 @@ impl Netlink {
         Ok(out)
     }
 
+    /// RTM_GETLINK dump: every interface of this namespace.
+    pub fn links(&mut self) -> io::Result<Vec<LinkInfo>> {
+        let msg = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0).bytes(&[0u8; 16]);
+        Ok(self
+            .request(msg)?
+            .iter()
+            .filter(|(ty, _)| *ty == RTM_NEWLINK)
+            .filter_map(|(_, body)| parse_link(body))
+            .collect())
+    }
+
+    /// RTM_DELLINK: delete interface `ifindex` (`ip link del`).
+    pub fn del_link(&mut self, ifindex: u32) -> io::Result<()> {
+        let mut ifinfo = [0u8; 16];
+        ifinfo[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        let msg = Msg::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, 0).bytes(&ifinfo);
+        self.request(msg).map(drop)
+    }
+
     /// RTM_GETLINK for `ifindex`: the kernel's packet and drop counters.
     pub fn link_stats(&mut self, ifindex: u32) -> io::Result<LinkStats> {
         let mut ifinfo = [0u8; 16];
@@ -299,6 +453,31 @@ mod tests {
         assert_eq!(attrs(&[3, 0, 1, 0]).count(), 0);
         assert_eq!(attrs(&[200, 0, 1, 0, 0, 0]).count(), 0);
         assert_eq!(attrs(&[]).count(), 0);
+    }
+
+    #[test]
+    fn lists_the_loopback_link() {
+        let links = Netlink::open().unwrap().links().unwrap();
+        let lo = links
+            .iter()
+            .find(|l| l.ifindex == 1)
+            .expect("lo is always ifindex 1");
+        assert_eq!(lo.name, "lo");
+        assert!(lo.tun.is_none());
+    }
+
+    #[test]
+    fn parses_tun_info() {
+        let data = Msg::new(0, 0, 0)
+            .attr(IFLA_TUN_TYPE, &[2])
+            .attr(IFLA_TUN_OWNER, &1000u32.to_ne_bytes())
+            .attr(IFLA_TUN_PERSIST, &[1])
+            .attr(IFLA_TUN_MULTI_QUEUE, &[0])
+            .attr(IFLA_TUN_NUM_QUEUES, &3u32.to_ne_bytes())
+            .finish();
+        let t = parse_tun(&data[NLMSG_HDRLEN..]);
+        assert!(t.tap && t.persist && !t.multi_queue);
+        assert_eq!((t.owner, t.group, t.queues), (Some(1000), None, 3));
     }
 
     #[test]

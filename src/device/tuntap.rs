@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,63 @@ fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions) -> Error {
     }
 }
 
+/// How long a cached MTU is trusted before a send re-reads it (an outside
+/// `ip link set … mtu` is seen within this time; one ioctl per send call at most).
+const MTU_TTL_NS: u64 = 1_000_000;
+
+/// The adapter's control socket (in its namespace) and its MTU cache, shared by the
+/// adapter and its queues.
+struct Link {
+    ctl: OwnedFd,
+    ifname: IfName,
+    mtu: AtomicUsize,
+    checked_ns: AtomicU64,
+}
+
+impl Link {
+    fn refresh_mtu(&self) -> io::Result<u32> {
+        let mtu = sys::if_get_mtu(self.ctl.as_fd(), &self.ifname)?;
+        self.store_mtu(mtu);
+        Ok(mtu)
+    }
+
+    fn store_mtu(&self, mtu: u32) {
+        self.mtu.store(mtu as usize, Ordering::Relaxed);
+        self.checked_ns.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// The MTU, re-read from the kernel when the cached value is older than MTU_TTL_NS.
+    fn current_mtu(&self) -> usize {
+        if now_ns().saturating_sub(self.checked_ns.load(Ordering::Relaxed)) > MTU_TTL_NS {
+            let _ = self.refresh_mtu(); // on failure (adapter gone) keep the last value
+        }
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// Check frames against the MTU; before refusing one, re-read the MTU once in case it
+    /// was raised outside vnetio since the last read.
+    fn check_frames(&self, medium: Medium, frames: &[&[u8]]) -> VnetResult<()> {
+        let mut mtu = self.current_mtu();
+        let mut refreshed = false;
+        for (index, frame) in frames.iter().enumerate() {
+            if let Err(reason) = medium.check_frame(frame, mtu) {
+                if !refreshed {
+                    refreshed = true;
+                    if let Ok(fresh) = self.refresh_mtu() {
+                        mtu = fresh as usize;
+                        if medium.check_frame(frame, mtu).is_ok() {
+                            continue;
+                        }
+                    }
+                }
+                let reason = medium.check_frame(frame, mtu).err().unwrap_or(reason);
+                return Err(Error::BadFrame { index, reason });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One queue: one descriptor of an adapter.
 pub struct Queue {
     file: RwLock<Option<File>>,
@@ -135,7 +192,7 @@ pub struct Queue {
     closed: AtomicBool,
     counters: Counters,
     medium: Medium,
-    mtu: Arc<AtomicUsize>,
+    link: Arc<Link>,
     index: usize,
     name: String,
 }
@@ -185,7 +242,11 @@ impl Device for Queue {
     }
 
     fn mtu(&self) -> usize {
-        self.mtu.load(Ordering::Relaxed)
+        self.link.current_mtu()
+    }
+
+    fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
+        self.link.check_frames(self.medium, frames)
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
@@ -309,9 +370,8 @@ pub struct Adapter {
     netns: Option<String>,
     created: bool,
     persistent: AtomicBool,
-    ctl: OwnedFd,
+    link: Arc<Link>,
     nl: Mutex<Netlink>,
-    mtu: Arc<AtomicUsize>,
     kernel_base: LinkStats,
     final_stats: Mutex<Option<Stats>>,
 }
@@ -385,7 +445,12 @@ impl Adapter {
         let persistent = i32::from(iff) & libc::IFF_PERSIST != 0;
         let mut nl = nl;
         let kernel_base = nl.link_stats(ifindex).unwrap_or_default();
-        let mtu = Arc::new(AtomicUsize::new(mtu as usize));
+        let link = Arc::new(Link {
+            ctl,
+            ifname: actual,
+            mtu: AtomicUsize::new(mtu as usize),
+            checked_ns: AtomicU64::new(now_ns()),
+        });
         let queues = files
             .into_iter()
             .enumerate()
@@ -397,7 +462,7 @@ impl Adapter {
                     closed: AtomicBool::new(false),
                     counters: Counters::default(),
                     medium: opts.medium,
-                    mtu: Arc::clone(&mtu),
+                    link: Arc::clone(&link),
                     index,
                     name: name.clone(),
                 }))
@@ -412,9 +477,8 @@ impl Adapter {
             netns: opts.netns.clone(),
             created: !existed,
             persistent: AtomicBool::new(persistent),
-            ctl,
+            link,
             nl: Mutex::new(nl),
-            mtu,
             kernel_base,
             final_stats: Mutex::new(None),
         })
@@ -476,7 +540,7 @@ impl Adapter {
     /// Whether IFF_UP is set.
     pub fn is_up(&self) -> VnetResult<bool> {
         self.live()?;
-        let flags = sys::if_get_flags(self.ctl.as_fd(), &self.ifname)
+        let flags = sys::if_get_flags(self.link.ctl.as_fd(), &self.ifname)
             .map_err(|e| Error::os(format!("flags of {}", self.name), e))?;
         Ok(i32::from(flags) & libc::IFF_UP != 0)
     }
@@ -484,7 +548,7 @@ impl Adapter {
     /// Set or clear IFF_UP.
     pub fn set_up(&self, up: bool) -> VnetResult<()> {
         self.live()?;
-        let ctl = self.ctl.as_fd();
+        let ctl = self.link.ctl.as_fd();
         let step = || format!("set {} {}", self.name, if up { "up" } else { "down" });
         let flags = sys::if_get_flags(ctl, &self.ifname).map_err(|e| Error::os(step(), e))?;
         let flags = if up {
@@ -498,9 +562,10 @@ impl Adapter {
     /// Read the MTU from the kernel (and refresh the cached copy frames are checked against).
     pub fn get_mtu(&self) -> VnetResult<u32> {
         self.live()?;
-        let mtu = sys::if_get_mtu(self.ctl.as_fd(), &self.ifname)
+        let mtu = self
+            .link
+            .refresh_mtu()
             .map_err(|e| Error::os(format!("MTU of {}", self.name), e))?;
-        self.mtu.store(mtu as usize, Ordering::Relaxed);
         Ok(mtu)
     }
 
@@ -508,17 +573,17 @@ impl Adapter {
     pub fn set_mtu(&self, mtu: u32) -> VnetResult<()> {
         self.live()?;
         check_mtu(mtu)?;
-        sys::if_set_mtu(self.ctl.as_fd(), &self.ifname, mtu).map_err(|e| {
+        sys::if_set_mtu(self.link.ctl.as_fd(), &self.ifname, mtu).map_err(|e| {
             with_cap_hint(Error::os(format!("set MTU of {} to {mtu}", self.name), e))
         })?;
-        self.mtu.store(mtu as usize, Ordering::Relaxed);
+        self.link.store_mtu(mtu);
         Ok(())
     }
 
     /// The Ethernet address (TAP).
     pub fn mac(&self) -> VnetResult<[u8; 6]> {
         self.live()?;
-        sys::if_get_hwaddr(self.ctl.as_fd(), &self.ifname)
+        sys::if_get_hwaddr(self.link.ctl.as_fd(), &self.ifname)
             .map_err(|e| Error::os(format!("MAC of {}", self.name), e))
     }
 
@@ -536,7 +601,7 @@ impl Adapter {
                 format_mac(mac)
             )));
         }
-        sys::if_set_hwaddr(self.ctl.as_fd(), &self.ifname, mac)
+        sys::if_set_hwaddr(self.link.ctl.as_fd(), &self.ifname, mac)
             .map_err(|e| with_cap_hint(Error::os(format!("set MAC of {}", self.name), e)))
     }
 
@@ -678,7 +743,7 @@ impl Device for Adapter {
     }
 
     fn mtu(&self) -> usize {
-        self.mtu.load(Ordering::Relaxed)
+        self.link.current_mtu()
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
@@ -690,18 +755,7 @@ impl Device for Adapter {
     }
 
     fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
-        let (medium, mtu) = (self.medium, self.mtu());
-        for (index, frame) in frames.iter().enumerate() {
-            if medium.check_frame(frame, mtu).is_err() {
-                // The MTU may have been raised behind our back (`ip link set … mtu`):
-                // refresh once before refusing.
-                let fresh = self.get_mtu().map_or(mtu, |m| m as usize);
-                medium
-                    .check_frame(frame, fresh)
-                    .map_err(|reason| Error::BadFrame { index, reason })?;
-            }
-        }
-        Ok(())
+        self.link.check_frames(self.medium, frames)
     }
 
     fn stats(&self) -> VnetResult<Stats> {

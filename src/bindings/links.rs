@@ -1,0 +1,63 @@
+//! `list_links()` and `delete_adapter()`: rtnetlink views used by the hygiene tools.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::device::links::{self, LinkInfo};
+use crate::device::tuntap::format_mac;
+
+fn link_dict<'py>(py: Python<'py>, l: &LinkInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ifindex", l.ifindex)?;
+    d.set_item("name", &l.name)?;
+    d.set_item("kind", l.kind.as_deref())?;
+    d.set_item("flags", l.flags)?;
+    d.set_item("up", l.flags & libc::IFF_UP as u32 != 0)?;
+    d.set_item("mtu", l.mtu)?;
+    d.set_item("txqlen", l.txqlen)?;
+    d.set_item("operstate", l.operstate)?;
+    d.set_item("carrier", l.carrier)?;
+    d.set_item("master", l.master)?;
+    let mac = <[u8; 6]>::try_from(l.address.as_slice())
+        .ok()
+        .map(format_mac);
+    d.set_item("mac", mac)?;
+    match &l.tun {
+        None => d.set_item("tun", py.None())?,
+        Some(t) => {
+            let td = PyDict::new(py);
+            td.set_item("mode", if t.tap { "tap" } else { "tun" })?;
+            td.set_item("owner", t.owner)?;
+            td.set_item("group", t.group)?;
+            td.set_item("pi", t.pi)?;
+            td.set_item("vnet_hdr", t.vnet_hdr)?;
+            td.set_item("persist", t.persist)?;
+            td.set_item("multi_queue", t.multi_queue)?;
+            td.set_item("queues", t.queues)?;
+            td.set_item("disabled_queues", t.disabled_queues)?;
+            d.set_item("tun", td)?;
+        }
+    }
+    Ok(d)
+}
+
+/// Every interface of a network namespace (None: the caller's), as dicts; TUN/TAP
+/// adapters carry a "tun" dict with the driver's view (mode, owner, group, persist,
+/// multi_queue, queues attached now, …).
+#[pyfunction]
+#[pyo3(signature = (netns = None))]
+pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'py, PyList>> {
+    let list = py.detach(|| links::list(netns))?;
+    let out = PyList::empty(py);
+    for l in &list {
+        out.append(link_dict(py, l)?)?;
+    }
+    Ok(out)
+}
+
+/// Delete the TUN/TAP adapter `name` (refuses any other kind of interface).
+#[pyfunction]
+#[pyo3(signature = (name, *, netns = None))]
+pub fn delete_adapter(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
+    Ok(py.detach(|| links::delete_tuntap(name, netns))?)
+}

@@ -1,0 +1,59 @@
+//! Interfaces of a network namespace, seen through rtnetlink: listing (with the tun
+//! driver's own view of each TUN/TAP adapter) and deleting TUN/TAP adapters.
+
+use super::netlink::Netlink;
+pub use super::netlink::{LinkInfo, TunInfo};
+use super::{netns, validate_ifname};
+use crate::error::{Error, VnetResult};
+
+fn netlink() -> VnetResult<Netlink> {
+    Netlink::open().map_err(|e| Error::os("socket(AF_NETLINK)", e))
+}
+
+/// Every interface of namespace `netns` (`None`: the caller's).
+pub fn list(netns: Option<&str>) -> VnetResult<Vec<LinkInfo>> {
+    netns::run_in(netns, || {
+        netlink()?
+            .links()
+            .map_err(|e| Error::os("list interfaces (RTM_GETLINK)", e))
+    })
+}
+
+/// Delete the TUN/TAP adapter `name` (persistent or not; attached descriptors are cut
+/// off). Refuses any other kind of interface.
+pub fn delete_tuntap(name: &str, netns: Option<&str>) -> VnetResult<()> {
+    validate_ifname(name)?;
+    if name.contains('%') {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} is a pattern; delete takes a name"
+        )));
+    }
+    netns::run_in(netns, || {
+        let mut nl = netlink()?;
+        let links = nl
+            .links()
+            .map_err(|e| Error::os("list interfaces (RTM_GETLINK)", e))?;
+        let Some(link) = links.iter().find(|l| l.name == name) else {
+            return Err(Error::os(
+                format!("delete {name}"),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            )
+            .with_hint("there is no interface of that name in this network namespace"));
+        };
+        if link.kind.as_deref() != Some("tun") {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is a {} interface, not a TUN/TAP adapter; vnetio deletes only TUN/TAP \
+                 adapters",
+                link.kind.as_deref().unwrap_or("plain")
+            )));
+        }
+        nl.del_link(link.ifindex).map_err(|e| {
+            let err = Error::os(format!("delete {name} (RTM_DELLINK)"), e);
+            if err.raw_os_error() == Some(libc::EPERM) {
+                err.with_hint("deleting an adapter needs CAP_NET_ADMIN (run as root)")
+            } else {
+                err
+            }
+        })
+    })
+}
