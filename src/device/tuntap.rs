@@ -86,17 +86,30 @@ fn open_dev() -> VnetResult<File> {
         })
 }
 
-fn owner_note(name: &str) -> String {
-    let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{f}")).ok();
-    match (read("owner"), read("group")) {
-        (Some(o), Some(g)) if o.trim() != "-1" || g.trim() != "-1" => {
-            format!("; {name} belongs to uid {} / gid {}", o.trim(), g.trim())
-        }
-        _ => String::new(),
+/// "; vn0 belongs to uid 1000 / gid 100" for an existing adapter with an owner or group,
+/// read over rtnetlink so it works inside any namespace.
+fn owner_note(name: &str, nl: &mut Netlink) -> String {
+    let links = nl.links().unwrap_or_default();
+    let Some(tun) = links
+        .into_iter()
+        .find(|l| l.name == name)
+        .and_then(|l| l.tun)
+    else {
+        return String::new();
+    };
+    let who = |id: Option<u32>| id.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    if tun.owner.is_none() && tun.group.is_none() {
+        format!("; {name} has no owner or group set, so only CAP_NET_ADMIN may attach")
+    } else {
+        format!(
+            "; {name} belongs to uid {} / gid {}",
+            who(tun.owner),
+            who(tun.group)
+        )
     }
 }
 
-fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions) -> Error {
+fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions, nl: &mut Netlink) -> Error {
     let step = format!("TUNSETIFF {name}");
     let hint = match e.raw_os_error() {
         Some(libc::EPERM) => format!(
@@ -104,7 +117,7 @@ fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions) -> Error {
              persistent and owned by this user or group (have root create it with owner=<uid> / \
              `vnetio create` / `ip tuntap add {name} mode {} user USER`){}",
             opts.medium.as_str(),
-            owner_note(name)
+            owner_note(name, nl)
         ),
         Some(libc::EBUSY) => format!(
             "{name} is already attached by another process (a single-queue adapter takes one open \
@@ -398,7 +411,7 @@ impl Adapter {
     fn open_here(opts: &OpenOptions, ifname: IfName) -> VnetResult<Adapter> {
         let ctl = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
             .map_err(|e| Error::os("socket(AF_INET)", e))?;
-        let nl = Netlink::open().map_err(|e| Error::os("socket(AF_NETLINK)", e))?;
+        let mut nl = Netlink::open().map_err(|e| Error::os("socket(AF_NETLINK)", e))?;
         let is_pattern = opts.name.contains('%');
         let existed = !is_pattern && sys::if_get_index(ctl.as_fd(), &ifname).is_ok();
         let mut flags = libc::IFF_NO_PI
@@ -414,7 +427,7 @@ impl Adapter {
         for _ in 0..opts.queues {
             let file = open_dev()?;
             actual = sys::tun_set_iff(file.as_fd(), &actual, flags as libc::c_short)
-                .map_err(|e| setiff_error(e, &name_str(&actual), opts))?;
+                .map_err(|e| setiff_error(e, &name_str(&actual), opts, &mut nl))?;
             files.push(file);
         }
         let name = name_str(&actual);
@@ -443,7 +456,6 @@ impl Adapter {
         let (_, iff) =
             sys::tun_get_iff(first).map_err(|e| Error::os(format!("TUNGETIFF {name}"), e))?;
         let persistent = i32::from(iff) & libc::IFF_PERSIST != 0;
-        let mut nl = nl;
         let kernel_base = nl.link_stats(ifindex).unwrap_or_default();
         let link = Arc::new(Link {
             ctl,
