@@ -426,7 +426,7 @@ def render_loop_table(
     native_run = native.median_run() if native else None
     out = [
         (
-            f"## Bridge loop, {size}-byte frames: median of the calm runs among {args.repeat} "
+            f"## Bridge loop, {size}-byte frames: median of the calm runs among {args.repeat} runs "
             f"of {args.seconds:g} s"
         ),
         "",
@@ -464,7 +464,7 @@ def render_ceiling_table(
         (
             f"## Reader-only ceiling: {fmt_count(args.ceiling_frames)} frames queued in B's ring "
             f"(txqueuelen {CEILING_QLEN}), only the draining timed; median of the calm runs among "
-            f"{args.repeat}"
+            f"{args.repeat} runs"
         ),
         "",
         (
