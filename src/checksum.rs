@@ -11,6 +11,12 @@
 //! accumulator could overflow, far beyond a 64 KiB packet) and swaps bytes once at the end.
 //! Four independent accumulators over 32-byte blocks break the dependency chain, and the
 //! loop is written so the compiler can vectorise it (`u32 → u64` widening adds).
+//!
+//! [`verify_frame`] and [`fix_frame`] apply this to whole frames (Ethernet with VLAN tags,
+//! or raw IP): IPv4 header, TCP, UDP (with its zero-checksum rules), ICMPv4 and ICMPv6.
+
+use crate::device::Medium;
+use crate::wire::{locate, proto, Ip, Layout, WireError};
 
 /// Uncomplemented one's-complement sum of `data`, folded to 16 bits, network byte order.
 /// An odd trailing byte is padded with zero, as RFC 1071 says.
@@ -66,6 +72,112 @@ pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, l4_len: u
     s += u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff);
     s += u64::from(next_header);
     fold(s)
+}
+
+/// What checking one frame found. `None`: that checksum does not apply (not IPv4 for
+/// `ip`; no transport checksum to check for `l4`: a fragment, another protocol, or an
+/// IPv4 UDP datagram sent without a checksum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCheck {
+    /// IPv4 header checksum correct.
+    pub ip: Option<bool>,
+    /// TCP/UDP/ICMP/ICMPv6 checksum correct.
+    pub l4: Option<bool>,
+}
+
+impl FrameCheck {
+    /// No checksum that applies is wrong.
+    pub fn ok(&self) -> bool {
+        self.ip != Some(false) && self.l4 != Some(false)
+    }
+}
+
+/// Offset of the checksum field within the transport header, for protocols that have one.
+fn l4_field(protocol: u8) -> Option<usize> {
+    match protocol {
+        proto::TCP => Some(16),
+        proto::UDP => Some(6),
+        proto::ICMP | proto::ICMPV6 => Some(2),
+        _ => None,
+    }
+}
+
+/// The pseudo-header sum for `layout` (0 for ICMPv4, which has none).
+fn pseudo(frame: &[u8], l: &Layout) -> u16 {
+    let len = l.l4_len() as u32;
+    match l.ip {
+        Ip::V4 if l.protocol == proto::ICMP => 0,
+        Ip::V4 => {
+            let a = |at: usize| [frame[at], frame[at + 1], frame[at + 2], frame[at + 3]];
+            pseudo_header_v4(a(l.l3 + 12), a(l.l3 + 16), l.protocol, len)
+        }
+        Ip::V6 => {
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src.copy_from_slice(&frame[l.l3 + 8..l.l3 + 24]);
+            dst.copy_from_slice(&frame[l.l3 + 24..l.l3 + 40]);
+            pseudo_header_v6(src, dst, l.protocol, len)
+        }
+    }
+}
+
+/// Verify the IPv4 header and transport checksums of one frame.
+pub fn verify_frame(frame: &[u8], medium: Medium) -> Result<FrameCheck, WireError> {
+    let l = match locate(frame, medium) {
+        Ok(l) => l,
+        Err(WireError::NotIp) => return Ok(FrameCheck { ip: None, l4: None }),
+        Err(e) => return Err(e),
+    };
+    let ip = match l.ip {
+        Ip::V4 => Some(sum(&frame[l.l3..l.l4]) == 0xffff),
+        Ip::V6 => None,
+    };
+    let Some(field) = l4_field(l.protocol).filter(|_| !l.fragment && !l.partial) else {
+        return Ok(FrameCheck { ip, l4: None });
+    };
+    let seg = &frame[l.l4..l.end];
+    if seg.len() < field + 2 {
+        return Err(WireError::Truncated("transport header"));
+    }
+    let stored = u16::from_be_bytes([seg[field], seg[field + 1]]);
+    let l4 = match (l.ip, l.protocol, stored) {
+        (Ip::V4, proto::UDP, 0) => None, // sent without a checksum (RFC 768)
+        (Ip::V6, proto::UDP, 0) => Some(false), // mandatory over IPv6 (RFC 8200 §8.1)
+        _ => Some(combine(&[pseudo(frame, &l), sum(seg)]) == 0xffff),
+    };
+    Ok(FrameCheck { ip, l4 })
+}
+
+/// Recompute the IPv4 header checksum and the transport checksum of one frame in place
+/// (an IPv4 UDP datagram sent without a checksum gets one). Fragments keep their
+/// transport checksum, which covers bytes that are not in the frame.
+pub fn fix_frame(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireError> {
+    let l = match locate(frame, medium) {
+        Ok(l) => l,
+        Err(WireError::NotIp) => return Ok(FrameCheck { ip: None, l4: None }),
+        Err(e) => return Err(e),
+    };
+    let mut done = FrameCheck { ip: None, l4: None };
+    if l.ip == Ip::V4 {
+        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(&frame[l.l3..l.l4]);
+        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        done.ip = Some(true);
+    }
+    if let Some(field) = l4_field(l.protocol).filter(|_| !l.fragment && !l.partial) {
+        if l.l4_len() < field + 2 {
+            return Err(WireError::Truncated("transport header"));
+        }
+        let at = l.l4 + field;
+        frame[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut c = finish(combine(&[pseudo(frame, &l), sum(&frame[l.l4..l.end])]));
+        if c == 0 && l.protocol == proto::UDP {
+            c = 0xffff; // 0 means "no checksum" for UDP; its one's-complement twin is sent
+        }
+        frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        done.l4 = Some(true);
+    }
+    Ok(done)
 }
 
 /// Fold a 64-bit accumulator of big-endian 16-bit words to 16 bits.
@@ -186,6 +298,43 @@ mod tests {
         let updated = update32(updated, old_src, u32::from_be_bytes([198, 51, 100, 7]));
         h[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(updated, checksum(&h));
+    }
+
+    #[test]
+    fn udp4_frame_verifies_and_fixes() {
+        use crate::wire::tests::UDP4_FRAME;
+        let ok = verify_frame(&UDP4_FRAME, Medium::Ethernet).unwrap();
+        assert_eq!(
+            ok,
+            FrameCheck {
+                ip: Some(true),
+                l4: Some(true)
+            }
+        );
+        let mut f = UDP4_FRAME;
+        f[44] ^= 1; // payload changed: UDP checksum now wrong, IPv4 header still right
+        assert_eq!(
+            verify_frame(&f, Medium::Ethernet).unwrap(),
+            FrameCheck {
+                ip: Some(true),
+                l4: Some(false)
+            }
+        );
+        f[24] ^= 1; // IPv4 header checksum byte
+        assert!(!verify_frame(&f, Medium::Ethernet).unwrap().ok());
+        fix_frame(&mut f, Medium::Ethernet).unwrap();
+        assert!(verify_frame(&f, Medium::Ethernet).unwrap().ok());
+        f[44] ^= 1;
+        f[24] ^= 1;
+        fix_frame(&mut f, Medium::Ethernet).unwrap();
+        assert_eq!(f, UDP4_FRAME, "fixing restores scapy's checksums");
+        let mut none = UDP4_FRAME;
+        none[40..42].copy_from_slice(&[0, 0]);
+        assert_eq!(verify_frame(&none, Medium::Ethernet).unwrap().l4, None);
+        assert_eq!(
+            verify_frame(&UDP4_FRAME[14..], Medium::Ip).unwrap().l4,
+            Some(true)
+        );
     }
 
     #[test]
