@@ -149,6 +149,13 @@ impl PacketBatch {
         self.used += len;
     }
 
+    /// Apply `f` to every frame, mutably (frames keep their lengths).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [u8])) {
+        for e in &self.entries {
+            f(&mut self.data[e.offset..e.offset + e.len as usize]);
+        }
+    }
+
     /// Memory held by the arena (for pool bookkeeping).
     pub fn capacity_bytes(&self) -> usize {
         self.data.len()

@@ -26,10 +26,13 @@ __all__ = [
     "_panic_for_test",
     "build_profile",
     "delete_adapter",
+    "fix_checksums",
+    "internet_checksum",
     "list_links",
     "loopback_pair",
     "tun_features",
     "validate_ifname",
+    "verify_checksums",
 ]
 
 __version__: Final[str]
@@ -62,6 +65,17 @@ def list_links(netns: str | None = None) -> list[dict[str, Any]]:
 def delete_adapter(name: str, *, netns: str | None = None) -> None:
     """Delete the TUN/TAP adapter ``name``; refuses any other kind of interface."""
 
+def internet_checksum(data: Buffer) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: the value a checksum field holds."""
+
+def verify_checksums(
+    frame: Buffer, kind: Literal["tap", "tun"] = "tap"
+) -> tuple[bool | None, bool | None]:
+    """Verify a frame's IPv4 header and TCP/UDP/ICMP/ICMPv6 checksums: (ip_ok, l4_ok)."""
+
+def fix_checksums(frame: bytearray, kind: Literal["tap", "tun"] = "tap") -> None:
+    """Recompute a frame's IPv4 header and transport checksums in place."""
+
 def validate_ifname(name: str) -> None:
     """Raise ValueError if ``name`` is not a valid interface name (or ``%d`` pattern)."""
 
@@ -88,6 +102,10 @@ class Batch:
     def timestamps_ns(self) -> list[int]:
         """Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory."""
     def to_list(self) -> list[bytes]: ...
+    def verify_checksums(self, kind: Literal["tap", "tun"] = "tap") -> list[bool]:
+        """One bool per frame: every checksum that applies is correct (GIL released)."""
+    def fix_checksums(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
+        """A copy with every parsable frame's checksums recomputed (GIL released)."""
 
 @final
 class Stats:

@@ -204,6 +204,37 @@ impl PyBatch {
         PyList::new(py, self.inner.iter().map(|f| PyBytes::new(py, f)))
     }
 
+    /// Verify every frame's IPv4/TCP/UDP/ICMP checksums (GIL released): one bool per
+    /// frame, False when any checksum that applies is wrong or the frame cannot be parsed.
+    #[pyo3(signature = (kind = "tap"))]
+    fn verify_checksums(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<bool>> {
+        let medium = super::checksum::medium(kind)?;
+        Ok(py.detach(|| {
+            self.inner
+                .iter()
+                .map(|f| crate::checksum::verify_frame(f, medium).is_ok_and(|c| c.ok()))
+                .collect()
+        }))
+    }
+
+    /// A copy of the batch with every parsable frame's checksums recomputed (GIL
+    /// released). Frames that cannot be parsed are copied unchanged.
+    #[pyo3(signature = (kind = "tap"))]
+    fn fix_checksums(&self, py: Python<'_>, kind: &str) -> PyResult<Self> {
+        let medium = super::checksum::medium(kind)?;
+        let fixed = py.detach(|| {
+            let mut out = self.inner.clone();
+            out.for_each_mut(|f| {
+                let _ = crate::checksum::fix_frame(f, medium);
+            });
+            out
+        });
+        Ok(PyBatch {
+            inner: fixed,
+            pool: Weak::new(),
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<vnetio.Batch frames={} nbytes={}>",

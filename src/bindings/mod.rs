@@ -2,6 +2,7 @@
 
 mod adapter;
 mod batch;
+mod checksum;
 mod errors;
 mod links;
 
@@ -19,6 +20,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::batch::PyBatch;
+    #[pymodule_export]
+    use super::checksum::{fix_checksums, internet_checksum, verify_checksums};
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
 
