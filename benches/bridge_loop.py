@@ -444,7 +444,7 @@ def render_loop_table(
         label = IMPLS[key].label
         run = cell.median_run()
         if run is None:
-            out.append(f"| {label} | failed: {cell.error} ||||||||||")
+            out.append(f"| {label} | failed: {one_line(cell.error)} ||||||||||")
             continue
         ratio = f"{run['rate'] / native_run['rate']:.2f}×" if native_run else "n/a"
         out.append(
@@ -484,7 +484,7 @@ def render_ceiling_table(
             run = cell.median_run()
             label = IMPLS[key].label
             if run is None:
-                out.append(f"| {label} | {size} | failed: {cell.error} |||||||||")
+                out.append(f"| {label} | {size} | failed: {one_line(cell.error)} |||||||||")
                 continue
             ratio = f"{run['rate'] / nat_run['rate']:.2f}×" if nat_run else "n/a"
             out.append(
@@ -495,6 +495,12 @@ def render_ceiling_table(
             )
     out.append("")
     return out
+
+
+def one_line(error: str | None) -> str:
+    """The last line of an error (a child's traceback ends with the exception)."""
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "?").replace("|", "/")
 
 
 def cpu_ns(cell: Cell) -> str:
