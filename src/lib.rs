@@ -9,6 +9,7 @@ pub mod batch;
 pub mod checksum;
 pub mod device;
 pub mod error;
+pub mod vnet;
 pub mod wire;
 
 #[cfg(feature = "python")]
