@@ -9,6 +9,8 @@
 
 use std::ops::Range;
 
+use crate::vnet::VnetHdr;
+
 /// Largest frame any adapter hands us: 64 KiB IP datagram plus Ethernet, VLAN and a
 /// virtio-net header. Reads are given this much room, so nothing is ever truncated.
 pub const MAX_FRAME: usize = 65_535 + 14 + 8 + 12;
@@ -18,6 +20,8 @@ struct Entry {
     offset: usize,
     len: u32,
     timestamp_ns: u64,
+    /// Offload metadata (a super-frame or a partial checksum), for frames that carry it.
+    hdr: Option<VnetHdr>,
 }
 
 /// Frames stored back to back in one arena.
@@ -115,9 +119,7 @@ impl PacketBatch {
     /// # Panics
     /// If `frame` is 4 GiB or longer (frames are at most 64 KiB; bindings check first).
     pub fn push(&mut self, frame: &[u8], timestamp_ns: u64) {
-        let slot = self.recv_slot(frame.len());
-        slot[..frame.len()].copy_from_slice(frame);
-        self.commit(frame.len(), timestamp_ns);
+        self.push_with(frame, timestamp_ns, None);
     }
 
     /// Writable room for the next frame, at least `room` bytes. Grows the arena only
@@ -136,6 +138,14 @@ impl PacketBatch {
     /// # Panics
     /// If `len` exceeds the room the slot had (a caller bug, never input-dependent).
     pub fn commit(&mut self, len: usize, timestamp_ns: u64) {
+        self.commit_with(len, timestamp_ns, None);
+    }
+
+    /// [`PacketBatch::commit`] with offload metadata for the frame.
+    ///
+    /// # Panics
+    /// As [`PacketBatch::commit`].
+    pub fn commit_with(&mut self, len: usize, timestamp_ns: u64, hdr: Option<VnetHdr>) {
         assert!(
             self.used + len <= self.data.len(),
             "commit past the receive slot"
@@ -145,8 +155,26 @@ impl PacketBatch {
             offset: self.used,
             len: len32,
             timestamp_ns,
+            hdr,
         });
         self.used += len;
+    }
+
+    /// Append a copy of `frame` with offload metadata.
+    pub fn push_with(&mut self, frame: &[u8], timestamp_ns: u64, hdr: Option<VnetHdr>) {
+        let slot = self.recv_slot(frame.len());
+        slot[..frame.len()].copy_from_slice(frame);
+        self.commit_with(frame.len(), timestamp_ns, hdr);
+    }
+
+    /// Offload metadata of frame `index` (`None`: an ordinary, complete frame).
+    pub fn hdr(&self, index: usize) -> Option<VnetHdr> {
+        self.entries.get(index).and_then(|e| e.hdr)
+    }
+
+    /// Whether any frame carries offload metadata.
+    pub fn has_offload(&self) -> bool {
+        self.entries.iter().any(|e| e.hdr.is_some())
     }
 
     /// Apply `f` to every frame, mutably (frames keep their lengths).

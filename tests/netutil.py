@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NETNS_PREFIX = "vnetio-t-"
+# The pid keeps concurrent test runs (two developers, or a helper and CI) from taking each
+# other's namespaces for leaks; a nested run is handed its parent's prefix.
+NETNS_PREFIX = os.environ.get("VNETIO_TEST_NETNS_PREFIX") or f"vnetio-t-{os.getpid()}-"
 NETNS_DIR = Path("/run/netns")
 SYS_CLASS_NET = Path("/sys/class/net")
 CAP_NET_ADMIN = 12

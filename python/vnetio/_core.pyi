@@ -89,7 +89,13 @@ class Batch:
     """
 
     @staticmethod
-    def from_frames(frames: Iterable[Buffer]) -> Batch: ...
+    def from_frames(
+        frames: Iterable[Buffer], offload: Iterable[dict[str, Any] | None] | None = None
+    ) -> Batch:
+        """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
+    def offload_info(self, index: SupportsIndex) -> dict[str, Any] | None:
+        """Offload metadata of a frame (gso_type, ecn, gso_size, hdr_len, csum_start,
+        csum_offset, needs_csum, data_valid), or None for a plain frame."""
     def __len__(self) -> int: ...
     def __getitem__(self, index: SupportsIndex, /) -> memoryview: ...
     def __iter__(self) -> Iterator[memoryview]: ...
@@ -167,6 +173,12 @@ class _KernelAdapter(Adapter):
     @property
     def queues(self) -> tuple[Queue, ...]: ...
     @property
+    def offload(self) -> bool:
+        """Whether frames carry virtio-net metadata (opened with offload=True)."""
+    @property
+    def offloads(self) -> list[str]:
+        """Offloads the kernel accepted: "csum", "tso4", "tso6", "uso4", "uso6"."""
+    @property
     def mtu(self) -> int: ...
     @mtu.setter
     def mtu(self, value: int) -> None: ...
@@ -192,6 +204,8 @@ class Tap(_KernelAdapter):
         owner: int | None = None,
         group: int | None = None,
         mtu: int | None = None,
+        offload: bool = False,
+        rx_mode: Literal["segments", "superframes"] = "segments",
     ) -> Self: ...
     @property
     def mac(self) -> str: ...
@@ -210,6 +224,8 @@ class Tun(_KernelAdapter):
         owner: int | None = None,
         group: int | None = None,
         mtu: int | None = None,
+        offload: bool = False,
+        rx_mode: Literal["segments", "superframes"] = "segments",
     ) -> Self: ...
 
 @final

@@ -14,7 +14,9 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::batch::{ArenaPool, PyBatch};
 use crate::device::loopback::{self, LoopbackEnd, Overflow};
-use crate::device::tuntap::{self, format_mac, parse_cidr, parse_mac, OpenOptions};
+use crate::device::tuntap::{
+    self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions, RxMode,
+};
 use crate::device::{Device, Medium, Stats};
 
 /// Longest time spent detached in one wait before checking for signals.
@@ -68,7 +70,13 @@ fn recv_into(
 /// Validate and write frames given as a Batch or any iterable of buffers.
 fn send_any(py: Python<'_>, dev: &Arc<dyn Device>, frames: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(batch) = frames.cast::<PyBatch>() {
-        let slices: Vec<&[u8]> = batch.get().inner().iter().collect();
+        let inner = batch.get().inner();
+        let slices: Vec<&[u8]> = inner.iter().collect();
+        if inner.has_offload() {
+            let hdrs: Vec<_> = (0..inner.len()).map(|i| inner.hdr(i)).collect();
+            dev.check_frames_meta(&slices, &hdrs)?;
+            return Ok(py.detach(|| dev.send_frames_meta(&slices, &hdrs))?);
+        }
         return send_slices(py, dev, &slices);
     }
     if frames.is_instance_of::<PyBytes>() || frames.is_instance_of::<pyo3::types::PyByteArray>() {
@@ -310,30 +318,22 @@ pub struct PyKernelAdapter {
     queues: Py<PyTuple>,
 }
 
-#[allow(clippy::too_many_arguments)]
+fn parse_rx_mode(mode: &str) -> PyResult<RxMode> {
+    match mode {
+        "segments" => Ok(RxMode::Segments),
+        "superframes" => Ok(RxMode::Superframes),
+        other => Err(PyValueError::new_err(format!(
+            "rx_mode must be \"segments\" or \"superframes\", not {other:?}"
+        ))),
+    }
+}
+
 fn open_kernel(
     py: Python<'_>,
-    medium: Medium,
     class: &'static str,
-    name: &str,
-    queues: usize,
-    persist: bool,
-    netns: Option<String>,
-    owner: Option<u32>,
-    group: Option<u32>,
-    mtu: Option<u32>,
+    opts: &OpenOptions,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
-    let opts = OpenOptions {
-        name: name.to_owned(),
-        medium,
-        queues,
-        persist,
-        netns,
-        owner,
-        group,
-        mtu,
-    };
-    let adapter = Arc::new(py.detach(|| tuntap::Adapter::open(&opts))?);
+    let adapter = Arc::new(py.detach(|| tuntap::Adapter::open(opts))?);
     let mut qs = Vec::with_capacity(adapter.queues().len());
     for q in adapter.queues() {
         let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
@@ -371,6 +371,18 @@ impl PyKernelAdapter {
     #[getter]
     fn created(&self) -> bool {
         self.adapter.created()
+    }
+
+    /// Whether frames carry virtio-net offload metadata (opened with offload=True).
+    #[getter]
+    fn offload(&self) -> bool {
+        self.adapter.offload()
+    }
+
+    /// The offloads the kernel accepted: "csum", "tso4", "tso6", "uso4", "uso6".
+    #[getter]
+    fn offloads(&self) -> Vec<&'static str> {
+        offload_names(self.adapter.offloads())
     }
 
     /// The adapter's queues (one per descriptor).
@@ -440,7 +452,7 @@ pub struct PyTap {}
 #[pymethods]
 impl PyTap {
     #[new]
-    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None))]
+    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None, offload = false, rx_mode = "segments"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -451,20 +463,22 @@ impl PyTap {
         owner: Option<u32>,
         group: Option<u32>,
         mtu: Option<u32>,
+        offload: bool,
+        rx_mode: &str,
     ) -> PyResult<PyClassInitializer<Self>> {
-        Ok(open_kernel(
-            py,
-            Medium::Ethernet,
-            "Tap",
-            name,
+        let opts = OpenOptions {
+            name: name.to_owned(),
+            medium: Medium::Ethernet,
             queues,
             persist,
             netns,
             owner,
             group,
             mtu,
-        )?
-        .add_subclass(PyTap {}))
+            offload,
+            rx_mode: parse_rx_mode(rx_mode)?,
+        };
+        Ok(open_kernel(py, "Tap", &opts)?.add_subclass(PyTap {}))
     }
 
     /// The Ethernet address, "aa:bb:cc:dd:ee:ff" (settable).
@@ -489,7 +503,7 @@ pub struct PyTun {}
 #[pymethods]
 impl PyTun {
     #[new]
-    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None))]
+    #[pyo3(signature = (name = "vn%d", *, queues = 1, persist = false, netns = None, owner = None, group = None, mtu = None, offload = false, rx_mode = "segments"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -500,20 +514,22 @@ impl PyTun {
         owner: Option<u32>,
         group: Option<u32>,
         mtu: Option<u32>,
+        offload: bool,
+        rx_mode: &str,
     ) -> PyResult<PyClassInitializer<Self>> {
-        Ok(open_kernel(
-            py,
-            Medium::Ip,
-            "Tun",
-            name,
+        let opts = OpenOptions {
+            name: name.to_owned(),
+            medium: Medium::Ip,
             queues,
             persist,
             netns,
             owner,
             group,
             mtu,
-        )?
-        .add_subclass(PyTun {}))
+            offload,
+            rx_mode: parse_rx_mode(rx_mode)?,
+        };
+        Ok(open_kernel(py, "Tun", &opts)?.add_subclass(PyTun {}))
     }
 }
 

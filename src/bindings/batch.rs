@@ -12,12 +12,14 @@
 use std::os::raw::c_int;
 use std::sync::{Arc, Mutex, Weak};
 
+use pyo3::exceptions::PyValueError;
 use pyo3::exceptions::{PyBufferError, PyIndexError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
 use crate::batch::PacketBatch;
+use crate::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
 
 /// Arenas kept for reuse per adapter; more than this are freed.
 const POOL_KEEP: usize = 4;
@@ -136,6 +138,69 @@ fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
     })
 }
 
+/// A virtio-net header from a dict with the keys `offload_info` returns (missing keys
+/// default to 0 / False / "none").
+fn parse_offload(d: &Bound<'_, PyAny>) -> PyResult<VnetHdr> {
+    let d = d
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("expected a dict or None"))?;
+    for key in d.keys() {
+        let k: String = key.extract()?;
+        if ![
+            "gso_type",
+            "ecn",
+            "gso_size",
+            "hdr_len",
+            "csum_start",
+            "csum_offset",
+            "needs_csum",
+            "data_valid",
+        ]
+        .contains(&k.as_str())
+        {
+            return Err(PyValueError::new_err(format!("unknown key {k:?}")));
+        }
+    }
+    let int = |k: &str| -> PyResult<u16> {
+        match d.get_item(k)? {
+            None => Ok(0),
+            Some(v) => v
+                .extract::<u16>()
+                .map_err(|_| PyValueError::new_err(format!("{k} must be an integer 0..65535"))),
+        }
+    };
+    let flag = |k: &str| -> PyResult<bool> { d.get_item(k)?.map_or(Ok(false), |v| v.is_truthy()) };
+    let kind = match d.get_item("gso_type")? {
+        None => gso::NONE,
+        Some(v) => match v.extract::<String>()?.as_str() {
+            "none" => gso::NONE,
+            "tcpv4" => gso::TCPV4,
+            "tcpv6" => gso::TCPV6,
+            "udp_l4" => gso::UDP_L4,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "gso_type must be \"none\", \"tcpv4\", \"tcpv6\" or \"udp_l4\", not {other:?}"
+                )))
+            }
+        },
+    };
+    let mut flags = 0;
+    if flag("needs_csum")? {
+        flags |= F_NEEDS_CSUM;
+    }
+    if flag("data_valid")? {
+        flags |= F_DATA_VALID;
+    }
+    Ok(VnetHdr {
+        flags,
+        gso_type: kind | if flag("ecn")? { gso::ECN } else { 0 },
+        hdr_len: int("hdr_len")?,
+        gso_size: int("gso_size")?,
+        csum_start: int("csum_start")?,
+        csum_offset: int("csum_offset")?,
+    })
+}
+
 fn frame_view<'py>(
     view: &Bound<'py, PyMemoryView>,
     range: std::ops::Range<usize>,
@@ -151,12 +216,83 @@ fn frame_view<'py>(
 #[pymethods]
 impl PyBatch {
     /// Build a batch by copying each frame (any bytes-like objects) into one arena.
+    /// `offload`: optional list, one entry per frame, of None or a dict of virtio-net
+    /// metadata (see `offload_info`); a header that does not fit its frame is a ValueError.
     #[staticmethod]
-    fn from_frames(frames: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (frames, offload = None))]
+    fn from_frames(
+        frames: &Bound<'_, PyAny>,
+        offload: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut inner = Self::collect(frames)?;
+        if let Some(meta) = offload {
+            let hdrs = meta
+                .try_iter()?
+                .enumerate()
+                .map(|(i, item)| {
+                    let item = item?;
+                    if item.is_none() {
+                        Ok(None)
+                    } else {
+                        parse_offload(&item).map(Some).map_err(|e| {
+                            PyValueError::new_err(format!("offload[{i}]: {}", e.value(item.py())))
+                        })
+                    }
+                })
+                .collect::<PyResult<Vec<_>>>()?;
+            if hdrs.len() != inner.len() {
+                return Err(PyValueError::new_err(format!(
+                    "{} frames but {} offload entries; give one per frame (None for plain frames)",
+                    inner.len(),
+                    hdrs.len()
+                )));
+            }
+            for (i, h) in hdrs.iter().enumerate() {
+                if let (Some(h), Some(frame)) = (h, inner.get(i)) {
+                    h.validate(frame.len())
+                        .map_err(|e| PyValueError::new_err(format!("offload[{i}]: {e}")))?;
+                }
+            }
+            let mut with = PacketBatch::default();
+            for (i, frame) in inner.iter().enumerate() {
+                with.push_with(frame, 0, hdrs[i]);
+            }
+            inner = with;
+        }
         Ok(PyBatch {
-            inner: Self::collect(frames)?,
+            inner,
             pool: Weak::new(),
         })
+    }
+
+    /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:
+    /// gso_type ("none", "tcpv4", "tcpv6", "udp_l4"), ecn, gso_size, hdr_len, csum_start,
+    /// csum_offset, needs_csum, data_valid.
+    fn offload_info<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let i = self.index(index)?;
+        let Some(h) = self.inner.hdr(i) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        let kind = match h.kind() {
+            gso::TCPV4 => "tcpv4",
+            gso::TCPV6 => "tcpv6",
+            gso::UDP_L4 => "udp_l4",
+            _ => "none",
+        };
+        d.set_item("gso_type", kind)?;
+        d.set_item("ecn", h.gso_type & gso::ECN != 0)?;
+        d.set_item("gso_size", h.gso_size)?;
+        d.set_item("hdr_len", h.hdr_len)?;
+        d.set_item("csum_start", h.csum_start)?;
+        d.set_item("csum_offset", h.csum_offset)?;
+        d.set_item("needs_csum", h.flags & F_NEEDS_CSUM != 0)?;
+        d.set_item("data_valid", h.flags & F_DATA_VALID != 0)?;
+        Ok(Some(d))
     }
 
     fn __len__(&self) -> usize {

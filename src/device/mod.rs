@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
+use crate::vnet::VnetHdr;
 
 pub use sys::IFNAMSIZ;
 
@@ -189,6 +190,22 @@ pub trait Device: Send + Sync {
     /// A descriptor that polls readable when frames are waiting (for event loops).
     fn raw_fd(&self) -> VnetResult<RawFd>;
 
+    /// Write frames that may carry offload metadata (super-frames, partial checksums).
+    /// The default resolves the metadata in software (completes checksums, splits
+    /// super-frames) and writes plain frames; offload adapters pass it to the kernel.
+    /// Returns how many of `frames` were sent.
+    fn send_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<usize> {
+        send_in_software(self, frames, hdrs)
+    }
+
+    /// Validate frames with metadata: the header must describe its frame; a super-frame is
+    /// exempt from the MTU (up to 64 KiB), everything else is checked as usual.
+    fn check_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<()> {
+        check_meta(self.medium(), frames, hdrs, |plain| {
+            self.check_frames(plain)
+        })
+    }
+
     /// Validate every frame before any is written, so a bad frame in the middle of a
     /// batch never leaves the batch half sent.
     fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {
@@ -199,6 +216,83 @@ pub trait Device: Send + Sync {
                 .map_err(|reason| Error::BadFrame { index, reason })?;
         }
         Ok(())
+    }
+}
+
+/// Shared by [`Device::check_frames_meta`] implementations: headers against frames, the
+/// super-frame size limit, then `check_plain` on the frames without a GSO header.
+pub(crate) fn check_meta(
+    medium: Medium,
+    frames: &[&[u8]],
+    hdrs: &[Option<VnetHdr>],
+    check_plain: impl Fn(&[&[u8]]) -> VnetResult<()>,
+) -> VnetResult<()> {
+    if hdrs.len() != frames.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} frames but {} offload headers",
+            frames.len(),
+            hdrs.len()
+        )));
+    }
+    let max_super = 65_535 + medium.link_overhead();
+    for (index, (frame, hdr)) in frames.iter().zip(hdrs).enumerate() {
+        if let Some(h) = hdr {
+            h.validate(frame.len())
+                .map_err(|reason| Error::BadFrame { index, reason })?;
+            if h.is_gso() && frame.len() > max_super {
+                return Err(Error::BadFrame {
+                    index,
+                    reason: format!(
+                        "{} bytes is larger than a super-frame can be ({max_super})",
+                        frame.len()
+                    ),
+                });
+            }
+        }
+    }
+    for (index, frame) in frames.iter().enumerate() {
+        if !hdrs[index].is_some_and(VnetHdr::is_gso) {
+            check_plain(std::slice::from_ref(frame)).map_err(|e| match e {
+                Error::BadFrame { reason, .. } => Error::BadFrame { index, reason },
+                other => other,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The default of [`Device::send_frames_meta`]: complete checksums and split super-frames
+/// here, then send plain frames. Counts in input frames: `Partial { sent }` says how many
+/// input frames went out whole.
+pub(crate) fn send_in_software<D: Device + ?Sized>(
+    dev: &D,
+    frames: &[&[u8]],
+    hdrs: &[Option<VnetHdr>],
+) -> VnetResult<usize> {
+    if hdrs.iter().all(Option::is_none) {
+        return dev.send_frames(frames);
+    }
+    let mut plain = PacketBatch::default();
+    let mut ends = Vec::with_capacity(frames.len()); // segments produced up to each input
+    for (index, (frame, hdr)) in frames.iter().zip(hdrs).enumerate() {
+        match hdr {
+            None => plain.push(frame, 0),
+            Some(h) => {
+                crate::vnet::segment(frame, *h, dev.medium(), &mut plain, 0)
+                    .map_err(|reason| Error::BadFrame { index, reason })?;
+            }
+        }
+        ends.push(plain.len());
+    }
+    let slices: Vec<&[u8]> = plain.iter().collect();
+    match dev.send_frames(&slices) {
+        Ok(_) => Ok(frames.len()),
+        Err(Error::Partial { sent, source, .. }) => Err(Error::Partial {
+            sent: ends.iter().take_while(|&&end| end <= sent).count(),
+            total: frames.len(),
+            source,
+        }),
+        Err(e) => Err(e),
     }
 }
 

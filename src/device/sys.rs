@@ -53,9 +53,10 @@ fn ioctl_ifreq(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) 
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(ifr)) }).map(drop)
 }
 
-/// Issue `request` whose argument is an integer passed by value (TUNSETPERSIST and friends).
+/// Issue `request` whose argument is an integer passed by value (TUNSETPERSIST,
+/// TUNSETOWNER, TUNSETGROUP, TUNSETOFFLOAD).
 fn ioctl_int_arg(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: `fd` is live. TUNSETPERSIST/TUNSETOWNER/TUNSETGROUP take their argument by
+    // SAFETY: `fd` is live. TUNSETPERSIST/OWNER/GROUP/OFFLOAD take their argument by
     // value (the kernel casts the pointer-sized argument to an integer) and touch no
     // memory of ours.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) }).map(drop)
@@ -93,6 +94,30 @@ pub fn tun_set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
 /// TUNSETGROUP.
 pub fn tun_set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
     ioctl_int_arg(fd, libc::TUNSETGROUP, libc::c_ulong::from(gid))
+}
+
+/// TUNSETOFFLOAD: the offloads (TUN_F_*) this adapter's readers accept. Device-wide; it
+/// outlives the descriptor.
+pub fn tun_set_offload(fd: BorrowedFd<'_>, mask: libc::c_uint) -> io::Result<()> {
+    ioctl_int_arg(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(mask))
+}
+
+/// An ioctl whose argument is a pointer to one `int` the kernel reads.
+fn ioctl_int_ptr(fd: BorrowedFd<'_>, request: libc::Ioctl, value: libc::c_int) -> io::Result<()> {
+    let mut v = value;
+    // SAFETY: TUNSETVNETHDRSZ and TUNSETVNETLE read one `int` through the pointer, which
+    // points to a live local of that type for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(&mut v)) }).map(drop)
+}
+
+/// TUNSETVNETHDRSZ: size of the virtio-net header before each frame.
+pub fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    ioctl_int_ptr(fd, libc::TUNSETVNETHDRSZ, size)
+}
+
+/// TUNSETVNETLE: virtio-net header fields are little-endian (virtio 1.0).
+pub fn tun_set_vnet_le(fd: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_int_ptr(fd, libc::TUNSETVNETLE, 1)
 }
 
 /// TUNGETFEATURES: the IFF_* flags this kernel's TUN driver supports.

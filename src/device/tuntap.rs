@@ -8,9 +8,9 @@
 //! lock to close), so a number can never be reused under a running `read`.
 
 use std::fs::{File, OpenOptions as FsOpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 
 use super::netlink::{LinkStats, Netlink};
 use super::sys::{self, IfName};
-use super::{netns, now_ns, validate_ifname, Counters, Device, Medium, Stats};
+use super::{
+    check_meta, netns, now_ns, send_in_software, validate_ifname, Counters, Device, Medium, Stats,
+};
 use crate::batch::{PacketBatch, MAX_FRAME};
 use crate::error::{Error, VnetResult};
+use crate::vnet::{complete_csum, gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
 
 /// Where the TUN driver lives.
 pub const TUN_PATH: &str = "/dev/net/tun";
@@ -44,6 +47,43 @@ pub struct OpenOptions {
     pub group: Option<u32>,
     /// MTU to set once open.
     pub mtu: Option<u32>,
+    /// Turn on virtio-net headers and kernel offloads (checksum, TSO, USO).
+    pub offload: bool,
+    /// How frames are received when `offload` is on.
+    pub rx_mode: RxMode,
+}
+
+/// How an offload adapter hands received frames to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxMode {
+    /// As they would cross a wire: partial checksums completed, super-frames split.
+    #[default]
+    Segments,
+    /// Intact, with their offload metadata (for forwarding at full speed).
+    Superframes,
+}
+
+/// The TUN_F_* masks tried, richest first: the kernel refuses a mask with any flag it does
+/// not know, so older kernels fall through to a smaller one.
+const OFFLOAD_MASKS: [libc::c_uint; 3] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+    libc::TUN_F_CSUM,
+];
+
+/// Names of the TUN_F_* bits in `mask`.
+pub fn offload_names(mask: u32) -> Vec<&'static str> {
+    [
+        (libc::TUN_F_CSUM, "csum"),
+        (libc::TUN_F_TSO4, "tso4"),
+        (libc::TUN_F_TSO6, "tso6"),
+        (libc::TUN_F_USO4, "uso4"),
+        (libc::TUN_F_USO6, "uso6"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| mask & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
 }
 
 impl OpenOptions {
@@ -58,6 +98,8 @@ impl OpenOptions {
             owner: None,
             group: None,
             mtu: None,
+            offload: false,
+            rx_mode: RxMode::Segments,
         }
     }
 }
@@ -197,6 +239,49 @@ impl Link {
     }
 }
 
+/// Open /dev/net/tun and attach it (TUNSETIFF) to `ifname`, with the virtio-net header
+/// set up on offload adapters. Returns the descriptor and the adapter's actual name.
+fn attach_queue(
+    ifname: &IfName,
+    flags: libc::c_int,
+    opts: &OpenOptions,
+    nl: &mut Netlink,
+) -> VnetResult<(File, IfName)> {
+    let file = open_dev()?;
+    let actual = sys::tun_set_iff(file.as_fd(), ifname, flags as libc::c_short)
+        .map_err(|e| setiff_error(e, &name_str(ifname), opts, nl))?;
+    if opts.offload {
+        let step = |what: &str| format!("{what} {}", name_str(&actual));
+        sys::tun_set_vnet_hdr_sz(file.as_fd(), VNET_HDR_LEN as libc::c_int)
+            .map_err(|e| Error::os(step("TUNSETVNETHDRSZ"), e))?;
+        // virtio 1.0 headers are little-endian; a little-endian host needs nothing (and a
+        // kernel without cross-endian support refuses the ioctl there).
+        if let Err(e) = sys::tun_set_vnet_le(file.as_fd()) {
+            if cfg!(target_endian = "big") {
+                return Err(Error::os(step("TUNSETVNETLE"), e));
+            }
+        }
+    }
+    Ok((file, actual))
+}
+
+/// Set the device-wide offload mask. It outlives descriptors, so it is set on every open
+/// to what this open can handle: the richest mask the kernel accepts with `offload`, else
+/// 0 (a previous owner's mask would hand a plain reader super-frames).
+fn set_offload_mask(first: BorrowedFd<'_>, opts: &OpenOptions, name: &str) -> VnetResult<u32> {
+    if opts.offload {
+        Ok(OFFLOAD_MASKS
+            .iter()
+            .copied()
+            .find(|&mask| sys::tun_set_offload(first, mask).is_ok())
+            .unwrap_or(0))
+    } else {
+        sys::tun_set_offload(first, 0)
+            .map_err(|e| Error::os(format!("TUNSETOFFLOAD 0 {name}"), e))?;
+        Ok(0)
+    }
+}
+
 /// One queue: one descriptor of an adapter.
 pub struct Queue {
     file: RwLock<Option<File>>,
@@ -208,6 +293,17 @@ pub struct Queue {
     link: Arc<Link>,
     index: usize,
     name: String,
+    /// `Some` on offload adapters: frames carry a virtio-net header.
+    vnet: Option<VnetState>,
+}
+
+/// Per-queue state of an offload (IFF_VNET_HDR) adapter.
+struct VnetState {
+    rx_mode: RxMode,
+    /// TUN_F_* offloads the kernel accepted (what our writes may use).
+    offloads: u32,
+    /// Where a received super-frame is held while it is split (segments mode).
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl Queue {
@@ -271,14 +367,14 @@ impl Device for Queue {
         let deadline = Instant::now() + wait;
         let (mut n, mut bytes) = (0, 0);
         while n < max {
-            let slot = batch.recv_slot(MAX_FRAME);
-            match (&*file).read(slot) {
-                Ok(len) => {
-                    batch.commit(len, now_ns());
-                    n += 1;
+            match self.read_one(file, batch) {
+                Ok((frames, len)) => {
+                    n += frames;
                     bytes += len;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A malformed frame from the kernel: counted in rx_errors, skipped.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if n > 0 {
                         break;
@@ -302,6 +398,127 @@ impl Device for Queue {
     }
 
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
+        self.write_frames(frames, None)
+    }
+
+    fn send_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<usize> {
+        match &self.vnet {
+            // The kernel takes the metadata as it is, when it accepts every offload used.
+            Some(v)
+                if hdrs
+                    .iter()
+                    .flatten()
+                    .all(|h| offload_accepted(v.offloads, *h)) =>
+            {
+                self.write_frames(frames, Some(hdrs))
+            }
+            _ => send_in_software(self, frames, hdrs),
+        }
+    }
+
+    fn check_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<()> {
+        check_meta(self.medium, frames, hdrs, |plain| {
+            self.link.check_frames(self.medium, plain)
+        })
+    }
+
+    fn stats(&self) -> VnetResult<Stats> {
+        Ok(self.counters.snapshot())
+    }
+
+    fn close(&self) {
+        self.close_fd();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn raw_fd(&self) -> VnetResult<RawFd> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(self.raw)
+    }
+}
+
+/// Whether an adapter with TUN_F_* `offloads` on takes a frame with `hdr` as it is.
+fn offload_accepted(offloads: u32, hdr: VnetHdr) -> bool {
+    let need = match hdr.kind() {
+        gso::TCPV4 => libc::TUN_F_TSO4,
+        gso::TCPV6 => libc::TUN_F_TSO6,
+        gso::UDP_L4 => libc::TUN_F_USO4 | libc::TUN_F_USO6,
+        _ => 0,
+    };
+    let csum = if hdr.flags & F_NEEDS_CSUM != 0 {
+        libc::TUN_F_CSUM
+    } else {
+        0
+    };
+    offloads & need == need && offloads & csum == csum
+}
+
+impl Queue {
+    /// Read one frame into `batch`: (frames appended, bytes appended). On an offload
+    /// adapter in segments mode one read may append many frames.
+    fn read_one(&self, file: &File, batch: &mut PacketBatch) -> io::Result<(usize, usize)> {
+        let Some(v) = &self.vnet else {
+            let len = (&*file).read(batch.recv_slot(MAX_FRAME))?;
+            batch.commit(len, now_ns());
+            return Ok((1, len));
+        };
+        let mut raw_hdr = [0u8; VNET_HDR_LEN];
+        let before = batch.nbytes();
+        let slot = batch.recv_slot(MAX_FRAME);
+        let n =
+            (&*file).read_vectored(&mut [IoSliceMut::new(&mut raw_hdr), IoSliceMut::new(slot)])?;
+        let ts = now_ns();
+        let len = n.saturating_sub(VNET_HDR_LEN);
+        let hdr = VnetHdr::parse(&raw_hdr).unwrap_or_default();
+        let invalid = |why: String| {
+            self.counters.rx_error();
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: bad frame from the kernel: {why}", self.name),
+            )
+        };
+        if n < VNET_HDR_LEN {
+            return Err(invalid("shorter than its virtio-net header".into()));
+        }
+        let plain = hdr.flags & F_NEEDS_CSUM == 0 && !hdr.is_gso();
+        if plain || v.rx_mode == RxMode::Superframes {
+            if let Err(why) = hdr.validate(len) {
+                return Err(invalid(why));
+            }
+            batch.commit_with(len, ts, if plain { None } else { Some(hdr) });
+            return Ok((1, len));
+        }
+        if !hdr.is_gso() {
+            if let Err(why) = complete_csum(&mut slot[..len], hdr) {
+                return Err(invalid(why));
+            }
+            batch.commit(len, ts);
+            return Ok((1, len));
+        }
+        // A super-frame to split: move it aside, then append its segments.
+        let mut scratch = v
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        scratch.clear();
+        scratch.extend_from_slice(&slot[..len]);
+        match segment(&scratch, hdr, self.medium, batch, ts) {
+            Ok(count) => Ok((count, batch.nbytes() - before)),
+            Err(why) => Err(invalid(why)),
+        }
+    }
+
+    /// Write frames in order (with their virtio-net headers on offload adapters).
+    fn write_frames(
+        &self,
+        frames: &[&[u8]],
+        hdrs: Option<&[Option<VnetHdr>]>,
+    ) -> VnetResult<usize> {
         let guard = self
             .file
             .read()
@@ -311,7 +528,18 @@ impl Device for Queue {
         let mut failure = None;
         while sent < frames.len() {
             let frame = frames[sent];
-            match (&*file).write(frame) {
+            let result = if self.vnet.is_some() {
+                let hdr = hdrs
+                    .and_then(|h| h.get(sent).copied().flatten())
+                    .unwrap_or_default();
+                let raw_hdr = hdr.to_bytes();
+                (&*file)
+                    .write_vectored(&[IoSlice::new(&raw_hdr), IoSlice::new(frame)])
+                    .map(|n| n.saturating_sub(VNET_HDR_LEN))
+            } else {
+                (&*file).write(frame)
+            };
+            match result {
                 Ok(_) => {
                     sent += 1;
                     bytes += frame.len();
@@ -351,25 +579,6 @@ impl Device for Queue {
             }),
         }
     }
-
-    fn stats(&self) -> VnetResult<Stats> {
-        Ok(self.counters.snapshot())
-    }
-
-    fn close(&self) {
-        self.close_fd();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    fn raw_fd(&self) -> VnetResult<RawFd> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        Ok(self.raw)
-    }
 }
 
 /// A TUN or TAP adapter: its queues plus the sockets used to configure it (opened in the
@@ -387,6 +596,8 @@ pub struct Adapter {
     nl: Mutex<Netlink>,
     kernel_base: LinkStats,
     final_stats: Mutex<Option<Stats>>,
+    offloads: u32,
+    offload: bool,
 }
 
 impl Adapter {
@@ -422,16 +633,19 @@ impl Adapter {
         if opts.queues > 1 {
             flags |= libc::IFF_MULTI_QUEUE;
         }
+        if opts.offload {
+            flags |= libc::IFF_VNET_HDR;
+        }
         let mut files = Vec::with_capacity(opts.queues);
         let mut actual = ifname;
         for _ in 0..opts.queues {
-            let file = open_dev()?;
-            actual = sys::tun_set_iff(file.as_fd(), &actual, flags as libc::c_short)
-                .map_err(|e| setiff_error(e, &name_str(&actual), opts, &mut nl))?;
+            let (file, name) = attach_queue(&actual, flags, opts, &mut nl)?;
+            actual = name;
             files.push(file);
         }
         let name = name_str(&actual);
         let first = files[0].as_fd();
+        let offloads = set_offload_mask(first, opts, &name)?;
         if let Some(uid) = opts.owner {
             sys::tun_set_owner(first, uid)
                 .map_err(|e| Error::os(format!("TUNSETOWNER {name}"), e))?;
@@ -477,6 +691,11 @@ impl Adapter {
                     link: Arc::clone(&link),
                     index,
                     name: name.clone(),
+                    vnet: opts.offload.then(|| VnetState {
+                        rx_mode: opts.rx_mode,
+                        offloads,
+                        scratch: Mutex::new(Vec::with_capacity(MAX_FRAME)),
+                    }),
                 }))
             })
             .collect::<VnetResult<Vec<_>>>()?;
@@ -493,6 +712,8 @@ impl Adapter {
             nl: Mutex::new(nl),
             kernel_base,
             final_stats: Mutex::new(None),
+            offloads,
+            offload: opts.offload,
         })
     }
 
@@ -516,6 +737,16 @@ impl Adapter {
     pub fn persistent(&self) -> bool {
         self.persistent.load(Ordering::Relaxed)
     }
+    /// Whether frames carry virtio-net headers (opened with `offload`).
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// The TUN_F_* offloads the kernel accepted for this adapter.
+    pub fn offloads(&self) -> u32 {
+        self.offloads
+    }
+
     /// Its queues.
     pub fn queues(&self) -> &[Arc<Queue>] {
         &self.queues
@@ -764,6 +995,14 @@ impl Device for Adapter {
 
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
         self.queues[0].send_frames(frames)
+    }
+
+    fn send_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<usize> {
+        self.queues[0].send_frames_meta(frames, hdrs)
+    }
+
+    fn check_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<()> {
+        self.queues[0].check_frames_meta(frames, hdrs)
     }
 
     fn check_frames(&self, frames: &[&[u8]]) -> VnetResult<()> {

@@ -126,6 +126,7 @@ def run_nested_pytest(
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["PYTHONPATH"] = str(REPO)
+    env["VNETIO_TEST_NETNS_PREFIX"] = NETNS_PREFIX  # the nested guard watches our names
     if ci is not None:
         env["CI"] = ci
     argv = [*prefix, sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
