@@ -61,6 +61,9 @@ class Finding:
         summary: One line for the user.
         detail: Longer explanation; may be empty.
         fix: The exact command or action that fixes a non-ok finding, else None.
+        adapter: The adapter (or bridge port) the finding is about, else None.
+        netns: The named network namespace it is in; None for this process's namespace (and
+            for findings about the machine rather than an adapter).
     """
 
     check: str
@@ -68,6 +71,8 @@ class Finding:
     summary: str
     detail: str = ""
     fix: str | None = None
+    adapter: str | None = None
+    netns: str | None = None
 
 
 # --- seams: everything a check reads from the system goes through these --------------------
@@ -581,32 +586,66 @@ def check_sysfs() -> list[Finding]:
     return findings
 
 
+def check_offload() -> list[Finding]:
+    """Which TUNSETOFFLOAD flags the kernel accepts (see ``_doctor_adapters``)."""
+    from vnetio import _doctor_adapters
+
+    return _doctor_adapters.check_offload()
+
+
 CHECKS: tuple[tuple[str, Callable[[], list[Finding]]], ...] = (
     ("versions", check_versions),
     ("tun-node", check_tun_device),
     ("tun-features", check_tun_features),
+    ("offload", check_offload),
     ("cap-net-admin", check_capabilities),
     ("netns", check_netns),
     ("sysfs", check_sysfs),
 )
 
 
-def run_checks() -> list[Finding]:
-    """Run every check; a check that raises becomes a ``warn`` finding, the rest still run."""
+def _guarded(
+    check_id: str, check: Callable[[], list[Finding]], **where: str | None
+) -> list[Finding]:
+    """Run one check; if it raises, a ``warn`` finding says so and the others still run."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
+        return [
+            Finding(
+                check_id,
+                "warn",
+                f"check '{check_id}' could not run: {type(exc).__name__}: {exc}",
+                traceback.format_exc(),
+                "report this as a vnetio bug, with the output of 'vnetio doctor --json'",
+                **where,
+            )
+        ]
+
+
+def check_namespaces(netns: list[str] | None, all_namespaces: bool) -> list[Finding]:
+    """The adapter checks of every namespace asked for (see ``_doctor_adapters``)."""
+    from vnetio import _doctor_adapters as adapter_checks
+
+    targets, problems = adapter_checks.target_namespaces(netns, all_namespaces)
+    found = list(problems)
+    cred = adapter_checks._cred()
+    for ns in targets:
+        found += _guarded(
+            "adapters", lambda ns=ns: adapter_checks.check_adapters(ns, cred), netns=ns
+        )
+    return found
+
+
+def run_checks(netns: list[str] | None = None, *, all_namespaces: bool = False) -> list[Finding]:
+    """Run every check: the machine's (``CHECKS``), then the adapters of each namespace asked
+    for (``netns``: those named; ``all_namespaces``: this one and every one in ``ip netns
+    list``; neither: this process's namespace). A check that raises becomes a ``warn``
+    finding and the others still run."""
     findings: list[Finding] = []
     for check_id, check in CHECKS:
-        try:
-            findings.extend(check())
-        except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
-            findings.append(
-                Finding(
-                    check_id,
-                    "warn",
-                    f"check '{check_id}' could not run: {type(exc).__name__}: {exc}",
-                    traceback.format_exc(),
-                    "report this as a vnetio bug, with the output of 'vnetio doctor --json'",
-                )
-            )
+        findings += _guarded(check_id, check)
+    findings += _guarded("adapters", lambda: check_namespaces(netns, all_namespaces))
     return findings
 
 
@@ -628,11 +667,23 @@ def format_text(findings: list[Finding], *, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def exit_status(findings: list[Finding], *, strict: bool = False) -> int:
+    """1 when a finding is ``fail`` (or, with ``strict``, ``warn``), else 0."""
+    bad = ("fail", "warn") if strict else ("fail",)
+    return 1 if any(f.status in bad for f in findings) else 0
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of ``vnetio doctor``; returns 1 when any finding is ``fail``, else 0."""
+    """Entry point of ``vnetio doctor``; returns 1 when any finding is ``fail`` (with
+    ``--strict``: also ``warn``), else 0."""
     parser = argparse.ArgumentParser(
         prog="vnetio doctor",
-        description="Check that this machine and process can use vnetio's TUN/TAP adapters.",
+        description=(
+            "Check that this machine and process can use vnetio's TUN/TAP adapters, and that "
+            "no adapter will surprise its next user. Exit status 1 when a finding is FAIL "
+            "(something is broken), else 0; warnings have fixes but do not fail the run "
+            "unless --strict is given."
+        ),
     )
     parser.add_argument(
         "--json", action="store_true", help="print the findings as a JSON list of objects"
@@ -640,14 +691,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also print each finding's detail"
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--netns",
+        action="append",
+        metavar="NS",
+        help="examine the adapters of network namespace NS (from 'ip netns list') instead of "
+        "this process's; may be repeated",
+    )
+    where.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        help="examine the adapters of this namespace and of every one 'ip netns list' shows",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too, not only on failures"
+    )
     args = parser.parse_args(argv)
-    findings = run_checks()
+    findings = run_checks(args.netns, all_namespaces=args.all_namespaces)
     if args.json:
         print(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
     else:
         print(format_text(findings, verbose=args.verbose))
-    return 1 if any(f.status == "fail" for f in findings) else 0
+    return exit_status(findings, strict=args.strict)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Run the module's importable copy, so the adapter checks (which import vnetio._doctor)
+    # and this entry point share one Finding class and one set of seams.
+    from vnetio._doctor import main as _main
+
+    sys.exit(_main(sys.argv[1:]))

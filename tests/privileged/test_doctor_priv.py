@@ -91,6 +91,9 @@ def test_unprivileged_with_0600_node(tmp_path: Path) -> None:
 
     assert findings["tun-node"]["status"] == "ok"
     assert findings["tun-features"]["status"] == "warn"  # cannot open the node
+    offload = findings["offload"]
+    assert offload["status"] == "warn"  # probing needs root
+    assert "not checked" in offload["summary"]
 
 
 def test_unprivileged_with_0666_node(tmp_path: Path) -> None:
@@ -126,3 +129,6 @@ def test_root() -> None:
     assert features["status"] == "ok", features
     for name in ("IFF_TUN", "IFF_TAP", "IFF_MULTI_QUEUE", "IFF_VNET_HDR"):
         assert name in features["summary"]
+    offload = findings["offload"]
+    assert offload["status"] == "ok", offload
+    assert "CSUM TSO4 TSO6" in offload["summary"]

@@ -499,7 +499,9 @@ def test_a_crashing_check_does_not_stop_the_others(monkeypatch: pytest.MonkeyPat
         return [Finding("later", "ok", "still ran")]
 
     monkeypatch.setattr(_doctor, "CHECKS", (("first", boom), ("later", fine)))
-    first, later = _doctor.run_checks()
+    monkeypatch.setattr(_doctor, "check_namespaces", lambda *args: boom())
+    first, later, adapters = _doctor.run_checks()
+    assert (adapters.check, adapters.status) == ("adapters", "warn")
     assert (first.check, first.status) == ("first", "warn")
     assert "RuntimeError: kaput" in first.summary
     assert "Traceback" in first.detail
@@ -513,11 +515,20 @@ def test_every_check_runs_even_when_all_inputs_are_broken(
     for attr in ("TUN_PATH", "PROC_STATUS", "NETNS_SELF", "SYS_CLASS_NET", "SYS_MISC_TUN_DEV"):
         monkeypatch.setattr(_doctor, attr, missing)
     checks = {f.check for f in _doctor.run_checks()}
-    assert checks == {"versions", "tun-node", "tun-features", "cap-net-admin", "netns", "sysfs"}
+    assert checks == {
+        "versions",
+        "tun-node",
+        "tun-features",
+        "offload",
+        "cap-net-admin",
+        "netns",
+        "sysfs",
+        "adapters",
+    }
 
 
 def canned(monkeypatch: pytest.MonkeyPatch, findings: list[Finding]) -> None:
-    monkeypatch.setattr(_doctor, "run_checks", lambda: list(findings))
+    monkeypatch.setattr(_doctor, "run_checks", lambda *args, **kwargs: list(findings))
 
 
 OK = Finding("a", "ok", "all good", "some detail")
@@ -564,12 +575,39 @@ def test_exit_status_is_1_only_for_fail(
     assert _doctor.main(["--json"]) == status
 
 
+@pytest.mark.parametrize(
+    ("findings", "status"), [([OK], 0), ([OK, WARN], 1), ([OK, FAIL], 1), ([FAIL, WARN], 1)]
+)
+def test_strict_exit_status_is_1_for_warn_too(
+    monkeypatch: pytest.MonkeyPatch, findings: list[Finding], status: int
+) -> None:
+    canned(monkeypatch, findings)
+    assert _doctor.main(["--strict"]) == status
+
+
+def test_namespace_options_reach_run_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(
+        _doctor,
+        "run_checks",
+        lambda netns, all_namespaces: calls.append((netns, all_namespaces)) or [],
+    )
+    _doctor.main(["--json"])
+    _doctor.main(["--netns", "a", "--netns", "b"])
+    _doctor.main(["--all-namespaces"])
+    assert calls == [(None, False), (["a", "b"], False), (None, True)]
+    with pytest.raises(SystemExit):
+        _doctor.main(["--netns", "a", "--all-namespaces"])
+
+
 def test_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     canned(monkeypatch, [OK, WARN])
     _doctor.main(["--json"])
     assert json.loads(capsys.readouterr().out) == [
-        {"check": "a", "status": "ok", "summary": "all good", "detail": "some detail", "fix": None},
-        {"check": "b", "status": "warn", "summary": "meh", "detail": "why it is meh", "fix": "do this"},
+        {"check": "a", "status": "ok", "summary": "all good", "detail": "some detail", "fix": None,
+         "adapter": None, "netns": None},
+        {"check": "b", "status": "warn", "summary": "meh", "detail": "why it is meh", "fix": "do this",
+         "adapter": None, "netns": None},
     ]  # fmt: skip
 
 
@@ -586,6 +624,15 @@ CHECK_IDS = {
     "netns",
     "sysfs",
     "tun-driver",
+    "offload",
+    "adapters",
+    "adapter-owner",
+    "adapter-multi-queue",
+    "adapter-flags",
+    "adapter-offload",
+    "adapter-no-carrier",
+    "adapter-orphan",
+    "bridge-port",
 }
 
 
@@ -608,7 +655,7 @@ def test_real_run_json(capsys: pytest.CaptureFixture[str]) -> None:
         f["check"] for f in findings
     }
     for f in findings:
-        assert set(f) == {"check", "status", "summary", "detail", "fix"}
+        assert set(f) == {"check", "status", "summary", "detail", "fix", "adapter", "netns"}
         assert f["status"] in ("ok", "warn", "fail")
         if f["status"] == "ok":
             assert f["fix"] is None, f
