@@ -93,6 +93,8 @@ class Batch:
         frames: Iterable[Buffer], offload: Iterable[dict[str, Any] | None] | None = None
     ) -> Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
+    def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
+        """The frames as they would cross a wire: super-frames split, checksums completed."""
     def offload_info(self, index: SupportsIndex) -> dict[str, Any] | None:
         """Offload metadata of a frame (gso_type, ecn, gso_size, hdr_len, csum_start,
         csum_offset, needs_csum, data_valid), or None for a plain frame."""

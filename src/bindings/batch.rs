@@ -265,6 +265,34 @@ impl PyBatch {
         })
     }
 
+    /// The frames as they would cross a wire (GIL released): super-frames split into
+    /// segments and partial checksums completed, in software, as the kernel's own GSO
+    /// would; plain frames are copied unchanged. Raises ValueError for a frame whose
+    /// metadata does not fit it.
+    #[pyo3(signature = (kind = "tap"))]
+    fn segment(&self, py: Python<'_>, kind: &str) -> PyResult<Self> {
+        let medium = super::checksum::medium(kind)?;
+        let out = py.detach(|| {
+            let mut out = PacketBatch::default();
+            for i in 0..self.inner.len() {
+                let frame = self.inner.get(i).unwrap_or_default();
+                let ts = self.inner.timestamp_ns(i).unwrap_or(0);
+                match self.inner.hdr(i) {
+                    None => out.push(frame, ts),
+                    Some(h) => {
+                        crate::vnet::segment(frame, h, medium, &mut out, ts)
+                            .map_err(|e| format!("frame {i}: {e}"))?;
+                    }
+                }
+            }
+            Ok::<_, String>(out)
+        });
+        Ok(PyBatch {
+            inner: out.map_err(PyValueError::new_err)?,
+            pool: Weak::new(),
+        })
+    }
+
     /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:
     /// gso_type ("none", "tcpv4", "tcpv6", "udp_l4"), ecn, gso_size, hdr_len, csum_start,
     /// csum_offset, needs_csum, data_valid.
