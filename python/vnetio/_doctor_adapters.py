@@ -857,8 +857,8 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
                 f"{summary} (missing: {' '.join(missing)})",
                 "Checksum and TCP segmentation offload through virtio-net headers are "
                 "unavailable, so TCP through an adapter moves one MTU-sized packet at a time.",
-                "run a newer kernel (checksum/TSO offload on TUN/TAP is in every Linux since "
-                "2.6.27; a kernel that refuses them was built without it)",
+                "run a kernel whose TUN driver accepts TUNSETOFFLOAD checksum and TSO flags "
+                "(every mainline Linux since 2.6.27 does)",
             )
         ]
     note = f" (not: {' '.join(missing)}; UDP segmentation offload (USO) needs Linux 6.2)"

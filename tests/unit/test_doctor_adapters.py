@@ -539,3 +539,24 @@ def test_run_checks_examines_each_namespace(system: FakeSystem) -> None:
         ("adapters", "warn", "b"),  # a crash in one namespace does not stop the others
     ]
     assert "could not run" in found[1].summary
+
+
+def test_every_adapter_check_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text()
+    source = Path(_doctor_adapters.__file__).read_text()
+    ids = {
+        "adapters",
+        "adapter-owner",
+        "adapter-multi-queue",
+        "adapter-flags",
+        "adapter-offload",
+        "adapter-no-carrier",
+        "adapter-orphan",
+        "bridge-port",
+        "offload",
+    }
+    for check in ids:
+        assert f'"{check}"' in source, check
+        assert f"| `{check}` |" in doc, check
