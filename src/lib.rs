@@ -9,6 +9,7 @@ pub mod batch;
 pub mod checksum;
 pub mod device;
 pub mod error;
+pub mod gro;
 pub mod vnet;
 pub mod wire;
 

@@ -127,6 +127,8 @@ class Stats:
     tx_errors: int
     rx_dropped: int
     tx_dropped: int
+    tx_coalesced: int
+    coalesce_fallbacks: int
     def as_dict(self) -> dict[str, int]: ...
 
 @disjoint_base

@@ -119,6 +119,8 @@ pub struct PyStats {
     tx_errors: u64,
     rx_dropped: u64,
     tx_dropped: u64,
+    tx_coalesced: u64,
+    coalesce_fallbacks: u64,
 }
 
 impl From<Stats> for PyStats {
@@ -132,12 +134,14 @@ impl From<Stats> for PyStats {
             tx_errors: s.tx_errors,
             rx_dropped: s.rx_dropped,
             tx_dropped: s.tx_dropped,
+            tx_coalesced: s.tx_coalesced,
+            coalesce_fallbacks: s.coalesce_fallbacks,
         }
     }
 }
 
 impl PyStats {
-    fn fields(&self) -> [(&'static str, u64); 8] {
+    fn fields(&self) -> [(&'static str, u64); 10] {
         [
             ("rx_frames", self.rx_frames),
             ("rx_bytes", self.rx_bytes),
@@ -147,6 +151,8 @@ impl PyStats {
             ("tx_errors", self.tx_errors),
             ("rx_dropped", self.rx_dropped),
             ("tx_dropped", self.tx_dropped),
+            ("tx_coalesced", self.tx_coalesced),
+            ("coalesce_fallbacks", self.coalesce_fallbacks),
         ]
     }
 }

@@ -107,6 +107,10 @@ pub struct Stats {
     pub rx_dropped: u64,
     /// Frames sent but dropped on the way.
     pub tx_dropped: u64,
+    /// Frames sent merged into segmentation-offload super-frames (offload adapters).
+    pub tx_coalesced: u64,
+    /// Merged writes the kernel refused; the frames were then sent one by one.
+    pub coalesce_fallbacks: u64,
 }
 
 /// Lock-free counters behind [`Stats`].
@@ -160,6 +164,8 @@ impl Counters {
             tx_errors: self.tx_errors.load(Relaxed),
             rx_dropped: self.rx_dropped.load(Relaxed),
             tx_dropped: self.tx_dropped.load(Relaxed),
+            tx_coalesced: 0,
+            coalesce_fallbacks: 0,
         }
     }
 }

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::batch::{PacketBatch, MAX_FRAME};
 use crate::error::{Error, VnetResult};
+use crate::gro;
 use crate::vnet::{complete_csum, gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
 
 /// Where the TUN driver lives.
@@ -295,6 +296,10 @@ pub struct Queue {
     name: String,
     /// `Some` on offload adapters: frames carry a virtio-net header.
     vnet: Option<VnetState>,
+    /// Set once the kernel refused a merged super-frame write (EINVAL).
+    coalesce_off: AtomicBool,
+    coalesced: AtomicU64,
+    coalesce_fallbacks: AtomicU64,
 }
 
 /// Per-queue state of an offload (IFF_VNET_HDR) adapter.
@@ -304,6 +309,8 @@ struct VnetState {
     offloads: u32,
     /// Where a received super-frame is held while it is split (segments mode).
     scratch: Mutex<Vec<u8>>,
+    /// Where a super-frame is merged before it is written.
+    tx_scratch: Mutex<Vec<u8>>,
 }
 
 impl Queue {
@@ -423,7 +430,9 @@ impl Device for Queue {
     }
 
     fn stats(&self) -> VnetResult<Stats> {
-        Ok(self.counters.snapshot())
+        let mut s = self.counters.snapshot();
+        (s.tx_coalesced, s.coalesce_fallbacks) = self.coalesce_counts();
+        Ok(s)
     }
 
     fn close(&self) {
@@ -514,6 +523,50 @@ impl Queue {
     }
 
     /// Write frames in order (with their virtio-net headers on offload adapters).
+    /// Write one frame (behind `hdr` on offload adapters), waiting for room when the
+    /// socket buffer is full. The error is returned raw, for the caller to classify.
+    fn write_one(&self, file: &File, hdr: Option<VnetHdr>, frame: &[u8]) -> Result<(), WriteError> {
+        loop {
+            let result = if self.vnet.is_some() {
+                let raw_hdr = hdr.unwrap_or_default().to_bytes();
+                (&*file).write_vectored(&[IoSlice::new(&raw_hdr), IoSlice::new(frame)])
+            } else {
+                (&*file).write(frame)
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket send buffer is full: wait for room (wakes on close).
+                    self.wait_for(file, libc::POLLOUT, Duration::from_millis(100))
+                        .map_err(WriteError::Vnet)?;
+                }
+                Err(e) => return Err(WriteError::Io(e)),
+            }
+        }
+    }
+
+    fn write_error(&self, e: io::Error) -> Error {
+        self.counters.tx_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::EIO) => {
+                Some("the adapter is down: call up() (or `ip link set NAME up`) before sending")
+            }
+            Some(libc::EINVAL) => Some("the kernel rejected the frame's format"),
+            _ => None,
+        };
+        let err = Error::os(format!("write to {}", self.name), e);
+        match hint {
+            Some(h) => err.with_hint(h),
+            None => err,
+        }
+    }
+
+    /// Write frames in order (with their virtio-net headers on offload adapters). On an
+    /// offload adapter whose kernel takes TSO/USO, runs of plain frames of one flow are
+    /// merged into super-frames first (see `gro`); if the kernel refuses a merged write
+    /// (EINVAL, as some kernel versions do), merging is turned off for this queue, the
+    /// fallback is counted, and the frames of that run are written one by one.
     fn write_frames(
         &self,
         frames: &[&[u8]],
@@ -524,47 +577,74 @@ impl Queue {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = guard.as_ref().ok_or(Error::Closed)?;
+        let allow = match (&self.vnet, hdrs) {
+            (Some(v), None) if !self.coalesce_off.load(Ordering::Relaxed) => gro_allow(v.offloads),
+            _ => gro::Allow::default(),
+        };
+        let runs = if allow == gro::Allow::default() {
+            (0..frames.len())
+                .map(|i| gro::Run {
+                    start: i,
+                    end: i + 1,
+                })
+                .collect()
+        } else {
+            gro::plan(frames, self.medium, allow)
+        };
         let (mut sent, mut bytes) = (0, 0);
         let mut failure = None;
-        while sent < frames.len() {
-            let frame = frames[sent];
-            let result = if self.vnet.is_some() {
-                let hdr = hdrs
-                    .and_then(|h| h.get(sent).copied().flatten())
-                    .unwrap_or_default();
-                let raw_hdr = hdr.to_bytes();
-                (&*file)
-                    .write_vectored(&[IoSlice::new(&raw_hdr), IoSlice::new(frame)])
-                    .map(|n| n.saturating_sub(VNET_HDR_LEN))
-            } else {
-                (&*file).write(frame)
-            };
-            match result {
-                Ok(_) => {
-                    sent += 1;
-                    bytes += frame.len();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The socket send buffer is full: wait for room (wakes on close).
-                    if let Err(e) = self.wait_for(file, libc::POLLOUT, Duration::from_millis(100)) {
-                        failure = Some(e);
-                        break;
+        'runs: for run in runs {
+            if run.end - run.start > 1 {
+                let mut scratch = self.vnet.as_ref().map(|v| {
+                    v.tx_scratch
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                });
+                if let Some(buf) = scratch.as_deref_mut() {
+                    if let Some(hdr) = gro::merge(frames, run, self.medium, buf) {
+                        match self.write_one(file, Some(hdr), buf) {
+                            Ok(()) => {
+                                self.coalesced
+                                    .fetch_add((run.end - run.start) as u64, Ordering::Relaxed);
+                                sent = run.end;
+                                bytes += frames[run.start..run.end]
+                                    .iter()
+                                    .map(|f| f.len())
+                                    .sum::<usize>();
+                                continue 'runs;
+                            }
+                            Err(WriteError::Io(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                                // This kernel refuses merged writes: stop merging, lose nothing.
+                                self.coalesce_off.store(true, Ordering::Relaxed);
+                                self.coalesce_fallbacks.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(WriteError::Io(e)) => {
+                                failure = Some(self.write_error(e));
+                                break 'runs;
+                            }
+                            Err(WriteError::Vnet(e)) => {
+                                failure = Some(e);
+                                break 'runs;
+                            }
+                        }
                     }
                 }
-                Err(e) => {
-                    self.counters.tx_error();
-                    let hint = match e.raw_os_error() {
-                        Some(libc::EIO) => Some("the adapter is down: call up() (or `ip link set NAME up`) before sending"),
-                        Some(libc::EINVAL) => Some("the kernel rejected the frame's format"),
-                        _ => None,
-                    };
-                    let err = Error::os(format!("write to {}", self.name), e);
-                    failure = Some(match hint {
-                        Some(h) => err.with_hint(h),
-                        None => err,
-                    });
-                    break;
+            }
+            for (i, frame) in frames.iter().enumerate().take(run.end).skip(run.start) {
+                let hdr = hdrs.and_then(|h| h.get(i).copied().flatten());
+                match self.write_one(file, hdr, frame) {
+                    Ok(()) => {
+                        sent = i + 1;
+                        bytes += frame.len();
+                    }
+                    Err(WriteError::Io(e)) => {
+                        failure = Some(self.write_error(e));
+                        break 'runs;
+                    }
+                    Err(WriteError::Vnet(e)) => {
+                        failure = Some(e);
+                        break 'runs;
+                    }
                 }
             }
         }
@@ -578,6 +658,32 @@ impl Queue {
                 source: Box::new(e),
             }),
         }
+    }
+
+    /// Frames written as part of merged super-frames, and merged writes the kernel
+    /// refused (after which this queue writes frames one by one).
+    pub fn coalesce_counts(&self) -> (u64, u64) {
+        (
+            self.coalesced.load(Ordering::Relaxed),
+            self.coalesce_fallbacks.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// How a single write failed: the OS said no, or waiting for room ended (closed).
+enum WriteError {
+    Io(io::Error),
+    Vnet(Error),
+}
+
+/// What may be merged on an adapter with TUN_F_* `offloads`.
+fn gro_allow(offloads: u32) -> gro::Allow {
+    gro::Allow {
+        tcp4: offloads & libc::TUN_F_TSO4 != 0 && offloads & libc::TUN_F_CSUM != 0,
+        tcp6: offloads & libc::TUN_F_TSO6 != 0 && offloads & libc::TUN_F_CSUM != 0,
+        udp: offloads & (libc::TUN_F_USO4 | libc::TUN_F_USO6)
+            == (libc::TUN_F_USO4 | libc::TUN_F_USO6)
+            && offloads & libc::TUN_F_CSUM != 0,
     }
 }
 
@@ -695,7 +801,11 @@ impl Adapter {
                         rx_mode: opts.rx_mode,
                         offloads,
                         scratch: Mutex::new(Vec::with_capacity(MAX_FRAME)),
+                        tx_scratch: Mutex::new(Vec::with_capacity(MAX_FRAME)),
                     }),
+                    coalesce_off: AtomicBool::new(false),
+                    coalesced: AtomicU64::new(0),
+                    coalesce_fallbacks: AtomicU64::new(0),
                 }))
             })
             .collect::<VnetResult<Vec<_>>>()?;
@@ -898,6 +1008,9 @@ impl Adapter {
             s.tx_bytes += qs.tx_bytes;
             s.rx_errors += qs.rx_errors;
             s.tx_errors += qs.tx_errors;
+            let (merged, fallbacks) = q.coalesce_counts();
+            s.tx_coalesced += merged;
+            s.coalesce_fallbacks += fallbacks;
         }
         let k = self
             .nl()
