@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -632,7 +633,7 @@ def check_namespaces(netns: list[str] | None, all_namespaces: bool) -> list[Find
     cred = adapter_checks._cred()
     for ns in targets:
         found += _guarded(
-            "adapters", lambda ns=ns: adapter_checks.check_adapters(ns, cred), netns=ns
+            "adapters", functools.partial(adapter_checks.check_adapters, ns, cred), netns=ns
         )
     return found
 

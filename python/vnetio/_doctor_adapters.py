@@ -828,14 +828,14 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
         unshare, "--net", sys.executable, "-c", _OFFLOAD_PROBE,
         str(_iow_tun(202)), str(_iow_tun(208)), json.dumps(tries),
     ]  # fmt: skip
+    accepted: object = None
     try:
         proc = _run(argv)
-        accepted = json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        proc, accepted = None, None
-        error = str(exc)
-    else:
         error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        if proc.returncode == 0:
+            accepted = json.loads(proc.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        error = str(exc)
     if not isinstance(accepted, list):
         return [
             Finding(
