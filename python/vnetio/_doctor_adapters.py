@@ -414,10 +414,12 @@ def _offload_finding(a: _Adapter, features: Features | None) -> Finding | None:
             "IFF_VNET_HDR gets 64 KB super-frames and unfinished checksums",
             "The TUNSETOFFLOAD mask belongs to the adapter, not to a descriptor: it outlives "
             "the process that set it (with IFF_VNET_HDR) and applies to whoever attaches next. "
-            "Readers without IFF_VNET_HDR (vnetio, python-pytun, os.read) then receive "
+            "Readers without IFF_VNET_HDR (python-pytun, os.read, most tools) then receive "
             "unsegmented GSO frames (truncated to their buffer) and checksums left for the "
-            "'hardware' to finish.",
-            f"{off}; or delete it: {a.delete()}",
+            "'hardware' to finish. vnetio resets the mask whenever it opens an adapter "
+            "without offload=True.",
+            f"{off}; or open it once with vnetio, which resets the mask: {a.open_code()}; or "
+            f"delete it: {a.delete()}",
         )
     if a.tun.get("vnet_hdr"):
         return None
@@ -430,7 +432,9 @@ def _offload_finding(a: _Adapter, features: Features | None) -> Finding | None:
         "IFF_VNET_HDR) does not match the flags of the descriptor reading now: without a "
         "virtio-net header the reader cannot tell a 64 KB GSO frame or a partial checksum "
         "from a normal packet.",
-        f"{off}; or have the reader open with IFF_VNET_HDR and handle virtio-net headers",
+        f"{off} (takes effect at once); or have the reader reopen it with vnetio, which "
+        "resets the mask (or reads super-frames properly with offload=True), or with "
+        "IFF_VNET_HDR, handling virtio-net headers",
     )
 
 

@@ -9,6 +9,7 @@ that the finding is gone. Helper processes are ended by PID, also when a test fa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -211,6 +212,18 @@ def build_stale_offload(ns: Netns, stack: ExitStack) -> Expect:
     )
 
 
+def build_stale_offload_reset_by_vnetio(ns: Netns, stack: ExitStack) -> Expect:
+    """The same fault, fixed the other way the finding offers: one vnetio open and close."""
+    expect = build_stale_offload(ns, stack)
+
+    def open_once(ns: Netns, stack: ExitStack) -> None:
+        import vnetio
+
+        vnetio.Tap("vnoff", netns=ns.name).close()
+
+    return dataclasses.replace(expect, fix=("vnetio.Tap('vnoff', netns='{ns}')",), apply=open_once)
+
+
 def build_flags_mismatch(ns: Netns, stack: ExitStack) -> Expect:
     """The stale offload mask above, and a plain reader (no IFF_VNET_HDR) attached to it."""
     raw_tun(ns, stack, "vnmix", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, offload=TUN_F_CSUM | TUN_F_TSO4)
@@ -312,6 +325,7 @@ def build_multi_queue(ns: Netns, stack: ExitStack) -> Expect:
 FAULTS = {
     "orphan-killed-process": build_orphan,
     "stale-offload": build_stale_offload,
+    "stale-offload-reset-by-vnetio": build_stale_offload_reset_by_vnetio,
     "mismatched-flags": build_flags_mismatch,
     "no-carrier-bridge-port": build_no_carrier_port,
     "bridge-port-not-forwarding": build_port_not_forwarding,
