@@ -37,6 +37,7 @@ import os
 import platform
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -541,7 +542,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a run during which other work used more than this share of the CPUs is "
         "disturbed: it is run again, and left out of the median if a calm run exists (0.05)",
     )
-    p.add_argument("--retries", type=int, default=3, help="reruns of a disturbed run (3)")
+    p.add_argument("--retries", type=int, default=2, help="reruns of a disturbed run (2)")
     p.add_argument("--out", type=Path, help="also write the Markdown report here")
     p.add_argument("--json", type=Path, help="write every run's raw figures here")
     p.add_argument("--python", default=sys.executable, help="interpreter for the children")
@@ -692,7 +693,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through every BridgeLoop: namespaces are removed
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
     sys.exit(130)
