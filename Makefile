@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.deps-stamp
 EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
-DEB_PACKAGES := iproute2 iputils-ping python3-venv
+DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3
 
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml pyproject.toml
 

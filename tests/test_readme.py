@@ -9,6 +9,7 @@ names the test that covers it instead. A block without a marker fails this test.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -46,9 +47,12 @@ def test_example_runs_as_is(code: str) -> None:
     [c for how, c in blocks() if how == "in a network namespace"],
     ids=lambda c: c.splitlines()[0][:40],
 )
-def test_example_runs_in_a_namespace(netns: Netns, code: str) -> None:
+def test_example_runs_in_a_namespace(netns: Netns, code: str, tmp_path: Path) -> None:
+    # vnetio's adapter records (see vnetio.hygiene) go to a temporary state directory.
+    env = {**os.environ, "VNETIO_STATE_DIR": str(tmp_path)}
     result = subprocess.run(
         ["ip", "netns", "exec", netns.name, sys.executable, "-c", code],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,

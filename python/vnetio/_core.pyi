@@ -59,7 +59,8 @@ def list_links(netns: str | None = None) -> list[dict[str, Any]]:
 
     Keys: ifindex, name, kind, flags, up, mtu, txqlen, operstate, carrier, master, mac,
     and tun (None, or a dict: mode, owner, group, pi, vnet_hdr, persist, multi_queue,
-    queues, disabled_queues).
+    queues, disabled_queues; the kernel reports the queue counts for multi-queue adapters
+    only, so they are None for single-queue ones).
     """
 
 def delete_adapter(name: str, *, netns: str | None = None) -> None:

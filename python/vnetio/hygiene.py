@@ -768,7 +768,7 @@ def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[A
         flags = flags_ctime[0] if flags_ctime else _derived_flags(tun)
         who = holders.get((ns.name, link["ifindex"]), ())
         if tun["multi_queue"]:
-            queues, disabled = int(tun["queues"]), int(tun["disabled_queues"])
+            queues, disabled = int(tun["queues"] or 0), int(tun["disabled_queues"] or 0)
         else:
             # The kernel reports queue counts for multi-queue adapters only. A single-queue
             # adapter has carrier exactly while its one descriptor is attached (unless the
@@ -958,7 +958,8 @@ def _release(info: AdapterInfo) -> None:
         state = _tun_state(info.netns, info.ifindex)
         if state is None or adapter.ifindex != info.ifindex:
             raise _Gone(info.name)  # replaced by another adapter of that name: not ours to touch
-        if state["queues"] + state["disabled_queues"] > ours:  # another multi-queue holder
+        attached = (state["queues"] or 0) + (state["disabled_queues"] or 0)  # None: single-queue
+        if attached > ours:  # another multi-queue holder
             raise OSError(errno.EBUSY, f"{info.where}: a process attached it just now")
         adapter.set_persistent(False)
     # The kernel unregisters a non-persistent adapter when its last queue detaches.

@@ -83,10 +83,11 @@ pub struct TunInfo {
     pub persist: bool,
     /// Created with IFF_MULTI_QUEUE.
     pub multi_queue: bool,
-    /// Descriptors attached now (0: nobody holds the adapter).
-    pub queues: u32,
-    /// Queues detached with TUNSETQUEUE.
-    pub disabled_queues: u32,
+    /// Descriptors attached now. The kernel reports it for multi-queue adapters only
+    /// (`None` otherwise: use carrier or the holders of the descriptor instead).
+    pub queues: Option<u32>,
+    /// Queues detached with TUNSETQUEUE (multi-queue adapters only).
+    pub disabled_queues: Option<u32>,
 }
 
 /// One network interface as rtnetlink describes it.
@@ -128,8 +129,8 @@ fn parse_tun(data: &[u8]) -> TunInfo {
             IFLA_TUN_VNET_HDR => t.vnet_hdr = byte,
             IFLA_TUN_PERSIST => t.persist = byte,
             IFLA_TUN_MULTI_QUEUE => t.multi_queue = byte,
-            IFLA_TUN_NUM_QUEUES => t.queues = u32_at(v, 0).unwrap_or(0),
-            IFLA_TUN_NUM_DISABLED_QUEUES => t.disabled_queues = u32_at(v, 0).unwrap_or(0),
+            IFLA_TUN_NUM_QUEUES => t.queues = u32_at(v, 0),
+            IFLA_TUN_NUM_DISABLED_QUEUES => t.disabled_queues = u32_at(v, 0),
             _ => {}
         }
     }
@@ -477,7 +478,7 @@ mod tests {
             .finish();
         let t = parse_tun(&data[NLMSG_HDRLEN..]);
         assert!(t.tap && t.persist && !t.multi_queue);
-        assert_eq!((t.owner, t.group, t.queues), (Some(1000), None, 3));
+        assert_eq!((t.owner, t.group, t.queues), (Some(1000), None, Some(3)));
     }
 
     #[test]

@@ -131,6 +131,18 @@ fn open_dev() -> VnetResult<File> {
 
 /// "; vn0 belongs to uid 1000 / gid 100" for an existing adapter with an owner or group,
 /// read over rtnetlink so it works inside any namespace.
+/// The name of user or group `id` from a passwd/group-format file (local accounts only;
+/// an id without an entry, e.g. from LDAP, is shown as a number).
+fn id_name(db: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(db).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()?.parse::<u32>().ok()? == id).then(|| name.to_owned())
+    })
+}
+
 fn owner_note(name: &str, nl: &mut Netlink) -> String {
     let links = nl.links().unwrap_or_default();
     let Some(tun) = links
@@ -140,14 +152,22 @@ fn owner_note(name: &str, nl: &mut Netlink) -> String {
     else {
         return String::new();
     };
-    let who = |id: Option<u32>| id.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    let who = |id: Option<u32>, db: &str| {
+        id.map_or_else(
+            || "none".to_owned(),
+            |v| match id_name(db, v) {
+                Some(n) => format!("{v} ({n})"),
+                None => v.to_string(),
+            },
+        )
+    };
     if tun.owner.is_none() && tun.group.is_none() {
         format!("; {name} has no owner or group set, so only CAP_NET_ADMIN may attach")
     } else {
         format!(
             "; {name} belongs to uid {} / gid {}",
-            who(tun.owner),
-            who(tun.group)
+            who(tun.owner, "/etc/passwd"),
+            who(tun.group, "/etc/group")
         )
     }
 }
@@ -158,7 +178,7 @@ fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions, nl: &mut Netlink) 
         Some(libc::EPERM) => format!(
             "creating or attaching to a TUN/TAP adapter needs CAP_NET_ADMIN, unless the adapter is \
              persistent and owned by this user or group (have root create it with owner=<uid> / \
-             `vnetio create` / `ip tuntap add {name} mode {} user USER`){}",
+             `vnetio create {name} --{} --owner USER`){}",
             opts.medium.as_str(),
             owner_note(name, nl)
         ),
@@ -169,9 +189,11 @@ fn setiff_error(e: io::Error, name: &str, opts: &OpenOptions, nl: &mut Netlink) 
         Some(libc::EINVAL) => format!(
             "{name} exists with other settings: it is not a {} adapter, or its multi-queue setting \
              differs from queues={} (IFF_MULTI_QUEUE must match how it was created); open it with \
-             matching options or delete it (`ip link del {name}`)",
+             matching options or delete it (`{ip} link del {name}` or `vnetio delete {name}{ns}`)",
             opts.medium.as_str().to_uppercase(),
-            opts.queues
+            opts.queues,
+            ip = opts.netns.as_deref().map_or_else(|| "ip".to_owned(), |n| format!("ip -n {n}")),
+            ns = opts.netns.as_deref().map_or_else(String::new, |n| format!(" --netns {n}")),
         ),
         _ => String::new(),
     };
