@@ -102,22 +102,30 @@ fn l4_field(protocol: u8) -> Option<usize> {
     }
 }
 
-/// The pseudo-header sum for `layout` (0 for ICMPv4, which has none).
-fn pseudo(frame: &[u8], l: &Layout) -> u16 {
-    let len = l.l4_len() as u32;
+/// The pseudo-header sum of the packet `layout` describes in `frame`, for an L4 segment
+/// of `l4_len` bytes (IPv4 or IPv6 addresses, protocol, length).
+pub fn pseudo_for(frame: &[u8], l: &Layout, l4_len: usize) -> u16 {
     match l.ip {
-        Ip::V4 if l.protocol == proto::ICMP => 0,
         Ip::V4 => {
             let a = |at: usize| [frame[at], frame[at + 1], frame[at + 2], frame[at + 3]];
-            pseudo_header_v4(a(l.l3 + 12), a(l.l3 + 16), l.protocol, len)
+            pseudo_header_v4(a(l.l3 + 12), a(l.l3 + 16), l.protocol, l4_len as u32)
         }
         Ip::V6 => {
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
             src.copy_from_slice(&frame[l.l3 + 8..l.l3 + 24]);
             dst.copy_from_slice(&frame[l.l3 + 24..l.l3 + 40]);
-            pseudo_header_v6(src, dst, l.protocol, len)
+            pseudo_header_v6(src, dst, l.protocol, l4_len as u32)
         }
+    }
+}
+
+/// The pseudo-header sum for `layout` (0 for ICMPv4, which has none).
+fn pseudo(frame: &[u8], l: &Layout) -> u16 {
+    if l.ip == Ip::V4 && l.protocol == proto::ICMP {
+        0
+    } else {
+        pseudo_for(frame, l, l.l4_len())
     }
 }
 

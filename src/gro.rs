@@ -14,7 +14,7 @@
 //! - every payload but the last has the same length (the segment size); the last is not
 //!   longer; at most 64 KiB of IP packet.
 
-use crate::checksum::{pseudo_header_v4, pseudo_header_v6};
+use crate::checksum::pseudo_for;
 use crate::device::Medium;
 use crate::vnet::{gso, VnetHdr, F_NEEDS_CSUM};
 use crate::wire::{locate, proto, Ip, Layout};
@@ -216,18 +216,7 @@ pub fn merge(frames: &[&[u8]], run: Run, medium: Medium, out: &mut Vec<u8>) -> O
         out[l.l4 + 4..l.l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
         (6, gso::UDP_L4)
     };
-    let pseudo = match l.ip {
-        Ip::V4 => {
-            let a = |i: usize| [out[i], out[i + 1], out[i + 2], out[i + 3]];
-            pseudo_header_v4(a(l.l3 + 12), a(l.l3 + 16), l.protocol, l4_len as u32)
-        }
-        Ip::V6 => {
-            let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
-            s.copy_from_slice(&out[l.l3 + 8..l.l3 + 24]);
-            d.copy_from_slice(&out[l.l3 + 24..l.l3 + 40]);
-            pseudo_header_v6(s, d, l.protocol, l4_len as u32)
-        }
-    };
+    let pseudo = pseudo_for(out, &l, l4_len);
     out[l.l4 + field..l.l4 + field + 2].copy_from_slice(&pseudo.to_be_bytes());
     Some(VnetHdr {
         flags: F_NEEDS_CSUM,

@@ -7,7 +7,7 @@
 //! or frame that does not make sense is an `Err` with the reason.
 
 use crate::batch::PacketBatch;
-use crate::checksum::{combine, finish, pseudo_header_v4, pseudo_header_v6, sum};
+use crate::checksum::{combine, finish, pseudo_for, sum};
 use crate::device::Medium;
 use crate::wire::{locate, proto, Ip, Layout};
 
@@ -170,18 +170,7 @@ fn finish_segment(seg: &mut [u8], l: &Layout) {
         put16(seg, l.l4 + 4, l4_len as u16);
     }
     put16(seg, l.l4 + field, 0);
-    let pseudo = match l.ip {
-        Ip::V4 => {
-            let a = |i: usize| [seg[i], seg[i + 1], seg[i + 2], seg[i + 3]];
-            pseudo_header_v4(a(l.l3 + 12), a(l.l3 + 16), l.protocol, l4_len as u32)
-        }
-        Ip::V6 => {
-            let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
-            s.copy_from_slice(&seg[l.l3 + 8..l.l3 + 24]);
-            d.copy_from_slice(&seg[l.l3 + 24..l.l3 + 40]);
-            pseudo_header_v6(s, d, l.protocol, l4_len as u32)
-        }
-    };
+    let pseudo = pseudo_for(seg, l, l4_len);
     let mut c = finish(combine(&[pseudo, sum(&seg[l.l4..])]));
     if c == 0 && l.protocol == proto::UDP {
         c = 0xffff;
