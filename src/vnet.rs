@@ -282,7 +282,7 @@ pub fn segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::verify_frame;
+    use crate::checksum::{pseudo_header_v4, verify_frame};
 
     /// An Ethernet + IPv4 + TCP super-frame with `payload` bytes, PSH|ACK|FIN, partial
     /// checksum (pseudo-header sum in the TCP checksum field), as the kernel hands it out.
