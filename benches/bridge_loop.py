@@ -167,6 +167,10 @@ class CpuWatch:
         self.child0 = _pid_ticks(pid)
         self.main0 = _main_thread_cpu_ns(pid)
 
+    def process_cpu_ns(self) -> int:
+        """CPU time of the whole child (all its threads, also ended ones) since the start."""
+        return (_pid_ticks(self.pid) - self.child0) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
     def main_thread_cpu_ns(self) -> int:
         """CPU time of the child's main thread since the start (ns, from schedstat)."""
         return _main_thread_cpu_ns(self.pid) - self.main0
@@ -221,6 +225,7 @@ def run_loop_once(
             cpu = CpuWatch(child.proc.pid)
             run = child.command(f"run {seconds}", timeout=60 + seconds)
             result["other_cpu"] = cpu.other_share()
+            result["process_cpu_ns"] = cpu.process_cpu_ns()
             after = loop.counters(loop.tap_b)
         finally:
             child.close()
@@ -238,6 +243,7 @@ def run_loop_once(
     result["rate"] = delivered / result["seconds"] if result["seconds"] > 0 else 0.0
     result["gbps"] = result["rate"] * size * 8 / 1e9
     result["loss"] = 1 - delivered / written if written else 0.0
+    result["cpu_ns_per_frame"] = result["process_cpu_ns"] / delivered if delivered else 0.0
     return result
 
 
@@ -411,8 +417,11 @@ def render(
         "share of all CPUs busy with anything but the measured process during the timed part "
         "(kernel threads, softirq time, other programs on the machine): a high value marks a "
         "disturbed run, rerun up to --retries times and left out of medians and ranges when "
-        "calm runs exist. Reader CPU ns/frame = CPU time of the draining thread (schedstat) per "
-        "frame, median over runs: less sensitive to other load than the wall-clock rate. "
+        "calm runs exist. CPU ns/frame (bridge loop) = CPU time of the whole implementation "
+        "process, writer and reader threads and the kernel work in their system calls, per "
+        "delivered frame; reader CPU ns/frame (ceiling) = CPU time of the draining thread "
+        "(schedstat) per frame; both are medians over the runs used, and less sensitive to "
+        "other load than the wall-clock rates. "
         "Each run uses a fresh namespace and processes; 'vs native' compares "
         "medians of the same invocation."
     )
@@ -433,10 +442,10 @@ def render_loop_table(
         "",
         (
             "| implementation | written | delivered | delivered/s | Gbit/s | loss "
-            "| B TX dropped | noise idle / in run | other CPU | vs native "
+            "| B TX dropped | noise idle / in run | CPU ns/frame | other CPU | vs native "
             "| delivered/s range (runs used) |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key in args.impls:
         cell = cells.get((key, size))
@@ -445,14 +454,14 @@ def render_loop_table(
         label = IMPLS[key].label
         run = cell.median_run()
         if run is None:
-            out.append(f"| {label} | failed: {one_line(cell.error)} ||||||||||")
+            out.append(f"| {label} | failed: {one_line(cell.error)} |||||||||||")
             continue
         ratio = f"{run['rate'] / native_run['rate']:.2f}×" if native_run else "n/a"
         out.append(
             f"| {label} | {fmt_count(run['written'])} | {fmt_count(run['delivered'])} "
             f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} | {run['loss'] * 100:.2f}% "
             f"| {fmt_count(run['tx_dropped'])} | {first_noise(cell)} / {run['noise_run']} "
-            f"| {run['other_cpu'] * 100:.0f}% | {ratio} | {cell.rate_range()} |"
+            f"| {cpu_ns(cell)} | {run['other_cpu'] * 100:.0f}% | {ratio} | {cell.rate_range()} |"
         )
     out.append("")
     return out
@@ -626,7 +635,8 @@ def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, 
                     f"{tag}  delivered {fmt_rate(res['rate'])}/s, written "
                     f"{fmt_rate(res['written'] / res['write_seconds'])}/s, "
                     f"loss {res['loss'] * 100:.2f}%, B TX dropped {res['tx_dropped']}, "
-                    f"other CPU {res['other_cpu'] * 100:.0f}%"
+                    f"other CPU {res['other_cpu'] * 100:.0f}%, "
+                    f"CPU {res['cpu_ns_per_frame']:.0f} ns/frame"
                 )
     return cells
 
