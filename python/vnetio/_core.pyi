@@ -31,6 +31,8 @@ __all__ = [
     "list_links",
     "loopback_pair",
     "tun_features",
+    "update_checksum",
+    "update_checksum32",
     "validate_ifname",
     "verify_checksums",
 ]
@@ -68,6 +70,12 @@ def delete_adapter(name: str, *, netns: str | None = None) -> None:
 
 def internet_checksum(data: Buffer) -> int:
     """The Internet checksum (RFC 1071) of ``data``: the value a checksum field holds."""
+
+def update_checksum(check: int, old: int, new: int) -> int:
+    """RFC 1624: the checksum after a 16-bit field changes from ``old`` to ``new``."""
+
+def update_checksum32(check: int, old: int, new: int) -> int:
+    """RFC 1624 for a changed 32-bit field (an IPv4 address, a TCP sequence number)."""
 
 def verify_checksums(
     frame: Buffer, kind: Literal["tap", "tun"] = "tap"

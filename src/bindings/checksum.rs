@@ -31,6 +31,19 @@ pub fn internet_checksum(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u1
     Ok(py.detach(|| checksum::checksum(&bytes)))
 }
 
+/// RFC 1624 incremental update: the new checksum after a 16-bit field changes from `old`
+/// to `new` (e.g. a TTL/protocol word), without summing the data again.
+#[pyfunction]
+pub fn update_checksum(check: u16, old: u16, new: u16) -> u16 {
+    checksum::update(check, old, new)
+}
+
+/// RFC 1624 for a changed 32-bit field (an IPv4 address, a TCP sequence number).
+#[pyfunction]
+pub fn update_checksum32(check: u16, old: u32, new: u32) -> u16 {
+    checksum::update32(check, old, new)
+}
+
 /// Verify one frame's IPv4 header and TCP/UDP/ICMP/ICMPv6 checksums.
 /// Returns (ip_ok, l4_ok); None where a checksum does not apply.
 #[pyfunction]

@@ -21,7 +21,9 @@ mod _core {
     #[pymodule_export]
     use super::batch::PyBatch;
     #[pymodule_export]
-    use super::checksum::{fix_checksums, internet_checksum, verify_checksums};
+    use super::checksum::{
+        fix_checksums, internet_checksum, update_checksum, update_checksum32, verify_checksums,
+    };
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
 

@@ -131,3 +131,28 @@ def test_bad_input_is_a_clear_error() -> None:
 def test_module_docstring_example() -> None:
     failures, _ = doctest.testmod(vnetio.checksum)
     assert failures == 0
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets(), st.data())
+def test_incremental_update_matches_a_full_recompute(
+    case: tuple[bytes, str, int, int], data: st.DataObject
+) -> None:
+    """Rewrite the IPv4 source address (as a NAT does) or the TTL word: RFC 1624's update of
+    the header checksum equals recomputing it."""
+    frame, kind, l3, _ = case
+    if frame[l3] >> 4 != 4:
+        return
+    f = bytearray(frame)
+    check = int.from_bytes(f[l3 + 10 : l3 + 12], "big")
+    if data.draw(st.booleans()):
+        old = int.from_bytes(f[l3 + 12 : l3 + 16], "big")
+        new = data.draw(st.integers(0, 2**32 - 1))
+        f[l3 + 12 : l3 + 16] = new.to_bytes(4, "big")
+        updated = checksum.update32(check, old, new)
+    else:
+        old = int.from_bytes(f[l3 + 8 : l3 + 10], "big")
+        f[l3 + 8] = data.draw(st.integers(1, 255))
+        updated = checksum.update(check, old, int.from_bytes(f[l3 + 8 : l3 + 10], "big"))
+    f[l3 + 10 : l3 + 12] = updated.to_bytes(2, "big")
+    assert checksum.verify(bytes(f), kind)[0] is True
