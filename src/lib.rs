@@ -6,6 +6,7 @@
 #![cfg_attr(not(feature = "python"), forbid(unsafe_op_in_unsafe_fn))]
 
 pub mod batch;
+pub mod bpf;
 pub mod checksum;
 pub mod device;
 pub mod error;
