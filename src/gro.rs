@@ -12,9 +12,10 @@
 //!   the run; no SYN, RST, URG or CWR;
 //! - UDP (only with USO on): the same source and destination ports;
 //! - every payload but the last has the same length (the segment size); the last is not
-//!   longer; at most 64 KiB of IP packet.
+//!   longer; at most 64 KiB of IP packet;
+//! - every checksum verifies (a corrupted frame is written alone, for the receiver to drop).
 
-use crate::checksum::pseudo_for;
+use crate::checksum::{pseudo_for, verify_frame};
 use crate::device::Medium;
 use crate::vnet::{gso, VnetHdr, F_NEEDS_CSUM};
 use crate::wire::{locate, proto, Ip, Layout};
@@ -49,6 +50,13 @@ fn flow(frame: &[u8], medium: Medium, allow: Allow) -> Option<Flow> {
     let l = locate(frame, medium).ok()?;
     if l.fragment || l.partial || l.end != frame.len() {
         return None; // fragments, or Ethernet padding after the packet
+    }
+    // Like the kernel's GRO, merge only frames whose checksums verify: a merged super-frame
+    // gets a fresh partial checksum that the kernel trusts, so a corrupted frame must be
+    // written on its own, for the receiver to drop.
+    let check = verify_frame(frame, medium).ok()?;
+    if check.l4 != Some(true) || check.ip == Some(false) {
+        return None;
     }
     let ok = match (l.ip, l.protocol) {
         (Ip::V4, proto::TCP) => allow.tcp4,
@@ -311,6 +319,17 @@ mod tests {
             6,
             "nothing merges when TSO is off"
         );
+    }
+
+    #[test]
+    fn a_corrupted_frame_is_not_merged() {
+        let a = tcp4(0, 100, 0x10, 1);
+        let mut bad = tcp4(100, 100, 0x10, 2);
+        *bad.last_mut().unwrap() ^= 0xff; // payload changed, checksum now wrong
+        let c = tcp4(200, 100, 0x10, 3);
+        let refs: Vec<&[u8]> = vec![&a, &bad, &c];
+        let runs = plan(&refs, Medium::Ethernet, ALL);
+        assert!(runs.iter().all(|r| r.end - r.start == 1), "{runs:?}");
     }
 
     #[test]

@@ -125,6 +125,45 @@ impl VnetHdr {
     }
 }
 
+impl VnetHdr {
+    /// Check the header against the frame's contents (after [`VnetHdr::validate`]): a GSO
+    /// type must match the frame's IP version and transport protocol, and a partial
+    /// checksum of a super-frame must start at its transport header and name its checksum
+    /// field. This is what keeps a wrong header from ever reaching the kernel.
+    pub fn check_frame(self, frame: &[u8], medium: Medium) -> Result<(), String> {
+        self.validate(frame.len())?;
+        if !self.is_gso() {
+            return Ok(());
+        }
+        let l = locate(frame, medium).map_err(|e| format!("GSO super-frame: {e}"))?;
+        let (ip, protocol, field) = match self.kind() {
+            gso::TCPV4 => (Some(Ip::V4), proto::TCP, 16),
+            gso::TCPV6 => (Some(Ip::V6), proto::TCP, 16),
+            _ => (None, proto::UDP, 6),
+        };
+        if ip.is_some_and(|v| v != l.ip) || l.protocol != protocol || l.fragment || l.partial {
+            return Err(format!(
+                "gso_type {} does not match the frame (IPv{} protocol {})",
+                self.kind(),
+                if l.ip == Ip::V4 { 4 } else { 6 },
+                l.protocol
+            ));
+        }
+        if self.flags & F_NEEDS_CSUM != 0
+            && (usize::from(self.csum_start) != l.l4 || usize::from(self.csum_offset) != field)
+        {
+            return Err(format!(
+                "csum_start {} / csum_offset {} do not point at the {} checksum (expected {} / {field})",
+                self.csum_start,
+                self.csum_offset,
+                if protocol == proto::TCP { "TCP" } else { "UDP" },
+                l.l4
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Complete a partial checksum in place (`F_NEEDS_CSUM`): the field at
 /// `csum_start + csum_offset` holds the pseudo-header sum; the result covers everything
 /// from `csum_start` to the end of the frame.

@@ -243,7 +243,7 @@ pub(crate) fn check_meta(
     let max_super = 65_535 + medium.link_overhead();
     for (index, (frame, hdr)) in frames.iter().zip(hdrs).enumerate() {
         if let Some(h) = hdr {
-            h.validate(frame.len())
+            h.check_frame(frame, medium)
                 .map_err(|reason| Error::BadFrame { index, reason })?;
             if h.is_gso() && frame.len() > max_super {
                 return Err(Error::BadFrame {

@@ -384,16 +384,9 @@ def test_tcp_stream_between_offload_and_plain(
     "mode_b",
     [
         "off",
-        pytest.param(
-            "segments",
-            marks=pytest.mark.xfail(
-                reason="bug: send_batch on an offload adapter merges plain frames (GRO) "
-                "without verifying their checksums, and the merged super-frame carries a "
-                "fresh partial checksum the kernel trusts: a corrupted frame is delivered "
-                "to the application instead of dropped",
-                strict=True,
-            ),
-        ),
+        # Regression: GRO merging once skipped checksum verification, so a corrupted frame
+        # got a fresh partial checksum the kernel trusted and was delivered.
+        "segments",
     ],
 )
 def test_a_corrupted_frame_is_dropped_not_delivered(
@@ -579,15 +572,8 @@ def test_metadata_round_trips_and_malformed_headers_are_value_errors() -> None:
     "offload",
     [
         False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                reason="bug: on an offload adapter a header that does not match its frame "
-                "(here gso_type udp_l4 on a TCP frame) is passed to the kernel, which refuses "
-                "it with EINVAL (OSError) instead of a ValueError before anything is sent",
-                raises=OSError,
-            ),
-        ),
+        # Regression: on an offload adapter such a header once reached the kernel (EINVAL).
+        True,
     ],
 )
 def test_metadata_not_matching_the_frame_is_refused_by_send_batch(
