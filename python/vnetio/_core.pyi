@@ -160,7 +160,7 @@ class Adapter:
         """Receive up to ``max_frames`` frames: waits up to ``timeout`` seconds (None: forever,
         0: not at all) for the first, then takes what is queued without waiting. On an
         offload adapter in ``rx_mode="segments"`` the last super-frame read is split whole,
-        so the batch may hold up to one super-frame's segments (≤ 45) more than asked."""
+        so the batch may hold the segments of that one super-frame beyond ``max_frames``."""
     def send(self, frame: Buffer) -> None: ...
     def send_batch(self, frames: Batch | Iterable[Buffer]) -> int:
         """Send every frame; returns the count. All frames are validated before the first is
