@@ -1,0 +1,473 @@
+"""Forwarder benchmark: iperf3 TCP from one network namespace to another through a
+userspace forwarder between two TUN adapters (and the same with two TAPs).
+
+Topology (per implementation, built fresh so no offload mask or state carries over):
+namespace A holds adapter ``vnfwa0`` (10.79.0.1/24), namespace B holds ``vnfwb0``
+(10.79.0.2/24); a forwarder process attaches to both and copies every packet across, in
+both directions (TAP: ARP crosses it too). iperf3 runs its client in A and its server in
+B; both ends and the forwarder share the machine's cores. The kernel-only reference is a
+veth pair between the same namespaces, with no forwarder.
+
+Implementations: vnetio with offload (super-frames passed through with their metadata;
+and segments mode, where vnetio splits on receive and merges again on send), vnetio
+without offload, python-pytun and Python ``os.read``/``os.write`` (two threads each), and
+the native Rust forwarder ``examples/native_forwarder.rs`` (one packet per call, without
+and with the virtio-net header passed through).
+
+Reported per case: the median of ``--repeat`` runs of ``--seconds`` (iperf3 ``-O 1`` omits
+the first second of slow start), TCP retransmissions (iperf3's count, summed over runs),
+the forwarder's ring drops (both adapters' kernel ``tx_dropped``: packets the kernel could
+not queue for a reader that fell behind), and the forwarder process's CPU use.
+
+The benchmark waits while another benchmark (``bridge_loop``/``native_bridge``) runs on
+this machine and notes it in the report. Run as root::
+
+    .venv/bin/python benches/forwarder.py --out bench-results/forwarder.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import platform
+import secrets
+import shlex
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "target" / "release" / "examples" / "native_forwarder"
+DEV_A, DEV_B = "vnfwa0", "vnfwb0"
+ADDR_A, ADDR_B = "10.79.0.1", "10.79.0.2"
+PORT = 5301
+OTHER_BENCHMARKS = ("bridge_loop", "native_bridge")
+SECTION_BEGIN = "<!-- forwarder:begin (benches/forwarder.py writes this section) -->"
+SECTION_END = "<!-- forwarder:end -->"
+
+IFF_TUN, IFF_TAP, IFF_NO_PI = 0x0001, 0x0002, 0x1000
+TUNSETIFF = 0x400454CA
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True)
+class Impl:
+    key: str
+    label: str
+    kinds: tuple[str, ...] = ("tun", "tap")
+
+
+IMPLS = [
+    Impl("vnetio-offload", "vnetio, offload (super-frames passed through)"),
+    Impl("vnetio-segments", "vnetio, offload, segments mode (split on receive, GRO on send)"),
+    Impl("vnetio-plain", "vnetio, no offload"),
+    Impl("pytun", "python-pytun, 2 threads"),
+    Impl("os", "Python `os.read`/`os.write`, 2 threads"),
+    Impl("native", "native Rust, 2 threads, one packet per call"),
+    Impl("native-vnet", "native Rust, IFF_VNET_HDR + TUNSETOFFLOAD, header passed through"),
+    Impl("veth", "veth pair, kernel only (upper reference)", ("veth",)),
+]
+
+
+# --- the forwarders (run as `forwarder.py --serve IMPL ...` in a process of their own) ----
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter_netns(ns: str) -> None:
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {ns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def pump_forever(pairs: list[tuple[Callable[[], Any], Callable[[Any], Any]]]) -> None:
+    """One thread per direction: ``write(read())`` until the process is killed."""
+
+    def loop(read: Callable[[], Any], write: Callable[[Any], Any]) -> None:
+        while True:
+            data = read()
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
+                write(data)
+            except OSError:
+                pass  # a refused write drops the packet, as a router would
+
+    threads = [threading.Thread(target=loop, args=p, daemon=True) for p in pairs]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    for t in threads:
+        t.join()
+
+
+def serve(impl: str, kind: str, a: str, b: str) -> None:
+    (ns_a, dev_a), (ns_b, dev_b) = (x.split(":", 1) for x in (a, b))
+    if impl.startswith("vnetio"):
+        import vnetio
+
+        cls = vnetio.Tap if kind == "tap" else vnetio.Tun
+        kw: dict[str, Any] = {}
+        if impl != "vnetio-plain":
+            kw = {
+                "offload": True,
+                "rx_mode": "segments" if impl == "vnetio-segments" else "superframes",
+            }
+        fa, fb = cls(dev_a, netns=ns_a, **kw), cls(dev_b, netns=ns_b, **kw)
+
+        def batches(src: Any) -> Callable[[], Any]:
+            return lambda: src.recv_batch(256, timeout=None)
+
+        pump_forever([(batches(fa), fb.send_batch), (batches(fb), fa.send_batch)])
+    elif impl == "pytun":
+        import pytun
+
+        flags = (pytun.IFF_TAP if kind == "tap" else pytun.IFF_TUN) | pytun.IFF_NO_PI
+        enter_netns(ns_a)
+        ta = pytun.TunTapDevice(name=dev_a, flags=flags)
+        enter_netns(ns_b)
+        tb = pytun.TunTapDevice(name=dev_b, flags=flags)
+        pump_forever([(lambda: ta.read(65536), tb.write), (lambda: tb.read(65536), ta.write)])
+    elif impl == "os":
+        flags = (IFF_TAP if kind == "tap" else IFF_TUN) | IFF_NO_PI
+
+        def attach(ns: str, dev: str) -> int:
+            enter_netns(ns)
+            fd = os.open("/dev/net/tun", os.O_RDWR)
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", dev.encode(), flags))
+            return fd
+
+        fa, fb = attach(ns_a, dev_a), attach(ns_b, dev_b)
+        pump_forever(
+            [
+                (lambda: os.read(fa, 65536), lambda d: os.write(fb, d)),
+                (lambda: os.read(fb, 65536), lambda d: os.write(fa, d)),
+            ]
+        )
+    else:
+        raise SystemExit(f"unknown implementation {impl}")
+
+
+# --- the harness ------------------------------------------------------------------------
+
+
+def run(argv: list[str], *, check: bool = True, timeout: float = 30) -> str:
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} exited {p.returncode}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def in_ns(ns: str, *argv: str, **kw: Any) -> str:
+    return run(["ip", "netns", "exec", ns, *argv], **kw)
+
+
+def others_running() -> list[str]:
+    out = run(["pgrep", "-af", "|".join(OTHER_BENCHMARKS)], check=False)
+    me = {str(os.getpid())}
+    return [line for line in out.splitlines() if line.split(" ", 1)[0] not in me]
+
+
+@dataclass
+class Contention:
+    waited_s: float = 0.0
+    seen: set[str] = field(default_factory=set)
+
+    def wait_calm(self) -> None:
+        """Never measure while another benchmark runs: wait for it to finish."""
+        announced = False
+        while found := others_running():
+            if not announced:
+                print(f"  waiting: another benchmark is running: {found[0][:100]}", flush=True)
+                announced = True
+            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
+            time.sleep(5)
+            self.waited_s += 5
+
+
+@contextmanager
+def topology(kind: str) -> Iterator[tuple[str, str]]:
+    """Namespaces A and B with ``kind`` adapters (``tun``, ``tap``) or a veth pair."""
+    tag = secrets.token_hex(3)
+    ns_a, ns_b = f"vnetio-fw-{tag}-a", f"vnetio-fw-{tag}-b"
+    run(["ip", "netns", "add", ns_a])
+    try:
+        run(["ip", "netns", "add", ns_b])
+        try:
+            for ns in (ns_a, ns_b):
+                in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+                run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            if kind == "veth":
+                run(["ip", "-n", ns_a, "link", "add", DEV_A, "type", "veth", "peer", "name",
+                     DEV_B, "netns", ns_b])  # fmt: skip
+            else:
+                run(["ip", "-n", ns_a, "tuntap", "add", "dev", DEV_A, "mode", kind])
+                run(["ip", "-n", ns_b, "tuntap", "add", "dev", DEV_B, "mode", kind])
+            for ns, dev, addr in ((ns_a, DEV_A, ADDR_A), (ns_b, DEV_B, ADDR_B)):
+                run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev])
+                run(["ip", "-n", ns, "link", "set", dev, "up"])
+            yield ns_a, ns_b
+        finally:
+            run(["ip", "netns", "del", ns_b], check=False)
+    finally:
+        run(["ip", "netns", "del", ns_a], check=False)
+
+
+@contextmanager
+def forwarder(impl: str, kind: str, ns_a: str, ns_b: str) -> Iterator[int | None]:
+    """Start the forwarder process; yields its PID (None for veth). Ended by PID."""
+    if impl == "veth":
+        yield None
+        return
+    a, b = f"{ns_a}:{DEV_A}", f"{ns_b}:{DEV_B}"
+    if impl.startswith("native"):
+        argv = [str(NATIVE), "--kind", kind, "--a", a, "--b", b]
+        argv += ["--vnet-hdr"] if impl == "native-vnet" else []
+    else:
+        argv = [sys.executable, __file__, "--serve", impl, "--kind", kind, "--a", a, "--b", b]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            proc.wait(5)
+            raise RuntimeError(f"{impl} forwarder did not start: {proc.stderr.read()[-500:]}")
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    # utime + stime of every thread, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tx_dropped(ns_a: str, ns_b: str) -> int:
+    total = 0
+    for ns, dev in ((ns_a, DEV_A), (ns_b, DEV_B)):
+        total += int(in_ns(ns, "cat", f"/sys/class/net/{dev}/statistics/tx_dropped"))
+    return total
+
+
+@dataclass
+class Sample:
+    gbps: float
+    retransmits: int
+    drops: int
+    cpu: float  # forwarder CPU seconds per wall second
+
+
+def iperf_once(ns_a: str, ns_b: str, pid: int | None, streams: int, seconds: float) -> Sample:
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", ns_b, "iperf3", "-s", "-1", "-B", ADDR_B, "-p", str(PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while f":{PORT}" not in in_ns(ns_b, "ss", "-ltnH"):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("iperf3 server did not start")
+            time.sleep(0.05)
+        drops0, cpu0, t0 = tx_dropped(ns_a, ns_b), cpu_seconds(pid), time.monotonic()
+        out = in_ns(
+            ns_a, "iperf3", "-c", ADDR_B, "-p", str(PORT), "-t", str(seconds), "-O", "1",
+            "-P", str(streams), "-J", timeout=seconds + 30,
+        )  # fmt: skip
+        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        drops = tx_dropped(ns_a, ns_b) - drops0
+        server.wait(10)
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+    end = json.loads(out)["end"]
+    return Sample(
+        gbps=end["sum_received"]["bits_per_second"] / 1e9,
+        retransmits=int(end["sum_sent"].get("retransmits", 0)),
+        drops=drops,
+        cpu=cpu,
+    )
+
+
+@dataclass
+class Result:
+    kind: str
+    impl: Impl
+    streams: int
+    samples: list[Sample]
+    error: str | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.gbps for s in self.samples) if self.samples else 0.0
+
+
+def measure(
+    kinds: list[str], impls: list[Impl], streams: list[int], repeat: int, seconds: float,
+    contention: Contention,
+) -> list[Result]:  # fmt: skip
+    results = []
+    for kind in kinds:
+        for impl in impls:
+            topo = "veth" if impl.key == "veth" else kind
+            if topo not in impl.kinds:
+                continue
+            if impl.key == "veth" and kind != kinds[0]:
+                continue  # one kernel reference serves both tables
+            print(f"{kind} {impl.key}", flush=True)
+            per_streams = {n: Result(kind, impl, n, []) for n in streams}
+            try:
+                with topology(topo) as (ns_a, ns_b), forwarder(impl.key, kind, ns_a, ns_b) as pid:
+                    for _ in range(repeat):
+                        for n in streams:
+                            contention.wait_calm()
+                            sample = iperf_once(ns_a, ns_b, pid, n, seconds)
+                            per_streams[n].samples.append(sample)
+                            print(f"  {n} stream(s): {sample.gbps:6.2f} Gbit/s, "
+                                  f"{sample.retransmits} retr, {sample.drops} drops, "
+                                  f"cpu {sample.cpu:.2f}", flush=True)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
+                msg = " ".join(str(exc).split())[:200]
+                print(f"  failed: {msg}", flush=True)
+                for r in per_streams.values():
+                    r.error = msg
+            results.extend(per_streams.values())
+    return results
+
+
+def table(results: list[Result], kind: str, streams: list[int]) -> list[str]:
+    head = "| forwarder | " + " | ".join(f"{n} stream{'s' * (n > 1)}" for n in streams)
+    head += " | retransmits | ring drops | forwarder CPU |"
+    lines = [head, "|---|" + "---:|" * (len(streams) + 3)]
+    rows: dict[str, list[Result]] = {}
+    for r in results:
+        if r.kind == kind or r.impl.key == "veth":
+            rows.setdefault(r.impl.key, []).append(r)
+    for key, rs in rows.items():
+        by_n = {r.streams: r for r in rs}
+        if any(r.error for r in rs):
+            err = next(r.error for r in rs if r.error)
+            lines.append(f"| {rs[0].impl.label} | failed: {err} |" + " |" * (len(streams) + 2))
+            continue
+        cells = [f"{by_n[n].median:.1f}" for n in streams]
+        retr = " / ".join(str(sum(s.retransmits for s in by_n[n].samples)) for n in streams)
+        drops = " / ".join(str(sum(s.drops for s in by_n[n].samples)) for n in streams)
+        cpu = " / ".join(
+            f"{statistics.median(s.cpu for s in by_n[n].samples):.2f}" for n in streams
+        )
+        if key == "veth":
+            drops, cpu = "—", "—"
+        lines.append(
+            f"| {rs[0].impl.label} | " + " | ".join(cells) + f" | {retr} | {drops} | {cpu} |"
+        )
+    return lines
+
+
+def report(
+    results: list[Result], args: argparse.Namespace, contention: Contention, started: str
+) -> str:
+    cmd = shlex.join(["python", "benches/forwarder.py", *sys.argv[1:]])
+    streams = args.streams
+    out = [
+        "## Forwarder: iperf3 TCP through two TUN (or TAP) adapters",
+        "",
+        (
+            f"`{cmd}` (as root; {started}; kernel {platform.release()}, {os.cpu_count()} cores "
+            f"shared by both iperf3 ends and the forwarder, MTU 1500). Gbit/s received, median "
+            f"of {args.repeat} runs of `iperf3 -t {args.seconds:g} -O 1` (client in namespace A, "
+            "server in B). Retransmits: iperf3's TCP retransmissions, summed over the runs "
+            f"({' / '.join(map(str, streams))} streams); ring drops: both adapters' kernel "
+            "`tx_dropped` (packets the kernel could not queue for the forwarder), summed; "
+            "forwarder CPU: the forwarder process's CPU seconds per second (median)."
+        ),
+        "",
+    ]
+    for kind in args.kinds:
+        out += [f"### Two {kind.upper()} adapters", ""]
+        out += table(results, kind, streams)
+        out.append("")
+    if contention.seen:
+        out.append(
+            f"Contention: another benchmark ({', '.join(sorted(contention.seen))}) was running "
+            f"when this one started a run; it waited {contention.waited_s:.0f} s in all, so "
+            "no run overlapped it."
+        )
+    else:
+        out.append("Contention: no other benchmark was running during any run.")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace our marked section of BENCHMARKS.md (other sections are left alone)."""
+    block = f"{SECTION_BEGIN}\n{section}{SECTION_END}\n"
+    text = path.read_text() if path.exists() else ""
+    if SECTION_BEGIN in text and SECTION_END in text:
+        before, rest = text.split(SECTION_BEGIN, 1)
+        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
+        text = before + block + ("\n" + after if after else "")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
+    path.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
+    p.add_argument("--kinds", type=lambda s: s.split(","), default=["tun", "tap"])
+    p.add_argument("--only", type=lambda s: s.split(","), default=None, help="implementations")
+    p.add_argument("--out", type=Path, help="write the Markdown report here")
+    p.add_argument("--benchmarks-md", type=Path, help="also (re)write our section of this file")
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--kind", help=argparse.SUPPRESS)
+    p.add_argument("--a", help=argparse.SUPPRESS)
+    p.add_argument("--b", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        serve(args.serve, args.kind, args.a, args.b)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces, TUN/TAP)")
+    impls = [i for i in IMPLS if args.only is None or i.key in args.only]
+    if any(i.key.startswith("native") for i in impls) and not NATIVE.exists():
+        run(["cargo", "build", "--release", "--example", "native_forwarder"], timeout=600)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    contention = Contention()
+    results = measure(args.kinds, impls, args.streams, args.repeat, args.seconds, contention)
+    text = report(results, args, contention, started)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    if args.benchmarks_md:
+        write_section(args.benchmarks_md, text)
+
+
+if __name__ == "__main__":
+    main()
