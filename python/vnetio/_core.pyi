@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
@@ -102,6 +102,8 @@ class Batch:
         frames: Iterable[Buffer], offload: Iterable[dict[str, Any] | None] | None = None
     ) -> Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
+    def to_scapy(self, kind: Literal["tap", "tun"] = "tap") -> Sequence[Any]:
+        """The frames as scapy packets, dissected lazily on access."""
     def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
         """The frames as they would cross a wire: super-frames split, checksums completed."""
     def offload_info(self, index: SupportsIndex) -> dict[str, Any] | None:
@@ -166,6 +168,18 @@ class Adapter:
         """Send every frame; returns the count. All frames are validated before the first is
         written. On an OS error part-way, raises OSError with ``.sent`` = frames written."""
     def stats(self) -> Stats: ...
+    def send_packets(self, packets: Iterable[Any]) -> int:
+        """Send scapy packets (one conversion to bytes each, then one batch)."""
+    def recv_batch_async(
+        self, max_frames: int = 256, timeout: float | None = None
+    ) -> Coroutine[Any, Any, Batch]:
+        """Receive without blocking the event loop (see vnetio.aio)."""
+    def send_batch_async(self, frames: Batch | Iterable[Buffer]) -> Coroutine[Any, Any, int]:
+        """Send without blocking the event loop (see vnetio.aio)."""
+    def batches(self, max_frames: int = 256) -> AsyncIterator[Batch]:
+        """``async for batch in adapter.batches()``."""
+    def __aenter__(self) -> Coroutine[Any, Any, Self]: ...
+    def __aexit__(self, *exc_info: object) -> Coroutine[Any, Any, None]: ...
 
 @final
 class Queue(Adapter):

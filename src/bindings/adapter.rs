@@ -186,6 +186,11 @@ impl PyStats {
     }
 }
 
+/// A function of the pure-Python `vnetio.aio` module (imported on first use).
+fn aio<'py>(slf: &Bound<'py, PyAdapter>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    slf.py().import("vnetio.aio")?.getattr(name)
+}
+
 /// The common interface of every adapter: receive, send, counters, close.
 #[pyclass(name = "Adapter", module = "vnetio._core", subclass, frozen)]
 pub struct PyAdapter {
@@ -279,6 +284,51 @@ impl PyAdapter {
     /// Send a Batch or an iterable of frames; returns how many were sent.
     fn send_batch(&self, py: Python<'_>, frames: &Bound<'_, PyAny>) -> PyResult<usize> {
         send_any(py, &self.dev, frames)
+    }
+
+    /// Send scapy packets: one conversion to bytes each, then one batch
+    /// (`vnetio.inspect.send_packets`).
+    fn send_packets(slf: &Bound<'_, Self>, packets: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let f = slf.py().import("vnetio.inspect")?.getattr("send_packets")?;
+        f.call1((slf, packets))?.extract()
+    }
+
+    /// Coroutine: receive without blocking the event loop (`vnetio.aio`).
+    #[pyo3(signature = (max_frames = 256, timeout = None))]
+    fn recv_batch_async<'py>(
+        slf: &Bound<'py, Self>,
+        max_frames: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf, "recv_batch_async")?.call1((slf, max_frames, timeout))
+    }
+
+    /// Coroutine: send without blocking the event loop (`vnetio.aio`).
+    fn send_batch_async<'py>(
+        slf: &Bound<'py, Self>,
+        frames: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf, "send_batch_async")?.call1((slf, frames))
+    }
+
+    /// Async iterator of batches (`async for batch in adapter.batches()`).
+    #[pyo3(signature = (max_frames = 256))]
+    fn batches<'py>(slf: &Bound<'py, Self>, max_frames: usize) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf, "batches")?.call1((slf, max_frames))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        aio(slf, "aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*exc_info))]
+    fn __aexit__<'py>(
+        slf: &Bound<'py, Self>,
+        exc_info: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut args = vec![slf.clone().into_any()];
+        args.extend(exc_info.iter());
+        aio(slf, "aexit")?.call1(PyTuple::new(slf.py(), args)?)
     }
 
     /// Counters (kernel drop counters are read now).

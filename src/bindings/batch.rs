@@ -293,6 +293,14 @@ impl PyBatch {
         })
     }
 
+    /// The frames as scapy packets, dissected lazily on access (`Ether` for "tap",
+    /// `IP`/`IPv6` for "tun"); see `vnetio.inspect.to_scapy`.
+    #[pyo3(signature = (kind = "tap"))]
+    fn to_scapy<'py>(slf: &Bound<'py, Self>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
+        let f = slf.py().import("vnetio.inspect")?.getattr("to_scapy")?;
+        f.call1((slf, kind))
+    }
+
     /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:
     /// gso_type ("none", "tcpv4", "tcpv6", "udp_l4"), ecn, gso_size, hdr_len, csum_start,
     /// csum_offset, needs_csum, data_valid.
