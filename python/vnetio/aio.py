@@ -53,6 +53,12 @@ __all__ = [
 CLOSE_CHECK_INTERVAL = 0.25
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    """Complete ``future`` with ``value`` unless it is already done (a timer callback)."""
+    if not future.done():
+        future.set_result(value)
+
+
 def _empty_batch() -> Batch:
     from ._core import Batch
 
@@ -209,7 +215,7 @@ async def _wait(state: _Waiters, max_frames: int, timeout: float | None) -> Batc
     state.queue.append((future, max_frames))
     timer = None
     if timeout is not None:
-        timer = loop.call_later(timeout, lambda: future.done() or future.set_result(_empty_batch()))
+        timer = loop.call_later(timeout, lambda: _settle(future, _empty_batch()))
     try:
         state.register()
         return await future
@@ -246,7 +252,7 @@ async def _wait_for_room(adapter: Adapter, attempt: int) -> None:
     loop = asyncio.get_running_loop()
     fd = adapter.fileno()
     room: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, lambda: room.done() or room.set_result(None))
+    loop.add_writer(fd, _settle, room, None)
     try:
         await room
     finally:

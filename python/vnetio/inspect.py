@@ -174,7 +174,7 @@ def frame_filter(filter: object, kind: Kind) -> FramePredicate | None:
     if filter is None:
         return None
     if callable(filter):
-        return filter  # type: ignore[no-any-return]
+        return filter
     if isinstance(filter, str):
         raise NotImplementedError(
             f"BPF filter strings ({filter!r}) are not supported by VnetioSocket yet; pass a "
