@@ -133,7 +133,7 @@ def serve(impl: str, kind: str, a: str, b: str) -> None:
 
         pump_forever([(batches(fa), fb.send_batch), (batches(fb), fa.send_batch)])
     elif impl == "pytun":
-        import pytun
+        import pytun  # type: ignore[import-not-found]
 
         flags = (pytun.IFF_TAP if kind == "tap" else pytun.IFF_TUN) | pytun.IFF_NO_PI
         enter_netns(ns_a)
@@ -150,11 +150,11 @@ def serve(impl: str, kind: str, a: str, b: str) -> None:
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", dev.encode(), flags))
             return fd
 
-        fa, fb = attach(ns_a, dev_a), attach(ns_b, dev_b)
+        fd_a, fd_b = attach(ns_a, dev_a), attach(ns_b, dev_b)
         pump_forever(
             [
-                (lambda: os.read(fa, 65536), lambda d: os.write(fb, d)),
-                (lambda: os.read(fb, 65536), lambda d: os.write(fa, d)),
+                (lambda: os.read(fd_a, 65536), lambda d: os.write(fd_b, d)),
+                (lambda: os.read(fd_b, 65536), lambda d: os.write(fd_a, d)),
             ]
         )
     else:
@@ -184,6 +184,7 @@ def others_running() -> list[str]:
 @dataclass
 class Contention:
     waited_s: float = 0.0
+    discarded: int = 0
     seen: set[str] = field(default_factory=set)
 
     def wait_calm(self) -> None:
@@ -244,7 +245,8 @@ def forwarder(impl: str, kind: str, ns_a: str, ns_b: str) -> Iterator[int | None
         line = proc.stdout.readline().strip()
         if line != "ready":
             proc.wait(5)
-            raise RuntimeError(f"{impl} forwarder did not start: {proc.stderr.read()[-500:]}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"{impl} forwarder did not start: {err[-500:]}")
         yield proc.pid
     finally:
         if proc.poll() is None:
@@ -313,6 +315,19 @@ def iperf_once(ns_a: str, ns_b: str, pid: int | None, streams: int, seconds: flo
     )
 
 
+def calm_sample(
+    contention: Contention, ns_a: str, ns_b: str, pid: int | None, streams: int, seconds: float
+) -> Sample:
+    """One run that no other benchmark overlapped: one that did is discarded and redone."""
+    while True:
+        contention.wait_calm()
+        sample = iperf_once(ns_a, ns_b, pid, streams, seconds)
+        if not others_running():
+            return sample
+        contention.discarded += 1
+        print("  discarded: another benchmark started during the run", flush=True)
+
+
 @dataclass
 class Result:
     kind: str
@@ -330,7 +345,7 @@ def measure(
     kinds: list[str], impls: list[Impl], streams: list[int], repeat: int, seconds: float,
     contention: Contention,
 ) -> list[Result]:  # fmt: skip
-    results = []
+    results: list[Result] = []
     for kind in kinds:
         for impl in impls:
             topo = "veth" if impl.key == "veth" else kind
@@ -344,8 +359,7 @@ def measure(
                 with topology(topo) as (ns_a, ns_b), forwarder(impl.key, kind, ns_a, ns_b) as pid:
                     for _ in range(repeat):
                         for n in streams:
-                            contention.wait_calm()
-                            sample = iperf_once(ns_a, ns_b, pid, n, seconds)
+                            sample = calm_sample(contention, ns_a, ns_b, pid, n, seconds)
                             per_streams[n].samples.append(sample)
                             print(f"  {n} stream(s): {sample.gbps:6.2f} Gbit/s, "
                                   f"{sample.retransmits} retr, {sample.drops} drops, "
@@ -413,8 +427,9 @@ def report(
     if contention.seen:
         out.append(
             f"Contention: another benchmark ({', '.join(sorted(contention.seen))}) was running "
-            f"when this one started a run; it waited {contention.waited_s:.0f} s in all, so "
-            "no run overlapped it."
+            f"on this machine; this one waited {contention.waited_s:.0f} s in all for it to "
+            f"finish and discarded {contention.discarded} run(s) it started during, so no "
+            "reported run overlapped it."
         )
     else:
         out.append("Contention: no other benchmark was running during any run.")

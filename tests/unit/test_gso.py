@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import vnetio
@@ -51,7 +51,7 @@ class Case:
 
     frame: bytes
     meta: dict[str, Any]
-    kind: str
+    kind: Literal["tap", "tun"]
     expected: list[bytes]
 
 
@@ -71,8 +71,8 @@ def pseudo_sum(ip: Packet, proto: int, l4_len: int) -> int:
 
 
 @st.composite
-def link_layers(draw: st.DrawFn) -> tuple[str, Packet | None]:
-    kind = draw(st.sampled_from(["tap", "tun"]))
+def link_layers(draw: st.DrawFn) -> tuple[Literal["tap", "tun"], Packet | None]:
+    kind: Literal["tap", "tun"] = draw(st.sampled_from(["tap", "tun"]))
     if kind == "tun":
         return kind, None
     link: Packet = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -139,7 +139,7 @@ def tcp_superframes(draw: st.DrawFn) -> Case:
     for bit in (FIN, PSH, URG, ECE, CWR):
         if draw(st.booleans()):
             flags |= bit
-    tcp_fields = {
+    tcp_fields: dict[str, Any] = {
         "sport": draw(st.integers(1, 65535)),
         "dport": 443,
         "seq": draw(st.integers(0, 2**32 - 1)),  # wraps within a super-frame near 2**32
