@@ -145,6 +145,10 @@ except ImportError as _exc:
     __version__ = _package_version() or "unknown"
     globals()["__getattr__"] = _deferred_getattr
 else:
+    # Submodules that are part of the API (none of them imports scapy).
+    from . import aio as aio
+    from . import checksum as checksum
+    from . import inspect as inspect
     from ._core import (
         Adapter,
         Batch,
