@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -622,8 +623,14 @@ def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, 
                     res = undisturbed(
                         args,
                         tag,
-                        lambda key=key, size=size, noise=noise: run_loop_once(
-                            IMPLS[key], size, args.seconds, noise, args.python, args.native_bin
+                        functools.partial(
+                            run_loop_once,
+                            IMPLS[key],
+                            size,
+                            args.seconds,
+                            noise,
+                            args.python,
+                            args.native_bin,
                         ),
                     )
                 except (BenchError, TimeoutError, topology.TopologyError) as exc:
@@ -653,8 +660,13 @@ def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[st
                     res = undisturbed(
                         args,
                         tag,
-                        lambda key=key, size=size: run_ceiling_once(
-                            IMPLS[key], size, args.ceiling_frames, args.python, args.native_bin
+                        functools.partial(
+                            run_ceiling_once,
+                            IMPLS[key],
+                            size,
+                            args.ceiling_frames,
+                            args.python,
+                            args.native_bin,
                         ),
                     )
                 except (BenchError, TimeoutError, topology.TopologyError) as exc:
