@@ -160,7 +160,8 @@ class Adapter:
         """Receive one frame. Raises TimeoutError when ``timeout`` passes first."""
     def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> Batch:
         """Receive up to ``max_frames`` frames: waits up to ``timeout`` seconds (None: forever,
-        0: not at all) for the first, then takes what is queued without waiting. On an
+        0: not at all) for the first, then takes what is queued without waiting; on timeout
+        the Batch is empty (``recv`` raises TimeoutError instead). On an
         offload adapter in ``rx_mode="segments"`` the last super-frame read is split whole,
         so the batch may hold the segments of that one super-frame beyond ``max_frames``."""
     def send(self, frame: Buffer) -> None: ...
