@@ -45,7 +45,8 @@ STREAM_BYTES = 32 * 1024 * 1024
 RCVBUF = 256 * 1024
 PORT = 5201
 UDP_PORT = 5202
-ADDRS = {4: ("10.77.0.1", "10.77.0.2", 24), 6: ("fd00:77::1", "fd00:77::2", 64)}
+# Documentation ranges only (RFC 5737, RFC 3849), inside namespaces the tests create.
+ADDRS = {4: ("192.0.2.1", "192.0.2.2", 24), 6: ("2001:db8:77::1", "2001:db8:77::2", 64)}
 # TCP/UDP/IP counters that must stay 0 on both ends (nstat names).
 CSUM_COUNTERS = (
     "TcpInCsumErrors",
@@ -510,13 +511,13 @@ def test_open_without_offload_resets_the_device_mask(two_ns: tuple[Netns, Netns]
 def tcp4_superframe(
     payload: bytes, *, mss: int = 1448, tap: bool = True, seq: int = 1000
 ) -> tuple[bytes, dict[str, Any]]:
-    """Ethernet (or bare) IPv4/TCP super-frame, 10.77.0.1:40000 → 10.77.0.2:5201, with a
+    """Ethernet (or bare) IPv4/TCP super-frame, 192.0.2.1:40000 → 192.0.2.2:5201, with a
     partial checksum (pseudo-header sum in the field) and its offload metadata."""
     import struct
 
     from tests.packets import inet_checksum
 
-    src, dst = bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])
+    src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
     tcp_len = 20 + len(payload)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 7, 0x4000, 64, 6, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
