@@ -188,12 +188,13 @@ def main() -> None:
     args = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, TAP)")
-    if not NATIVE.exists():
-        subprocess.run(
-            ["cargo", "build", "--release", "--example", "native_superframe_loop"],
-            cwd=ROOT,
-            check=True,
-        )
+    # Always: a no-op when the example is up to date, and never a stale binary.
+    subprocess.run(
+        ["cargo", "build", "-q", "--release", "--example", "native_superframe_loop"],
+        cwd=ROOT,
+        check=True,
+        timeout=900,
+    )
     frame, meta, vnet_hdr = superframe(args.payload)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: dict[str, list[Sample]] = {"python": [], "native": []}
