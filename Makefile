@@ -66,6 +66,17 @@ stubtest: build ## check _core.pyi against the built extension
 test-rust: ## Rust unit tests (pure core, no Python)
 	cargo test -q --lib --tests
 
+FUZZ_SECONDS ?= 20
+.PHONY: fuzz
+fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS each (seeds: fuzz/corpus, read-only)
+	@command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
+	# Stable toolchain: RUSTC_BOOTSTRAP lets it take the -Z sanitizer flags cargo-fuzz passes.
+	cd fuzz && set -o pipefail && for t in $$(cargo fuzz list); do \
+	  mkdir -p corpus-run/$$t && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus-run/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | tail -n 3 || exit 1; \
+	done
+
 .PHONY: format
 format: $(STAMP) ## format Rust and Python
 	cargo fmt
@@ -75,6 +86,7 @@ format: $(STAMP) ## format Rust and Python
 .PHONY: test
 test: system-deps build test-rust lint-rust lint-python stubtest ## everything CI runs (privileged tests included)
 	$(PY) -m pytest tests
+	$(MAKE) --no-print-directory fuzz
 
 .PHONY: demo
 demo: system-deps build ## the main job: traffic through two TAPs on a bridge (loopback without root)

@@ -2,8 +2,8 @@
 userspace forwarder between two TUN adapters (and the same with two TAPs).
 
 Topology (per implementation, built fresh so no offload mask or state carries over):
-namespace A holds adapter ``vnfwa0`` (10.79.0.1/24), namespace B holds ``vnfwb0``
-(10.79.0.2/24); a forwarder process attaches to both and copies every packet across, in
+namespace A holds adapter ``vnfwa0`` (198.51.100.1/24), namespace B holds ``vnfwb0``
+(198.51.100.2/24); a forwarder process attaches to both and copies every packet across, in
 both directions (TAP: ARP crosses it too). iperf3 runs its client in A and its server in
 B; both ends and the forwarder share the machine's cores. The kernel-only reference is a
 veth pair between the same namespaces, with no forwarder.
@@ -50,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "target" / "release" / "examples" / "native_forwarder"
 DEV_A, DEV_B = "vnfwa0", "vnfwb0"
-ADDR_A, ADDR_B = "10.79.0.1", "10.79.0.2"
+ADDR_A, ADDR_B = "198.51.100.1", "198.51.100.2"
 PORT = 5301
 OTHER_BENCHMARKS = ("bridge_loop", "native_bridge")
 # A run is calm when processes outside the measurement used at most this share of a core.
