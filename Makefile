@@ -70,11 +70,12 @@ FUZZ_SECONDS ?= 20
 .PHONY: fuzz
 fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS each (seeds: fuzz/corpus, read-only)
 	@command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
-	# Stable toolchain: RUSTC_BOOTSTRAP lets it take the -Z sanitizer flags cargo-fuzz passes.
+	@# Stable toolchain: RUSTC_BOOTSTRAP lets it take the -Z sanitizer flags cargo-fuzz passes.
 	cd fuzz && set -o pipefail && for t in $$(cargo fuzz list); do \
-	  mkdir -p corpus-run/$$t && \
+	  mkdir -p corpus-run/$$t && echo "fuzz target $$t ($(FUZZ_SECONDS) s):" && \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus-run/$$t corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | tail -n 3 || exit 1; \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+	    | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked' || exit 1; \
 	done
 
 .PHONY: format
