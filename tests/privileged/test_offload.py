@@ -640,6 +640,64 @@ def test_superframe_from_python_arrives_as_valid_segments(
     assert got == expected
 
 
+@pytest.mark.parametrize("offload_a", [False, True])
+@pytest.mark.xfail(
+    reason="bug: a super-frame whose gso_size makes segments longer than the MTU is "
+    "accepted; into a plain adapter its oversized segments are written and silently dropped "
+    "(send_batch reports success, B sees nothing), into an offload adapter they are "
+    "delivered oversized. Proposed: a ValueError naming the frame, as for a plain frame "
+    "too long for the MTU",
+    strict=True,
+)
+def test_superframe_with_segments_above_the_mtu_is_a_value_error(
+    netns: Netns, offload_a: bool
+) -> None:
+    frame, meta = tcp4_superframe(bytes(12000), mss=4000)  # 4054-byte segments, MTU 1500
+    batch = vnetio.Batch.from_frames([frame], offload=[meta])
+    with vnetio.Tap("vnm0", netns=netns.name, offload=offload_a) as tap:
+        tap.up()
+        assert tap.mtu == 1500
+        with pytest.raises(ValueError, match="frame 0"):
+            tap.send_batch(batch)
+
+
+@pytest.mark.xfail(
+    reason="bug: GRO on send merges a UDP datagram whose length field does not match its IP "
+    "payload (the kernel's GRO refuses to); the merged super-frame's fresh UDP header "
+    "'repairs' a datagram the receiving stack would have dropped",
+    strict=True,
+)
+def test_gro_leaves_a_udp_datagram_with_a_wrong_length_field_alone(
+    bridge_pair: BridgePair,
+) -> None:
+    import struct
+
+    def datagram(i: int, udp_len: int | None = None) -> bytes:
+        payload = bytes([i]) * 1000
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), i, 0x4000, 64, 17, 0,
+            bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
+        )  # fmt: skip
+        udp = struct.pack("!HHHH", 1234, 53, udp_len or 8 + len(payload), 0)
+        f = bytearray(bytes.fromhex("02005e10000202005e1000010800") + ip + udp + payload)
+        vnetio.checksum.fix(f)  # checksums right; the middle one's length field is not
+        return bytes(f)
+
+    frames = [datagram(0), datagram(1, udp_len=500), datagram(2)]
+    ns = bridge_pair.ns.name
+    with (
+        vnetio.Tap(bridge_pair.b, netns=ns) as b,
+        vnetio.Tap(bridge_pair.a, netns=ns, offload=True) as a,
+    ):
+        if not {"uso4", "uso6"} <= set(a.offloads):
+            pytest.skip(f"no UDP merging without uso4+uso6: {a.offloads}")
+        bridge_pair.wait_forwarding()
+        a.send_batch(frames)
+        got = [bytes(f) for f in b.recv_batch(timeout=1) if bytes(f)[6:12] == frames[0][6:12]]
+    lengths = [struct.unpack_from("!H", f, 38)[0] for f in got]
+    assert lengths == [1008, 500, 1008], lengths
+
+
 # --- UDP segmentation offload ----------------------------------------------------------
 
 UDP_SEGMENT = 103  # linux/udp.h
