@@ -177,10 +177,11 @@ impl PacketBatch {
         self.entries.iter().any(|e| e.hdr.is_some())
     }
 
-    /// Apply `f` to every frame, mutably (frames keep their lengths).
-    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [u8])) {
+    /// Apply `f` to every frame (and its offload metadata), mutably; frames keep their
+    /// lengths.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut [u8], Option<VnetHdr>)) {
         for e in &self.entries {
-            f(&mut self.data[e.offset..e.offset + e.len as usize]);
+            f(&mut self.data[e.offset..e.offset + e.len as usize], e.hdr);
         }
     }
 

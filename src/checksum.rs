@@ -188,6 +188,48 @@ pub fn fix_frame(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireErr
     Ok(done)
 }
 
+/// For a frame whose transport checksum is *partial* (virtio-net `NEEDS_CSUM`: the field
+/// holds the pseudo-header sum, completed later by whoever segments or sends it): fix the
+/// IPv4 header checksum and set the partial sum (as [`fix_frame`] does for full ones).
+pub fn fix_frame_partial(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireError> {
+    let l = locate(frame, medium)?;
+    let mut done = FrameCheck { ip: None, l4: None };
+    if l.ip == Ip::V4 {
+        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(&frame[l.l3..l.l4]);
+        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        done.ip = Some(true);
+    }
+    if let Some(field) = l4_field(l.protocol).filter(|_| !l.fragment && !l.partial) {
+        if l.l4_len() < field + 2 {
+            return Err(WireError::Truncated("transport header"));
+        }
+        let p = pseudo_for(frame, &l, l.l4_len());
+        frame[l.l4 + field..l.l4 + field + 2].copy_from_slice(&p.to_be_bytes());
+        done.l4 = Some(true);
+    }
+    Ok(done)
+}
+
+/// Verify a frame with a partial transport checksum: the IPv4 header checksum, and the
+/// transport field holding exactly the pseudo-header sum.
+pub fn verify_frame_partial(frame: &[u8], medium: Medium) -> Result<FrameCheck, WireError> {
+    let l = locate(frame, medium)?;
+    let ip = (l.ip == Ip::V4).then(|| sum(&frame[l.l3..l.l4]) == 0xffff);
+    let Some(field) = l4_field(l.protocol).filter(|_| !l.fragment && !l.partial) else {
+        return Ok(FrameCheck { ip, l4: None });
+    };
+    let at = l.l4 + field;
+    let stored = frame
+        .get(at..at + 2)
+        .ok_or(WireError::Truncated("transport header"))?;
+    let want = pseudo_for(frame, &l, l.l4_len()).to_be_bytes();
+    Ok(FrameCheck {
+        ip,
+        l4: Some(stored == want),
+    })
+}
+
 /// Fold a 64-bit accumulator of big-endian 16-bit words to 16 bits.
 fn fold(mut s: u64) -> u16 {
     while s > 0xffff {

@@ -76,6 +76,12 @@ fn flow(frame: &[u8], medium: Medium, allow: Allow) -> Option<Flow> {
         }
         off
     } else {
+        // The UDP length must be the IP payload's, as GRO requires: merging rewrites it,
+        // which would turn a datagram the receiver drops into one it accepts.
+        let udp_len = u16::from_be_bytes([*frame.get(l.l4 + 4)?, *frame.get(l.l4 + 5)?]);
+        if usize::from(udp_len) != l.end - l.l4 {
+            return None;
+        }
         8
     };
     let headers = l.l4 + thl;

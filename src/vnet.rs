@@ -164,6 +164,21 @@ impl VnetHdr {
     }
 }
 
+/// The IP length of the largest segment a GSO super-frame splits into (its IP and
+/// transport headers plus `gso_size`), or `None` when it is not a parsable super-frame.
+pub fn segment_ip_len(frame: &[u8], hdr: VnetHdr, medium: Medium) -> Option<usize> {
+    if !hdr.is_gso() {
+        return None;
+    }
+    let l = locate(frame, medium).ok()?;
+    let thl = if l.protocol == proto::TCP {
+        usize::from(*frame.get(l.l4 + 12)? >> 4) * 4
+    } else {
+        8
+    };
+    Some(l.l4 - l.l3 + thl + usize::from(hdr.gso_size))
+}
+
 /// Complete a partial checksum in place (`F_NEEDS_CSUM`): the field at
 /// `csum_start + csum_offset` holds the pseudo-header sum; the result covers everything
 /// from `csum_start` to the end of the frame.

@@ -374,7 +374,13 @@ pub struct PyKernelAdapter {
     queues: Py<PyTuple>,
 }
 
-fn parse_rx_mode(mode: &str) -> PyResult<RxMode> {
+fn parse_rx_mode(mode: &str, offload: bool) -> PyResult<RxMode> {
+    if mode == "superframes" && !offload {
+        return Err(PyValueError::new_err(
+            "rx_mode=\"superframes\" needs offload=True (without offload the kernel hands out \
+             only wire-sized frames)",
+        ));
+    }
     match mode {
         "segments" => Ok(RxMode::Segments),
         "superframes" => Ok(RxMode::Superframes),
@@ -532,7 +538,7 @@ impl PyTap {
             group,
             mtu,
             offload,
-            rx_mode: parse_rx_mode(rx_mode)?,
+            rx_mode: parse_rx_mode(rx_mode, offload)?,
         };
         Ok(open_kernel(py, "Tap", &opts)?.add_subclass(PyTap {}))
     }
@@ -583,7 +589,7 @@ impl PyTun {
             group,
             mtu,
             offload,
-            rx_mode: parse_rx_mode(rx_mode)?,
+            rx_mode: parse_rx_mode(rx_mode, offload)?,
         };
         Ok(open_kernel(py, "Tun", &opts)?.add_subclass(PyTun {}))
     }

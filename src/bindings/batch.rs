@@ -384,20 +384,40 @@ impl PyBatch {
         Ok(py.detach(|| {
             self.inner
                 .iter()
-                .map(|f| crate::checksum::verify_frame(f, medium).is_ok_and(|c| c.ok()))
+                .enumerate()
+                .map(|(i, f)| {
+                    // A frame marked needs_csum carries a partial checksum: check that.
+                    let partial = self
+                        .inner
+                        .hdr(i)
+                        .is_some_and(|h| h.flags & F_NEEDS_CSUM != 0);
+                    let check = if partial {
+                        crate::checksum::verify_frame_partial(f, medium)
+                    } else {
+                        crate::checksum::verify_frame(f, medium)
+                    };
+                    check.is_ok_and(|c| c.ok())
+                })
                 .collect()
         }))
     }
 
     /// A copy of the batch with every parsable frame's checksums recomputed (GIL
-    /// released). Frames that cannot be parsed are copied unchanged.
+    /// released); frames marked needs_csum get their partial checksum (the pseudo-header
+    /// sum) instead. Frames that cannot be parsed are copied unchanged.
     #[pyo3(signature = (kind = "tap"))]
     fn fix_checksums(&self, py: Python<'_>, kind: &str) -> PyResult<Self> {
         let medium = super::checksum::medium(kind)?;
         let fixed = py.detach(|| {
             let mut out = self.inner.clone();
-            out.for_each_mut(|f| {
-                let _ = crate::checksum::fix_frame(f, medium);
+            out.for_each_mut(|f, hdr| {
+                // Frames marked needs_csum keep a partial checksum (the pseudo-header sum),
+                // which is what an offload adapter or software segmentation completes.
+                let _ = if hdr.is_some_and(|h| h.flags & F_NEEDS_CSUM != 0) {
+                    crate::checksum::fix_frame_partial(f, medium)
+                } else {
+                    crate::checksum::fix_frame(f, medium)
+                };
             });
             out
         });

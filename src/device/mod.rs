@@ -207,7 +207,7 @@ pub trait Device: Send + Sync {
     /// Validate frames with metadata: the header must describe its frame; a super-frame is
     /// exempt from the MTU (up to 64 KiB), everything else is checked as usual.
     fn check_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<()> {
-        check_meta(self.medium(), frames, hdrs, |plain| {
+        check_meta(self.medium(), self.mtu(), frames, hdrs, |plain| {
             self.check_frames(plain)
         })
     }
@@ -229,6 +229,7 @@ pub trait Device: Send + Sync {
 /// super-frame size limit, then `check_plain` on the frames without a GSO header.
 pub(crate) fn check_meta(
     medium: Medium,
+    mtu: usize,
     frames: &[&[u8]],
     hdrs: &[Option<VnetHdr>],
     check_plain: impl Fn(&[&[u8]]) -> VnetResult<()>,
@@ -245,6 +246,15 @@ pub(crate) fn check_meta(
         if let Some(h) = hdr {
             h.check_frame(frame, medium)
                 .map_err(|reason| Error::BadFrame { index, reason })?;
+            if let Some(seg) = crate::vnet::segment_ip_len(frame, *h, medium).filter(|&s| s > mtu) {
+                return Err(Error::BadFrame {
+                    index,
+                    reason: format!(
+                        "its segments would be {seg}-byte IP packets, larger than the MTU ({mtu}); \
+                         lower gso_size or raise the MTU"
+                    ),
+                });
+            }
             if h.is_gso() && frame.len() > max_super {
                 return Err(Error::BadFrame {
                     index,

@@ -446,9 +446,13 @@ impl Device for Queue {
     }
 
     fn check_frames_meta(&self, frames: &[&[u8]], hdrs: &[Option<VnetHdr>]) -> VnetResult<()> {
-        check_meta(self.medium, frames, hdrs, |plain| {
-            self.link.check_frames(self.medium, plain)
-        })
+        check_meta(
+            self.medium,
+            self.link.current_mtu(),
+            frames,
+            hdrs,
+            |plain| self.link.check_frames(self.medium, plain),
+        )
     }
 
     fn stats(&self) -> VnetResult<Stats> {

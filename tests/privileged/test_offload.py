@@ -641,14 +641,6 @@ def test_superframe_from_python_arrives_as_valid_segments(
 
 
 @pytest.mark.parametrize("offload_a", [False, True])
-@pytest.mark.xfail(
-    reason="bug: a super-frame whose gso_size makes segments longer than the MTU is "
-    "accepted; into a plain adapter its oversized segments are written and silently dropped "
-    "(send_batch reports success, B sees nothing), into an offload adapter they are "
-    "delivered oversized. Proposed: a ValueError naming the frame, as for a plain frame "
-    "too long for the MTU",
-    strict=True,
-)
 def test_superframe_with_segments_above_the_mtu_is_a_value_error(
     netns: Netns, offload_a: bool
 ) -> None:
@@ -661,12 +653,6 @@ def test_superframe_with_segments_above_the_mtu_is_a_value_error(
             tap.send_batch(batch)
 
 
-@pytest.mark.xfail(
-    reason="bug: GRO on send merges a UDP datagram whose length field does not match its IP "
-    "payload (the kernel's GRO refuses to); the merged super-frame's fresh UDP header "
-    "'repairs' a datagram the receiving stack would have dropped",
-    strict=True,
-)
 def test_gro_leaves_a_udp_datagram_with_a_wrong_length_field_alone(
     bridge_pair: BridgePair,
 ) -> None:
@@ -698,14 +684,6 @@ def test_gro_leaves_a_udp_datagram_with_a_wrong_length_field_alone(
     assert lengths == [1008, 500, 1008], lengths
 
 
-@pytest.mark.xfail(
-    reason="bug: Batch.fix_checksums() on a super-frame with needs_csum metadata writes the "
-    "full checksum into the field that must hold the pseudo-header sum and keeps needs_csum; "
-    "an offload adapter then has the kernel complete the checksum on top of it, so every "
-    "segment leaves with a wrong TCP checksum (a plain adapter splits in software and is "
-    "fine). Also verify_checksums() reports False for a correct partial-checksum frame",
-    strict=True,
-)
 def test_fix_checksums_keeps_superframes_sendable(bridge_pair: BridgePair) -> None:
     """E.g. a forwarder that rewrites addresses in received super-frames, then fixes them."""
     frame, meta = tcp4_superframe(bytes(range(256)) * 20)

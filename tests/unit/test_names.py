@@ -72,3 +72,10 @@ def test_adapter_rejects_bad_arguments_before_the_kernel(kwargs: dict[str, int])
         vnetio.Tap("vnbad0", netns=MISSING_NETNS, **kwargs)  # type: ignore[arg-type]
     assert not isinstance(info.value, OSError), info.value
     assert root_tuntaps() == before
+
+
+def test_superframes_mode_needs_offload() -> None:
+    with pytest.raises(ValueError, match="needs offload=True"):
+        vnetio.Tap("vnx0", rx_mode="superframes")
+    with pytest.raises(ValueError, match="rx_mode"):
+        vnetio.Tap("vnx0", offload=True, rx_mode="bogus")
