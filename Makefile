@@ -98,6 +98,11 @@ bench: system-deps build ## bridge-loop benchmarks of every implementation + mic
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 
+.PHONY: bench-offload
+bench-offload: system-deps build ## iperf3 through TUN/TAP forwarders, and the 64 KiB super-frame bridge loop
+	$(PY) benches/forwarder.py --out bench-results/forwarder.md
+	$(PY) benches/superframe_loop.py --out bench-results/superframe_loop.md
+
 .PHONY: bench-rust
 bench-rust: ## criterion benchmarks of the Rust core's in-memory paths
 	cargo bench --bench batch
