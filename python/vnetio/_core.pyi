@@ -102,6 +102,12 @@ class Batch:
         frames: Iterable[Buffer], offload: Iterable[dict[str, Any] | None] | None = None
     ) -> Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
+    def filter(
+        self,
+        program: str | Sequence[tuple[int, int, int, int]],
+        kind: Literal["tap", "tun"] = "tap",
+    ) -> Batch:
+        """The frames a tcpdump expression (or classic BPF program) accepts, as a new Batch."""
     def to_scapy(self, kind: Literal["tap", "tun"] = "tap") -> Sequence[Any]:
         """The frames as scapy packets, dissected lazily on access."""
     def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:

@@ -138,6 +138,27 @@ fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
     })
 }
 
+/// A validated BPF program from a tcpdump expression (compiled by libpcap through
+/// `vnetio.filters`) or a sequence of (code, jt, jf, k) instructions.
+pub fn bpf_program(program: &Bound<'_, PyAny>, kind: &str) -> PyResult<crate::bpf::Program> {
+    let insns: Vec<(u16, u8, u8, u32)> = if program.is_instance_of::<pyo3::types::PyString>() {
+        let compile = program.py().import("vnetio.filters")?.getattr("compile")?;
+        compile.call1((program, kind))?.extract()?
+    } else {
+        program.extract().map_err(|_| {
+            PyTypeError::new_err(
+                "a filter is a tcpdump expression (str) or a list of (code, jt, jf, k) tuples",
+            )
+        })?
+    };
+    let insns = insns
+        .into_iter()
+        .map(|(code, jt, jf, k)| crate::bpf::Insn { code, jt, jf, k })
+        .collect();
+    crate::bpf::Program::new(insns)
+        .map_err(|e| PyValueError::new_err(format!("invalid BPF program: {e}")))
+}
+
 /// A virtio-net header from a dict with the keys `offload_info` returns (missing keys
 /// default to 0 / False / "none").
 fn parse_offload(d: &Bound<'_, PyAny>) -> PyResult<VnetHdr> {
@@ -299,6 +320,32 @@ impl PyBatch {
     fn to_scapy<'py>(slf: &Bound<'py, Self>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
         let f = slf.py().import("vnetio.inspect")?.getattr("to_scapy")?;
         f.call1((slf, kind))
+    }
+
+    /// The frames a tcpdump expression (or a compiled classic BPF program, a list of
+    /// (code, jt, jf, k)) accepts, as a new Batch; run by vnetio's BPF interpreter with
+    /// the GIL released. `kind`: "tap" for Ethernet frames, "tun" for IP packets.
+    #[pyo3(signature = (program, kind = "tap"))]
+    fn filter(&self, py: Python<'_>, program: &Bound<'_, PyAny>, kind: &str) -> PyResult<Self> {
+        let program = bpf_program(program, kind)?;
+        let out = py.detach(|| {
+            let mut out = PacketBatch::default();
+            for i in 0..self.inner.len() {
+                let frame = self.inner.get(i).unwrap_or_default();
+                if program.accepts(frame) {
+                    out.push_with(
+                        frame,
+                        self.inner.timestamp_ns(i).unwrap_or(0),
+                        self.inner.hdr(i),
+                    );
+                }
+            }
+            out
+        });
+        Ok(PyBatch {
+            inner: out,
+            pool: Weak::new(),
+        })
     }
 
     /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:
