@@ -130,3 +130,18 @@ def bridge_pair(netns: Netns) -> Iterator[BridgePair]:
     finally:
         for dev in (pair.a, pair.b, pair.bridge):
             netns.ip("link", "del", "dev", dev, check=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _vnetio_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep vnetio's adapter records (see vnetio.hygiene) out of /run/vnetio: every test,
+    and every subprocess it starts, writes them to a temporary directory instead."""
+    old = os.environ.get("VNETIO_STATE_DIR")
+    os.environ["VNETIO_STATE_DIR"] = str(tmp_path_factory.mktemp("vnetio-state"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("VNETIO_STATE_DIR", None)
+        else:
+            os.environ["VNETIO_STATE_DIR"] = old
