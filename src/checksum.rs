@@ -160,11 +160,24 @@ pub fn verify_frame(frame: &[u8], medium: Medium) -> Result<FrameCheck, WireErro
 /// (an IPv4 UDP datagram sent without a checksum gets one). Fragments keep their
 /// transport checksum, which covers bytes that are not in the frame.
 pub fn fix_frame(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireError> {
-    let l = match locate(frame, medium) {
-        Ok(l) => l,
-        Err(WireError::NotIp) => return Ok(FrameCheck { ip: None, l4: None }),
-        Err(e) => return Err(e),
-    };
+    match locate(frame, medium) {
+        Ok(l) => fix_located(frame, &l, false),
+        Err(WireError::NotIp) => Ok(FrameCheck { ip: None, l4: None }),
+        Err(e) => Err(e),
+    }
+}
+
+/// For a frame whose transport checksum is *partial* (virtio-net `NEEDS_CSUM`: the field
+/// holds the pseudo-header sum, completed later by whoever segments or sends it): fix the
+/// IPv4 header checksum and set the partial sum (as [`fix_frame`] does for full ones).
+pub fn fix_frame_partial(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireError> {
+    let l = locate(frame, medium)?;
+    fix_located(frame, &l, true)
+}
+
+/// Shared by [`fix_frame`] and [`fix_frame_partial`]: the IPv4 header checksum, then the
+/// transport field, full or (`partial`) the pseudo-header sum alone.
+fn fix_located(frame: &mut [u8], l: &Layout, partial: bool) -> Result<FrameCheck, WireError> {
     let mut done = FrameCheck { ip: None, l4: None };
     if l.ip == Ip::V4 {
         frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&[0, 0]);
@@ -177,35 +190,19 @@ pub fn fix_frame(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireErr
             return Err(WireError::Truncated("transport header"));
         }
         let at = l.l4 + field;
-        frame[at..at + 2].copy_from_slice(&[0, 0]);
-        let mut c = finish(combine(&[pseudo(frame, &l), sum(&frame[l.l4..l.end])]));
-        if c == 0 && l.protocol == proto::UDP {
-            c = 0xffff; // 0 means "no checksum" for UDP; its one's-complement twin is sent
-        }
-        frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
-        done.l4 = Some(true);
-    }
-    Ok(done)
-}
-
-/// For a frame whose transport checksum is *partial* (virtio-net `NEEDS_CSUM`: the field
-/// holds the pseudo-header sum, completed later by whoever segments or sends it): fix the
-/// IPv4 header checksum and set the partial sum (as [`fix_frame`] does for full ones).
-pub fn fix_frame_partial(frame: &mut [u8], medium: Medium) -> Result<FrameCheck, WireError> {
-    let l = locate(frame, medium)?;
-    let mut done = FrameCheck { ip: None, l4: None };
-    if l.ip == Ip::V4 {
-        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&[0, 0]);
-        let c = checksum(&frame[l.l3..l.l4]);
-        frame[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
-        done.ip = Some(true);
-    }
-    if let Some(field) = l4_field(l.protocol).filter(|_| !l.fragment && !l.partial) {
-        if l.l4_len() < field + 2 {
-            return Err(WireError::Truncated("transport header"));
-        }
-        let p = pseudo_for(frame, &l, l.l4_len());
-        frame[l.l4 + field..l.l4 + field + 2].copy_from_slice(&p.to_be_bytes());
+        let value = if partial {
+            pseudo_for(frame, l, l.l4_len())
+        } else {
+            frame[at..at + 2].copy_from_slice(&[0, 0]);
+            let c = finish(combine(&[pseudo(frame, l), sum(&frame[l.l4..l.end])]));
+            // 0 means "no checksum" for UDP; its one's-complement twin is sent instead.
+            if c == 0 && l.protocol == proto::UDP {
+                0xffff
+            } else {
+                c
+            }
+        };
+        frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
         done.l4 = Some(true);
     }
     Ok(done)

@@ -644,12 +644,8 @@ impl Queue {
                                 self.coalesce_off.store(true, Ordering::Relaxed);
                                 self.coalesce_fallbacks.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(WriteError::Io(e)) => {
-                                failure = Some(self.write_error(e));
-                                break 'runs;
-                            }
-                            Err(WriteError::Vnet(e)) => {
-                                failure = Some(e);
+                            Err(e) => {
+                                failure = Some(e.into_error(self));
                                 break 'runs;
                             }
                         }
@@ -663,12 +659,8 @@ impl Queue {
                         sent = i + 1;
                         bytes += frame.len();
                     }
-                    Err(WriteError::Io(e)) => {
-                        failure = Some(self.write_error(e));
-                        break 'runs;
-                    }
-                    Err(WriteError::Vnet(e)) => {
-                        failure = Some(e);
+                    Err(e) => {
+                        failure = Some(e.into_error(self));
                         break 'runs;
                     }
                 }
@@ -700,6 +692,16 @@ impl Queue {
 enum WriteError {
     Io(io::Error),
     Vnet(Error),
+}
+
+impl WriteError {
+    /// The error to report (an OS failure is counted in `tx_errors` and given a hint).
+    fn into_error(self, queue: &Queue) -> Error {
+        match self {
+            WriteError::Io(e) => queue.write_error(e),
+            WriteError::Vnet(e) => e,
+        }
+    }
 }
 
 /// What may be merged on an adapter with TUN_F_* `offloads`.
