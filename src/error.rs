@@ -60,6 +60,39 @@ pub enum Error {
         /// The failure itself (an `Os` error).
         source: Box<Error>,
     },
+    /// A capture file could not be created, written, flushed or read. `frames` frames
+    /// were written before the failure, and the file still ends at a complete record.
+    #[error("{step} {}: {source}{}", path.display(), capture_suffix(*frames, path))]
+    CaptureIo {
+        /// What vnetio was doing: "create capture file", "write capture file", …
+        step: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error, errno included.
+        source: io::Error,
+        /// Frames in the file, complete and readable (`None`: not a write error).
+        frames: Option<u64>,
+    },
+    /// A capture file that is not a valid pcap/pcapng file (or is cut short).
+    #[error("{}: {reason} at byte offset {offset}", path.display())]
+    BadCapture {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where the bad or missing data starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn capture_suffix(frames: Option<u64>, path: &std::path::Path) -> String {
+    frames.map_or_else(String::new, |n| {
+        format!(
+            " — the file keeps the {n} frames written before the failure, ending at a complete \
+             record ({} is readable); free space or choose another path",
+            path.display()
+        )
+    })
 }
 
 fn hint_suffix(hint: Option<&String>) -> String {
@@ -90,6 +123,7 @@ impl Error {
         match self {
             Error::Os { source, .. } => source.raw_os_error(),
             Error::Partial { source, .. } => source.raw_os_error(),
+            Error::CaptureIo { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

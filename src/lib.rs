@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod bpf;
+pub mod capture;
 pub mod checksum;
 pub mod device;
 pub mod error;

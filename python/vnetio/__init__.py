@@ -147,6 +147,7 @@ except ImportError as _exc:
 else:
     # Submodules that are part of the API (none of them imports scapy).
     from . import aio as aio
+    from . import capture as capture
     from . import checksum as checksum
     from . import inspect as inspect
     from ._core import (

@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
+import os
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, SupportsIndex, final
 
@@ -18,9 +19,11 @@ __all__ = [
     "Batch",
     "Loopback",
     "Queue",
+    "Reader",
     "Stats",
     "Tap",
     "Tun",
+    "Writer",
     "_KernelAdapter",
     "__version__",
     "_panic_for_test",
@@ -29,6 +32,7 @@ __all__ = [
     "fix_checksums",
     "internet_checksum",
     "list_links",
+    "summarize",
     "loopback_pair",
     "tun_features",
     "update_checksum",
@@ -175,6 +179,8 @@ class Adapter:
         """Send every frame; returns the count. All frames are validated before the first is
         written. On an OS error part-way, raises OSError with ``.sent`` = frames written."""
     def stats(self) -> Stats: ...
+    def capture_to(self, path: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Capture into a file (see vnetio.capture.capture_to); returns a CaptureStats."""
     def send_packets(self, packets: Iterable[Any]) -> int:
         """Send scapy packets (one conversion to bytes each, then one batch)."""
     def recv_batch_async(
@@ -285,3 +291,90 @@ def loopback_pair(
 ) -> tuple[Loopback, Loopback]: ...
 def _panic_for_test() -> None:
     """Raise a Rust panic (tests prove it surfaces as PanicException)."""
+
+@final
+class Writer:
+    """A pcapng or pcap file being written (see vnetio.capture)."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        format: Literal["pcapng", "pcap"] = "pcapng",
+        snaplen: int = 262144,
+        linktype: Literal["auto", "ethernet", "raw"] | int | None = None,
+        interface: Adapter | str | None = None,
+        filter: str | None = None,
+    ) -> Writer: ...
+    def write_batch(self, batch: Batch | Iterable[Buffer]) -> int:
+        """Append frames with their timestamps (0: now), GIL released; returns the count."""
+    def write(self, frame: Buffer, timestamp_ns: int | None = None) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+    def capture(
+        self,
+        adapter: Adapter,
+        *,
+        count: int | None = None,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, int, Literal["count", "size", "timeout"]]:
+        """Capture from an adapter with the GIL released: (written, filtered total, reason)."""
+    @property
+    def path(self) -> str: ...
+    @property
+    def format(self) -> Literal["pcapng", "pcap"]: ...
+    @property
+    def linktype(self) -> int: ...
+    @property
+    def snaplen(self) -> int: ...
+    @property
+    def interface(self) -> str | None: ...
+    @property
+    def filter(self) -> str | None: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def file_bytes(self) -> int: ...
+    @property
+    def truncated_frames(self) -> int: ...
+    @property
+    def filtered(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+
+@final
+class Reader:
+    """A pcapng or pcap file read batch by batch (see vnetio.capture)."""
+
+    def __new__(cls, path: str | os.PathLike[str]) -> Reader: ...
+    def read_batch(self, max_frames: int = 256) -> Batch:
+        """Up to max_frames frames with the file's timestamps; empty at the end."""
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Batch: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def format(self) -> Literal["pcapng", "pcap"]: ...
+    @property
+    def linktype(self) -> int | None: ...
+    @property
+    def kind(self) -> Literal["tap", "tun"] | None: ...
+    @property
+    def interfaces(self) -> list[dict[str, Any]]: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def truncated_frames(self) -> int: ...
+
+def summarize(
+    batch: Batch, kind: Literal["tap", "tun"] = "tap", utc_offset: int | None = None
+) -> str:
+    """One tcpdump-style line per frame, newline-terminated, decoded in Rust."""

@@ -201,6 +201,11 @@ pub struct PyAdapter {
 }
 
 impl PyAdapter {
+    /// The device behind the adapter (for the capture loop).
+    pub(super) fn device(&self) -> &Arc<dyn Device> {
+        &self.dev
+    }
+
     fn new(dev: Arc<dyn Device>, name: String, class: &'static str) -> Self {
         PyAdapter {
             dev,
@@ -215,7 +220,7 @@ impl PyAdapter {
 impl PyAdapter {
     /// The adapter's name.
     #[getter]
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.name
     }
 
@@ -329,6 +334,18 @@ impl PyAdapter {
         let mut args = vec![slf.clone().into_any()];
         args.extend(exc_info.iter());
         aio(slf, "aexit")?.call1(PyTuple::new(slf.py(), args)?)
+    }
+
+    /// Capture into a pcapng/pcap file until `count` frames, `duration` seconds or Ctrl-C
+    /// (`vnetio.capture.capture_to`); returns a `CaptureStats`.
+    #[pyo3(signature = (path, **kwargs))]
+    fn capture_to<'py>(
+        slf: &Bound<'py, Self>,
+        path: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let f = slf.py().import("vnetio.capture")?.getattr("capture_to")?;
+        f.call((slf, path), kwargs)
     }
 
     /// Counters (kernel drop counters are read now).

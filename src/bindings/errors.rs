@@ -60,6 +60,27 @@ fn other_error(py: Python<'_>, err: &Error) -> PyErr {
         Error::InvalidName { .. } | Error::InvalidArgument(_) | Error::BadFrame { .. } => {
             PyValueError::new_err(err.to_string())
         }
+        Error::CaptureIo {
+            source,
+            path,
+            frames,
+            ..
+        } => {
+            // OSError(errno, message, filename): `.filename` names the file; `.frames`
+            // says how many complete frames it holds after a write failure.
+            let errno = source.raw_os_error().unwrap_or(0);
+            let text = err.to_string();
+            let exc = PyOSError::new_err((errno, text, path.display().to_string()));
+            if let Some(n) = frames {
+                let _ = exc.value(py).setattr("frames", *n);
+            }
+            exc
+        }
+        Error::BadCapture { offset, .. } => {
+            let exc = PyValueError::new_err(err.to_string());
+            let _ = exc.value(py).setattr("offset", *offset);
+            exc
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod adapter;
 mod batch;
+mod capture;
 mod checksum;
 mod errors;
 mod links;
@@ -20,6 +21,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::batch::PyBatch;
+    #[pymodule_export]
+    use super::capture::{summarize, PyReader, PyWriter};
     #[pymodule_export]
     use super::checksum::{
         fix_checksums, internet_checksum, update_checksum, update_checksum32, verify_checksums,

@@ -1,0 +1,126 @@
+"""Packet capture to pcapng/pcap files, and reading them back.
+
+>>> import os, tempfile, vnetio
+>>> from vnetio.capture import Reader, Writer
+>>> path = os.path.join(tempfile.mkdtemp(), "x.pcapng")
+>>> with Writer(path, linktype="ethernet", interface="vn0") as w:
+...     w.write(b"\\x02" * 12 + b"\\x88\\xb5" + bytes(46), timestamp_ns=1_700_000_000_000_000_001)
+>>> with Reader(path) as r:
+...     batch = r.read_batch()
+...     (len(batch), batch.timestamps_ns[0], r.interfaces[0]["name"])
+(1, 1700000000000000001, 'vn0')
+
+The writer and reader are in Rust (``vnetio._core``): the file formats, the buffered writes
+(a failed write leaves the file ending at its last complete record) and the capture loop
+(:meth:`Writer.capture`: adapter → filter → file with the GIL released).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ._core import Reader, Writer, summarize
+
+if TYPE_CHECKING:
+    from ._core import Adapter
+
+__all__ = ["DEFAULT_SNAPLEN", "CaptureStats", "Reader", "Writer", "capture_to", "summarize"]
+
+#: tcpdump's default snaplen: whole frames.
+DEFAULT_SNAPLEN = 262144
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """What a capture did. Every frame the adapter received while capturing is in exactly
+    one of ``captured``, ``filtered`` and ``lost_elsewhere``; ``dropped_kernel`` counts the
+    frames that never reached the reader because the adapter's queue was full."""
+
+    #: Frames written to the file(s).
+    captured: int
+    #: Frames read and rejected by the filter.
+    filtered: int
+    #: Frames the kernel dropped (the adapter's queue was full): ``Stats.rx_dropped``.
+    dropped_kernel: int
+    #: Frames read by this adapter but neither written nor filtered (0 unless another
+    #: reader shares the adapter).
+    lost_elsewhere: int
+    #: Frame bytes written.
+    bytes: int
+    #: Seconds the capture ran.
+    seconds: float
+    #: The file(s) written.
+    files: list[str] = field(default_factory=list)
+    #: Why it stopped: "count", "duration" or "interrupted".
+    reason: str = "duration"
+
+
+def _check_limits(count: int | None, duration: float | None) -> None:
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"count must be a positive integer or None, not {count!r}")
+    if duration is not None and (
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or not math.isfinite(duration)
+        or duration <= 0
+    ):
+        raise ValueError(f"duration must be a positive number of seconds or None, not {duration!r}")
+
+
+def capture_to(
+    adapter: Adapter,
+    path: str | os.PathLike[str],
+    *,
+    filter: str | None = None,
+    count: int | None = None,
+    duration: float | None = None,
+    format: Literal["pcapng", "pcap"] = "pcapng",
+    snaplen: int = DEFAULT_SNAPLEN,
+) -> CaptureStats:
+    """Capture frames from ``adapter`` into ``path`` until ``count`` frames were written,
+    ``duration`` seconds passed, or Ctrl-C (KeyboardInterrupt, after the file is closed
+    complete). At least one of ``count``/``duration`` is needed, so a script cannot hang.
+
+    ``filter`` is a tcpdump expression: only matching frames are written, the others are
+    counted in ``filtered``; the pcapng file records it with the adapter's name, as tcpdump
+    does. The link type follows the adapter (Ethernet for TAP, raw IP for TUN).
+    """
+    _check_limits(count, duration)
+    if count is None and duration is None:
+        raise ValueError(
+            "give count= (frames) or duration= (seconds), or both: a capture with neither "
+            "would never end"
+        )
+    before = adapter.stats()
+    start = _now()
+    reason = "duration"
+    with Writer(path, format=format, snaplen=snaplen, interface=adapter, filter=filter) as w:
+        try:
+            _, _, why = w.capture(adapter, count=count, timeout=duration)
+            reason = "count" if why == "count" else "duration"
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            raise
+        finally:
+            w.close()
+    after = adapter.stats()
+    received = after.rx_frames - before.rx_frames
+    return CaptureStats(
+        captured=w.frames,
+        filtered=w.filtered,
+        dropped_kernel=after.rx_dropped - before.rx_dropped,
+        lost_elsewhere=max(0, received - w.frames - w.filtered),
+        bytes=w.bytes,
+        seconds=_now() - start,
+        files=[os.fspath(path)],
+        reason=reason,
+    )
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
