@@ -121,9 +121,8 @@ impl Error {
     /// The errno behind this error, if it came from the OS.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Os { source, .. } => source.raw_os_error(),
+            Error::Os { source, .. } | Error::CaptureIo { source, .. } => source.raw_os_error(),
             Error::Partial { source, .. } => source.raw_os_error(),
-            Error::CaptureIo { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

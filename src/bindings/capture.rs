@@ -178,7 +178,8 @@ impl PyWriter {
 #[pymethods]
 impl PyWriter {
     #[new]
-    #[pyo3(signature = (path, *, format = "pcapng", snaplen = crate::capture::DEFAULT_SNAPLEN, linktype = None, interface = None, filter = None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts os.PathLike into an owned PathBuf
+    #[pyo3(signature = (path, *, format = "pcapng", snaplen = 262_144, linktype = None, interface = None, filter = None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -441,6 +442,7 @@ impl PyReader {
 #[pymethods]
 impl PyReader {
     #[new]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts os.PathLike into an owned PathBuf
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let p = path.clone();
         let reader = py.detach(move || -> Result<CaptureReader, Error> {

@@ -8,7 +8,8 @@
 //! magic in both byte orders; pcapng in both byte orders, several sections and several
 //! interfaces, Enhanced, Simple and obsolete Packet Blocks, unknown blocks skipped,
 //! `if_tsresol` in its power-of-ten and power-of-two forms (the latter computed here:
-//! `pcap-parser` 0.17's helper rejects it) and `if_tsoffset`.
+//! `pcap-parser` 0.17's helper rejects it) and `if_tsoffset` (read here too: the crate
+//! reads it little-endian in big-endian sections).
 //!
 //! Every problem (not a capture file, a cut-short record, a length that cannot be right,
 //! a malformed block) is `Error::BadCapture` naming the byte offset where it starts.
@@ -31,6 +32,7 @@ const READ_CHUNK: usize = 256 * 1024;
 const SPB_TYPE: u32 = 3;
 const LEGACY_PB_TYPE: u32 = 2;
 const OPT_IF_FILTER: u16 = 11;
+const OPT_IF_TSOFFSET: u16 = 14;
 const NS: u128 = 1_000_000_000;
 
 /// One interface of a pcapng file (a pcap file has exactly one).
@@ -390,9 +392,9 @@ impl<R: Read> CaptureReader<R> {
         Ok(true)
     }
 
-    /// Process one pcapng block: `Some(true)` when it appended a frame, `Some(false)` for
-    /// any other block, `None` at the end of the file.
-    fn next_block(&mut self, out: &mut PacketBatch) -> VnetResult<Option<bool>> {
+    /// Check the next block's header and buffer the whole block: (offset, type, length),
+    /// or `None` at the end of the file.
+    fn block_start(&mut self) -> VnetResult<Option<(u64, u32, usize)>> {
         if !self.fill(8)? {
             if self.available() == 0 {
                 return Ok(None);
@@ -432,6 +434,15 @@ impl<R: Read> CaptureReader<R> {
         if !self.fill(len)? {
             return Err(self.cut_short("a block", len));
         }
+        Ok(Some((at, block_type, len)))
+    }
+
+    /// Process one pcapng block: `Some(true)` when it appended a frame, `Some(false)` for
+    /// any other block, `None` at the end of the file.
+    fn next_block(&mut self, out: &mut PacketBatch) -> VnetResult<Option<bool>> {
+        let Some((at, block_type, len)) = self.block_start()? else {
+            return Ok(None);
+        };
         let slice = &self.buf[self.pos..self.pos + len];
         let parsed = if self.big_endian {
             pcap_parser::parse_block_be(slice)
@@ -457,38 +468,10 @@ impl<R: Read> CaptureReader<R> {
         let mut problem = None;
         match block {
             Block::SectionHeader(_) => new_section = true,
-            Block::InterfaceDescription(idb) => {
-                let filter = idb
-                    .options
-                    .iter()
-                    .find(|o| o.code.0 == OPT_IF_FILTER)
-                    .and_then(|o| match o.value() {
-                        [0, text @ ..] => Some(
-                            String::from_utf8_lossy(text)
-                                .trim_end_matches('\0')
-                                .to_owned(),
-                        ),
-                        _ => None,
-                    });
-                match units_per_second(idb.if_tsresol) {
-                    Some(units) if units > 0 => {
-                        new_iface = Some(Interface {
-                            linktype: u32::from(idb.linktype.0 as u16),
-                            snaplen: idb.snaplen,
-                            name: idb.if_name().and_then(Result::ok).map(str::to_owned),
-                            filter,
-                            units,
-                            offset_s: idb.if_tsoffset,
-                        });
-                    }
-                    _ => {
-                        problem = Some(format!(
-                            "interface description with an unusable if_tsresol 0x{:02x}",
-                            idb.if_tsresol
-                        ));
-                    }
-                }
-            }
+            Block::InterfaceDescription(idb) => match interface_of(&idb, self.big_endian) {
+                Ok(i) => new_iface = Some(i),
+                Err(p) => problem = Some(p),
+            },
             Block::EnhancedPacket(epb) => {
                 let ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                 let data = epb.data;
@@ -551,10 +534,58 @@ impl<R: Read> CaptureReader<R> {
     }
 }
 
+/// The state kept for an Interface Description Block.
+fn interface_of(
+    idb: &pcap_parser::InterfaceDescriptionBlock<'_>,
+    big_endian: bool,
+) -> Result<Interface, String> {
+    // if_tsoffset is read here in the section's byte order (pcap-parser 0.17 reads it as
+    // little-endian in every section).
+    let offset_s = idb
+        .options
+        .iter()
+        .find(|o| o.code.0 == OPT_IF_TSOFFSET)
+        .and_then(|o| <[u8; 8]>::try_from(o.value().get(..8)?).ok())
+        .map_or(0, |b| {
+            if big_endian {
+                i64::from_be_bytes(b)
+            } else {
+                i64::from_le_bytes(b)
+            }
+        });
+    let filter = idb
+        .options
+        .iter()
+        .find(|o| o.code.0 == OPT_IF_FILTER)
+        .and_then(|o| match o.value() {
+            [0, text @ ..] => Some(
+                String::from_utf8_lossy(text)
+                    .trim_end_matches('\0')
+                    .to_owned(),
+            ),
+            _ => None,
+        });
+    match units_per_second(idb.if_tsresol) {
+        Some(units) if units > 0 => Ok(Interface {
+            linktype: u32::from(idb.linktype.0 as u16),
+            snaplen: idb.snaplen,
+            name: idb.if_name().and_then(Result::ok).map(str::to_owned),
+            filter,
+            units,
+            offset_s,
+        }),
+        _ => Err(format!(
+            "interface description with an unusable if_tsresol 0x{:02x}",
+            idb.if_tsresol
+        )),
+    }
+}
+
 fn describe(e: &PcapError<&[u8]>) -> String {
     match e {
-        PcapError::NomError(_, kind) => format!("{kind:?} check failed"),
-        PcapError::OwnedNomError(_, kind) => format!("{kind:?} check failed"),
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("{kind:?} check failed")
+        }
         other => format!("{other:?}"),
     }
 }
@@ -679,7 +710,7 @@ mod tests {
     fn resolutions() {
         assert_eq!(units_per_second(6), Some(1_000_000));
         assert_eq!(units_per_second(9), Some(1_000_000_000));
-        assert_eq!(units_per_second(0x80 | 10), Some(1024));
+        assert_eq!(units_per_second(0x80 | 0x0a), Some(1024));
         assert_eq!(units_per_second(20), None);
         let i = Interface {
             linktype: 1,

@@ -158,44 +158,7 @@ fn ip(out: &mut String, f: &[u8], medium: Medium) {
         return;
     }
     match l.protocol {
-        proto::TCP if seg.len() >= 20 => {
-            let sport = be16(seg, 0).unwrap_or(0);
-            let dport = be16(seg, 2).unwrap_or(0);
-            let flags = seg[13];
-            let off = usize::from(seg[12] >> 4) * 4;
-            let mut names = String::new();
-            for (bit, c) in [
-                (0x01, 'F'),
-                (0x02, 'S'),
-                (0x04, 'R'),
-                (0x08, 'P'),
-                (0x10, '.'),
-                (0x20, 'U'),
-                (0x40, 'E'),
-                (0x80, 'W'),
-            ] {
-                if flags & bit != 0 {
-                    names.push(c);
-                }
-            }
-            if names.is_empty() {
-                names.push_str("none");
-            }
-            let _ = write!(
-                out,
-                "{tag} {src}.{sport} > {dst}.{dport}: Flags [{names}], seq {}",
-                be32(seg, 4).unwrap_or(0)
-            );
-            if flags & 0x10 != 0 {
-                let _ = write!(out, ", ack {}", be32(seg, 8).unwrap_or(0));
-            }
-            let _ = write!(
-                out,
-                ", win {}, length {}",
-                be16(seg, 14).unwrap_or(0),
-                seg.len().saturating_sub(off)
-            );
-        }
+        proto::TCP if seg.len() >= 20 => tcp(out, tag, &src, &dst, seg),
         proto::UDP if seg.len() >= 8 => {
             let _ = write!(
                 out,
@@ -205,66 +168,8 @@ fn ip(out: &mut String, f: &[u8], medium: Medium) {
                 seg.len() - 8
             );
         }
-        proto::ICMP if seg.len() >= 8 => {
-            let name = match seg[0] {
-                0 => "echo reply",
-                3 => "unreachable",
-                5 => "redirect",
-                8 => "echo request",
-                11 => "time exceeded",
-                _ => "",
-            };
-            let _ = write!(out, "{tag} {src} > {dst}: ICMP ");
-            if name.is_empty() {
-                let _ = write!(out, "type {}", seg[0]);
-            } else {
-                out.push_str(name);
-            }
-            if seg[0] == 0 || seg[0] == 8 {
-                let _ = write!(
-                    out,
-                    ", id {}, seq {}",
-                    be16(seg, 4).unwrap_or(0),
-                    be16(seg, 6).unwrap_or(0)
-                );
-            }
-            let _ = write!(out, ", length {}", seg.len());
-        }
-        proto::ICMPV6 if seg.len() >= 4 => {
-            let name = match seg[0] {
-                1 => "destination unreachable",
-                2 => "packet too big",
-                3 => "time exceeded",
-                128 => "echo request",
-                129 => "echo reply",
-                133 => "router solicitation",
-                134 => "router advertisement",
-                135 => "neighbor solicitation",
-                136 => "neighbor advertisement",
-                143 => "multicast listener report v2",
-                _ => "",
-            };
-            let _ = write!(out, "{tag} {src} > {dst}: ICMP6, ");
-            if name.is_empty() {
-                let _ = write!(out, "type {}", seg[0]);
-            } else {
-                out.push_str(name);
-            }
-            if (seg[0] == 128 || seg[0] == 129) && seg.len() >= 8 {
-                let _ = write!(
-                    out,
-                    ", id {}, seq {}",
-                    be16(seg, 4).unwrap_or(0),
-                    be16(seg, 6).unwrap_or(0)
-                );
-            }
-            if (seg[0] == 135 || seg[0] == 136) && seg.len() >= 24 {
-                if let Some(target) = v6(seg, 8) {
-                    let _ = write!(out, ", who has {target}");
-                }
-            }
-            let _ = write!(out, ", length {}", seg.len());
-        }
+        proto::ICMP if seg.len() >= 8 => icmp(out, tag, &src, &dst, seg),
+        proto::ICMPV6 if seg.len() >= 4 => icmp6(out, tag, &src, &dst, seg),
         p @ (proto::TCP | proto::UDP | proto::ICMP | proto::ICMPV6) => {
             let _ = write!(
                 out,
@@ -280,6 +185,107 @@ fn ip(out: &mut String, f: &[u8], medium: Medium) {
             );
         }
     }
+}
+
+fn tcp(out: &mut String, tag: &str, src: &str, dst: &str, seg: &[u8]) {
+    let sport = be16(seg, 0).unwrap_or(0);
+    let dport = be16(seg, 2).unwrap_or(0);
+    let flags = seg[13];
+    let off = usize::from(seg[12] >> 4) * 4;
+    let mut names = String::new();
+    for (bit, c) in [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, '.'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ] {
+        if flags & bit != 0 {
+            names.push(c);
+        }
+    }
+    if names.is_empty() {
+        names.push_str("none");
+    }
+    let _ = write!(
+        out,
+        "{tag} {src}.{sport} > {dst}.{dport}: Flags [{names}], seq {}",
+        be32(seg, 4).unwrap_or(0)
+    );
+    if flags & 0x10 != 0 {
+        let _ = write!(out, ", ack {}", be32(seg, 8).unwrap_or(0));
+    }
+    let _ = write!(
+        out,
+        ", win {}, length {}",
+        be16(seg, 14).unwrap_or(0),
+        seg.len().saturating_sub(off)
+    );
+}
+
+fn icmp(out: &mut String, tag: &str, src: &str, dst: &str, seg: &[u8]) {
+    let name = match seg[0] {
+        0 => "echo reply",
+        3 => "unreachable",
+        5 => "redirect",
+        8 => "echo request",
+        11 => "time exceeded",
+        _ => "",
+    };
+    let _ = write!(out, "{tag} {src} > {dst}: ICMP ");
+    if name.is_empty() {
+        let _ = write!(out, "type {}", seg[0]);
+    } else {
+        out.push_str(name);
+    }
+    if seg[0] == 0 || seg[0] == 8 {
+        let _ = write!(
+            out,
+            ", id {}, seq {}",
+            be16(seg, 4).unwrap_or(0),
+            be16(seg, 6).unwrap_or(0)
+        );
+    }
+    let _ = write!(out, ", length {}", seg.len());
+}
+
+fn icmp6(out: &mut String, tag: &str, src: &str, dst: &str, seg: &[u8]) {
+    let name = match seg[0] {
+        1 => "destination unreachable",
+        2 => "packet too big",
+        3 => "time exceeded",
+        128 => "echo request",
+        129 => "echo reply",
+        133 => "router solicitation",
+        134 => "router advertisement",
+        135 => "neighbor solicitation",
+        136 => "neighbor advertisement",
+        143 => "multicast listener report v2",
+        _ => "",
+    };
+    let _ = write!(out, "{tag} {src} > {dst}: ICMP6, ");
+    if name.is_empty() {
+        let _ = write!(out, "type {}", seg[0]);
+    } else {
+        out.push_str(name);
+    }
+    if (seg[0] == 128 || seg[0] == 129) && seg.len() >= 8 {
+        let _ = write!(
+            out,
+            ", id {}, seq {}",
+            be16(seg, 4).unwrap_or(0),
+            be16(seg, 6).unwrap_or(0)
+        );
+    }
+    if (seg[0] == 135 || seg[0] == 136) && seg.len() >= 24 {
+        if let Some(target) = v6(seg, 8) {
+            let _ = write!(out, ", who has {target}");
+        }
+    }
+    let _ = write!(out, ", length {}", seg.len());
 }
 
 #[cfg(test)]
