@@ -1,5 +1,5 @@
-"""The ``vnetio`` command: ``demo``, ``doctor``, ``create``, ``delete``, ``list``, ``cleanup``
-and ``--version``.
+"""The ``vnetio`` command: ``demo``, ``doctor``, ``create``, ``delete``, ``list``, ``cleanup``,
+``capture``, ``replay`` and ``--version``.
 
 ``vnetio demo`` pumps frames from one adapter to another through vnetio batches and shows
 the rate live. As root it builds a private "bridge loop" (a network namespace holding a
@@ -79,6 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     _add_hygiene_parsers(sub)
+    from vnetio import _capture_cli
+
+    _capture_cli.add_parsers(sub)
     return parser
 
 
@@ -185,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vnetio {args.command}: {core_error}", file=sys.stderr)
         print("vnetio doctor diagnoses this installation.", file=sys.stderr)
         return 1
-    if args.command in _HYGIENE:
-        return _HYGIENE[args.command](args)
+    if args.command in _HYGIENE or args.command in _CAPTURE:
+        return _run_subcommand(args, parser)
     if args.command == "demo":
         if not 60 <= args.size <= 1514:
             parser.error("--size must be between 60 and 1514 (an Ethernet frame at MTU 1500)")
@@ -389,6 +392,18 @@ def _print_cleanup(result: CleanupResult, args: argparse.Namespace) -> None:
     if result.dry_run:
         summary += " (dry run: nothing was deleted)"
     print(summary)
+
+
+_CAPTURE = ("capture", "replay")
+
+
+def _run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command in _HYGIENE:
+        return _HYGIENE[args.command](args)
+    from vnetio import _capture_cli
+
+    run = _capture_cli.cmd_capture if args.command == "capture" else _capture_cli.cmd_replay
+    return run(args, parser)
 
 
 _HYGIENE = {

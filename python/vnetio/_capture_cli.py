@@ -1,0 +1,473 @@
+"""``vnetio capture`` and ``vnetio replay``: tcpdump's and tcpreplay's habits on TUN/TAP.
+
+``capture`` opens the adapter (or creates it with ``--create``) and runs the Rust capture
+loop (:meth:`vnetio.capture.Writer.capture`) in slices of at most a quarter second, so it
+can rotate files (``-C`` size, ``-G`` time, as tcpdump names them), refresh the status
+line on a terminal, and stop cleanly on SIGINT or SIGTERM: the file is flushed and closed
+complete, and a summary goes to stderr. Without ``-w`` it prints one line per frame,
+decoded in Rust (:func:`vnetio.capture.summarize`).
+
+``replay`` sends a capture into an adapter: at the capture's own pace (default), at a fixed
+``--rate`` or as fast as the adapter takes frames (``--topspeed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from vnetio import Adapter
+    from vnetio.capture import Writer
+
+__all__ = ["add_parsers", "cmd_capture", "cmd_replay"]
+
+STATUS_INTERVAL = 0.25
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (raised by the handler, between capture slices)."""
+
+
+def add_parsers(sub: Any) -> None:
+    cap = sub.add_parser(
+        "capture",
+        help="capture frames from a TUN/TAP adapter to a pcapng/pcap file (like tcpdump)",
+        description=(
+            "Capture the frames that reach a TUN/TAP adapter, tcpdump style: -w writes a "
+            "pcapng (or -F pcap) file that Wireshark reads; without -w one line per frame is "
+            "printed. EXPRESSION is a tcpdump filter. The adapter is opened (attached): it "
+            "must exist (vnetio create, ip tuntap add) and not be held by another process, "
+            "unless --create makes a new one. Ctrl-C or SIGTERM stops with a summary and a "
+            "complete file."
+        ),
+    )
+    cap.add_argument("-i", dest="interface", required=True, metavar="IFACE", help="adapter name")
+    cap.add_argument("-w", dest="file", metavar="FILE", help="write frames to FILE")
+    cap.add_argument("-c", dest="count", type=int, metavar="COUNT", help="stop after COUNT frames")
+    cap.add_argument(
+        "-G",
+        dest="rotate_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="start a new file every SECONDS (FILE may hold strftime patterns, e.g. %%H%%M%%S)",
+    )
+    cap.add_argument(
+        "-C",
+        dest="rotate_mb",
+        type=float,
+        metavar="MEGABYTES",
+        help="start a new file when one reaches MEGABYTES x 1,000,000 bytes: FILE, FILE1, …",
+    )
+    cap.add_argument(
+        "-s", dest="snaplen", type=int, default=262144, metavar="SNAPLEN", help="bytes kept"
+    )
+    cap.add_argument(
+        "-F", dest="format", choices=("pcapng", "pcap"), default="pcapng", help="file format"
+    )
+    cap.add_argument("--create", action="store_true", help="create the adapter (removed at exit)")
+    cap.add_argument("--tun", action="store_true", help="with --create: a TUN (default TAP)")
+    cap.add_argument("--netns", metavar="NS", help="the adapter is in network namespace NS")
+    cap.add_argument("expression", nargs="*", help="tcpdump filter expression")
+
+    rep = sub.add_parser(
+        "replay",
+        help="send a pcapng/pcap file into a TUN/TAP adapter (like tcpreplay)",
+        description=(
+            "Send every frame of FILE into adapter IFACE: at the capture's own pace "
+            "(default), at --rate frames per second, or --topspeed. The file's link type must "
+            "match the adapter (Ethernet for a TAP, raw IP for a TUN)."
+        ),
+    )
+    rep.add_argument("-i", dest="interface", required=True, metavar="IFACE", help="adapter name")
+    rep.add_argument("file", metavar="FILE")
+    pace = rep.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, metavar="PPS", help="frames per second")
+    pace.add_argument("--topspeed", action="store_true", help="as fast as possible")
+    rep.add_argument("--create", action="store_true", help="create the adapter (removed at exit)")
+    rep.add_argument("--netns", metavar="NS", help="the adapter is in network namespace NS")
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"vnetio {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def _open_adapter(name: str, *, netns: str | None, create: bool, kind: str) -> Adapter:
+    """Attach to adapter ``name`` (its kind from the kernel), or create it (``create``)."""
+    import vnetio
+
+    if create:
+        cls = vnetio.Tun if kind == "tun" else vnetio.Tap
+        adapter = cls(name, netns=netns)
+        if adapter.created:
+            adapter.up()
+        return adapter
+    found = [a for a in vnetio.list_adapters(netns=netns) if a.name == name]
+    if not found:
+        where = f" in namespace {netns}" if netns else ""
+        raise LookupError(
+            f"no TUN/TAP adapter named {name}{where}; create one with --create (or "
+            f"`vnetio create {name} --tap`), or pick one from `vnetio list`"
+        )
+    cls = vnetio.Tun if found[0].mode == "tun" else vnetio.Tap
+    return cls(name, netns=netns)
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises Terminated (between capture slices), like Ctrl-C's KeyboardInterrupt."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _rate(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k"
+    return f"{n:.0f} "
+
+
+class _Status:
+    """The live one-line status on stderr: only on a terminal, a few times a second."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.start = self.last_t = time.monotonic()
+        self.last = (0, 0)
+        self.shown = False
+
+    def update(self, frames: int, nbytes: int, tail: str, *, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        dt = now - self.last_t
+        if dt < STATUS_INTERVAL and not force:
+            return
+        fps = (frames - self.last[0]) / dt if dt > 0 else 0.0
+        mbps = (nbytes - self.last[1]) * 8 / dt / 1e6 if dt > 0 else 0.0
+        self.last_t, self.last = now, (frames, nbytes)
+        line = f"{now - self.start:7.1f} s  {_rate(fps)}frames/s  {mbps:8.1f} Mbit/s  {tail}"
+        self.out.write("\r" + line + "\x1b[K")
+        self.out.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.out.write("\n")
+            self.out.flush()
+
+
+# -- capture -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Totals:
+    written: int = 0
+    nbytes: int = 0
+    filtered: int = 0
+    files: list[str] | None = None
+
+
+class _Rotation:
+    """File names as tcpdump makes them: strftime on FILE when -G is given; with -C a
+    count suffix (FILE, FILE1, FILE2, …; with -G the count restarts each period)."""
+
+    def __init__(self, pattern: str, *, seconds: float | None, megabytes: float | None) -> None:
+        self.pattern = pattern
+        self.seconds = seconds
+        self.max_bytes = None if megabytes is None else max(1, int(megabytes * 1_000_000))
+        self.index = 0
+        self.period_start = time.time()
+
+    def name(self) -> str:
+        base = self.pattern
+        if self.seconds is not None:
+            base = time.strftime(base, time.localtime(self.period_start))
+        return base if self.index == 0 else f"{base}{self.index}"
+
+    def next_by_size(self) -> None:
+        self.index += 1
+
+    def next_by_time(self) -> None:
+        self.index = 0
+        self.period_start = time.time()
+
+    def period_left(self) -> float | None:
+        if self.seconds is None:
+            return None
+        return self.period_start + self.seconds - time.time()
+
+
+def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.count is not None and args.count < 1:
+        parser.error("-c COUNT must be at least 1")
+    for flag, value in (("-G", args.rotate_seconds), ("-C", args.rotate_mb)):
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            parser.error(f"{flag} must be a positive number")
+        if value is not None and not args.file:
+            parser.error(f"{flag} rotates files: it needs -w FILE")
+    if args.snaplen < 1:
+        parser.error("-s SNAPLEN must be at least 1")
+    if args.tun and not args.create:
+        parser.error("--tun goes with --create (an existing adapter's kind comes from the kernel)")
+    expression = " ".join(args.expression) or None
+    try:
+        adapter = _open_adapter(
+            args.interface, netns=args.netns, create=args.create, kind="tun" if args.tun else "tap"
+        )
+    except (OSError, ValueError, LookupError) as exc:
+        return _fail("capture", f"{type(exc).__name__}: {exc}")
+    with adapter, _stop_on_sigterm():
+        if args.file:
+            return _capture_to_files(adapter, args, expression)
+        return _print_frames(adapter, args, expression)
+
+
+def _summary(totals: _Totals, dropped: int, reason: str, out: TextIO) -> None:
+    print(
+        f"{totals.written} frames captured, {totals.filtered} filtered out, {dropped} dropped "
+        f"by the kernel (queue full) — {reason}",
+        file=out,
+    )
+    for name in totals.files or []:
+        print(f"  {name}", file=out)
+
+
+class _FileCapture:
+    """The -w loop: a writer per file, rotated by size or time, totals across files."""
+
+    def __init__(self, adapter: Adapter, args: argparse.Namespace, expression: str | None):
+        self.adapter = adapter
+        self.args = args
+        self.expression = expression
+        self.rotation = _Rotation(args.file, seconds=args.rotate_seconds, megabytes=args.rotate_mb)
+        self.totals = _Totals(files=[])
+        self.writer: Writer | None = None
+
+    def open_next(self) -> Writer:
+        from vnetio.capture import Writer
+
+        name = self.rotation.name()
+        self.writer = Writer(
+            name,
+            format=self.args.format,
+            snaplen=self.args.snaplen,
+            interface=self.adapter,
+            filter=self.expression,
+        )
+        assert self.totals.files is not None
+        self.totals.files.append(name)
+        return self.writer
+
+    def close(self) -> None:
+        w, self.writer = self.writer, None
+        if w is not None:
+            w.close()
+            self.totals.written += w.frames
+            self.totals.nbytes += w.bytes
+            self.totals.filtered += w.filtered
+
+    def run(self, status: _Status, base_dropped: int) -> str:
+        """Capture until -c is reached (or an exception); returns why it stopped."""
+        writer = self.open_next()
+        rotation, count = self.rotation, self.args.count
+        while True:
+            left = None if count is None else count - self.totals.written - writer.frames
+            if left is not None and left <= 0:
+                return f"{count} frames"
+            period = rotation.period_left()
+            timeout = STATUS_INTERVAL if period is None else max(0.0, min(STATUS_INTERVAL, period))
+            _, _, why = writer.capture(
+                self.adapter, count=left, max_bytes=rotation.max_bytes, timeout=timeout
+            )
+            if why == "size":
+                self.close()
+                rotation.next_by_size()
+                writer = self.open_next()
+            elif period is not None and (rotation.period_left() or 0.0) <= 0:
+                self.close()
+                rotation.next_by_time()
+                writer = self.open_next()
+            t = self.totals
+            dropped = self.adapter.stats().rx_dropped - base_dropped
+            status.update(
+                t.written + writer.frames,
+                t.nbytes + writer.bytes,
+                f"written {t.written + writer.frames:,}  filtered "
+                f"{t.filtered + writer.filtered:,}  lost {dropped:,}",
+            )
+
+
+def _capture_to_files(adapter: Adapter, args: argparse.Namespace, expression: str | None) -> int:
+    job = _FileCapture(adapter, args, expression)
+    status = _Status(sys.stderr)
+    base_dropped = adapter.stats().rx_dropped
+    code = 0
+    try:
+        reason = job.run(status, base_dropped)
+    except KeyboardInterrupt:
+        reason = "interrupted (SIGINT)"
+    except Terminated:
+        reason = "terminated (SIGTERM)"
+    except (OSError, ValueError) as exc:
+        reason = f"stopped by an error: {exc}"
+        code = 1
+    finally:
+        try:
+            job.close()
+        except OSError as exc:
+            reason = f"stopped by an error: {exc}"
+            code = 1
+    status.done()
+    _summary(job.totals, adapter.stats().rx_dropped - base_dropped, reason, sys.stderr)
+    return code
+
+
+def _print_frames(adapter: Adapter, args: argparse.Namespace, expression: str | None) -> int:
+    from vnetio import filters
+    from vnetio.capture import summarize
+
+    program = filters.compile(expression, adapter.kind) if expression else None
+    totals = _Totals()
+    base_dropped = adapter.stats().rx_dropped
+    reason = "done"
+    out = sys.stdout
+    offset = time.localtime().tm_gmtoff
+    try:
+        while args.count is None or totals.written < args.count:
+            want = 256 if args.count is None else min(256, args.count - totals.written)
+            batch = adapter.recv_batch(max_frames=want, timeout=STATUS_INTERVAL)
+            if len(batch) == 0:
+                continue
+            if program is not None:
+                kept = batch.filter(program, adapter.kind)
+                totals.filtered += len(batch) - len(kept)
+                batch = kept
+            if len(batch):
+                out.write(summarize(batch, adapter.kind, offset))
+                out.flush()
+                totals.written += len(batch)
+        reason = f"{args.count} frames"
+    except KeyboardInterrupt:
+        reason = "interrupted (SIGINT)"
+    except Terminated:
+        reason = "terminated (SIGTERM)"
+    except BrokenPipeError:  # `vnetio capture -i vn0 | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        reason = "output closed"
+    _summary(totals, adapter.stats().rx_dropped - base_dropped, reason, sys.stderr)
+    return 0
+
+
+# -- replay --------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vnetio.capture import Reader
+
+    if args.rate is not None and (not math.isfinite(args.rate) or args.rate <= 0):
+        parser.error("--rate must be a positive number of frames per second")
+    try:
+        reader = Reader(args.file)
+    except (OSError, ValueError) as exc:
+        return _fail("replay", f"{type(exc).__name__}: {exc}")
+    with reader:
+        kind = reader.kind
+        if kind is None:
+            return _fail(
+                "replay",
+                f"{args.file} holds link type {reader.linktype}; an adapter carries Ethernet "
+                "(1, TAP) or raw IP (101, TUN) frames",
+            )
+        try:
+            adapter = _open_adapter(args.interface, netns=args.netns, create=args.create, kind=kind)
+        except (OSError, ValueError, LookupError) as exc:
+            return _fail("replay", f"{type(exc).__name__}: {exc}")
+        with adapter, _stop_on_sigterm():
+            if adapter.kind != kind:
+                return _fail(
+                    "replay",
+                    f"{args.file} holds {'Ethernet' if kind == 'tap' else 'raw IP'} frames but "
+                    f"{args.interface} is a {adapter.kind.upper()}; replay it into a "
+                    f"{kind.upper()}",
+                )
+            return _replay(reader, adapter, args)
+
+
+def _replay(reader: Any, adapter: Adapter, args: argparse.Namespace) -> int:
+    status = _Status(sys.stderr)
+    sent = nbytes = 0
+    reason = "end of file"
+    code = 0
+    start = time.monotonic()
+    first_ts: int | None = None
+    # --rate: small batches so the pace is smooth; otherwise what the file gives.
+    chunk = 256 if args.rate is None else max(1, min(256, int(args.rate / 100)))
+    try:
+        while True:
+            batch = reader.read_batch(chunk)
+            if len(batch) == 0:
+                break
+            if args.rate is not None:
+                _sleep_until(start + sent / args.rate)
+                adapter.send_batch(batch)
+            elif args.topspeed:
+                adapter.send_batch(batch)
+            else:
+                times = batch.timestamps_ns
+                first_ts = times[0] if first_ts is None else first_ts
+                # Send runs of frames that are due together; sleep until the next is due.
+                i = 0
+                while i < len(batch):
+                    due = start + (times[i] - first_ts) / 1e9
+                    _sleep_until(due)
+                    now_rel = (time.monotonic() - start) * 1e9 + first_ts
+                    j = i + 1
+                    while j < len(batch) and times[j] <= now_rel:
+                        j += 1
+                    adapter.send_batch([batch[k] for k in range(i, j)])
+                    i = j
+            sent += len(batch)
+            nbytes += batch.nbytes
+            status.update(sent, nbytes, f"sent {sent:,}")
+    except KeyboardInterrupt:
+        reason = "interrupted (SIGINT)"
+    except Terminated:
+        reason = "terminated (SIGTERM)"
+    except (OSError, ValueError) as exc:
+        reason = f"stopped by an error: {exc}"
+        code = 1
+    status.done()
+    seconds = time.monotonic() - start
+    print(
+        f"{sent} frames sent ({nbytes} bytes) in {seconds:.2f} s into {adapter.name} — {reason}",
+        file=sys.stderr,
+    )
+    return code
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
