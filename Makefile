@@ -9,7 +9,8 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.deps-stamp
 EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
-DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3
+# tshark (with capinfos/editcap from wireshark-common) checks the capture files vnetio writes.
+DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
 
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml pyproject.toml
 
@@ -22,6 +23,7 @@ system-deps: ## install the Debian packages the tests need (root; skipped when p
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 1; \
 	  else echo "warning: missing Debian packages:$$missing (run 'sudo make system-deps')"; fi; \
 	fi
