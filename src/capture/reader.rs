@@ -373,15 +373,8 @@ impl<R: Read> CaptureReader<R> {
         };
         let (_, rec) = parsed.map_err(|_| self.bad(self.offset(), "malformed pcap record"))?;
         let iface = &self.interfaces[0];
-        if u64::from(rec.ts_usec) >= iface.units {
-            return Err(self.bad(
-                self.offset(),
-                format!(
-                    "a record's fraction of a second is {} (must be below {})",
-                    rec.ts_usec, iface.units
-                ),
-            ));
-        }
+        // A fraction of a second at or above one second is carried into the seconds, as
+        // Wireshark does: scapy's PcapWriter rounds 0.9999995 s up to 1000000 µs.
         let ts = iface.ts_ns(u64::from(rec.ts_sec) * iface.units + u64::from(rec.ts_usec));
         if rec.origlen as usize > rec.data.len() {
             self.truncated += 1;
