@@ -424,3 +424,18 @@ def test_big_endian_pcapng_with_every_packet_block_reads_as_tshark_reads_it(
     ]
     assert got == expected
     assert expected[0] == (Decimal("103.5"), 20)  # 3.5 s in 2^-10 units + 100 s offset
+
+
+def test_a_microsecond_count_of_one_second_is_carried_as_tshark_does(tmp_path: Path) -> None:
+    """scapy's PcapWriter can round 0.9999995 s up to 1000000 µs; readers carry it."""
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    frame = udp_frame(0)
+    record = struct.pack("<IIII", 1_700_000_000, 1_000_000, len(frame), len(frame)) + frame
+    path = tmp_path / "carry.pcap"
+    path.write_bytes(header + record)
+    out = tool("tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch")
+    with Reader(path) as r:
+        (ts,) = r.read_batch().timestamps_ns
+    # tshark keeps the fields as they are (1000000000 ns) and prints them side by side.
+    seconds, nanoseconds = out.strip().split(".")
+    assert ts == int(seconds) * 10**9 + int(nanoseconds) == 1_700_000_001 * 10**9
