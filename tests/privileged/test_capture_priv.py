@@ -164,7 +164,8 @@ def test_cli_rotates_by_size_into_complete_files(tap_ns: Netns, tmp_path: Path) 
         pinger.wait()
     assert proc.returncode == 0, err
     files = [base] + sorted(
-        (p for p in tmp_path.iterdir() if p.name != base.name), key=lambda p: int(p.name[len(base.name) :])
+        (p for p in tmp_path.iterdir() if p.name != base.name),
+        key=lambda p: int(p.name[len(base.name) :]),
     )
     assert len(files) >= 3, files  # 3000 x 140-byte blocks in 50 kB files
     assert [p.name for p in files[1:3]] == ["size.pcapng1", "size.pcapng2"]
