@@ -1,5 +1,5 @@
 //! The kernel ABI for TUN/TAP: ioctls on `/dev/net/tun` and on a control socket,
-//! `socket`, `setns`, `poll` and `eventfd`.
+//! `socket`, `setns`, `poll`, `eventfd`, and the `bpf(2)` calls behind kernel-side filters.
 //!
 //! This is the only module of the core that may use `unsafe`. Every block carries a
 //! `SAFETY:` note. Ioctl request numbers come from the `libc` crate, which defines them
@@ -281,10 +281,218 @@ pub fn poll2(
     ))
 }
 
+// ---- socket filters: classic (TUNATTACHFILTER) and eBPF (bpf(2) + TUNSETFILTEREBPF) ----
+
+// Not in the libc crate; built with its per-architecture `_IOW`/`_IOR` (linux/if_tun.h).
+const TUNATTACHFILTER: libc::Ioctl = libc::_IOW::<libc::sock_fprog>(b'T' as u32, 213);
+const TUNDETACHFILTER: libc::Ioctl = libc::_IOW::<libc::sock_fprog>(b'T' as u32, 214);
+const TUNSETFILTEREBPF: libc::Ioctl = libc::_IOR::<libc::c_int>(b'T' as u32, 225);
+
+/// TUNATTACHFILTER: attach a classic program to every queue of the adapter (the kernel
+/// keeps it for queues attached later, too).
+pub fn tun_attach_filter(fd: BorrowedFd<'_>, program: &[crate::bpf::Insn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len = libc::c_ushort::try_from(insns.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `fd` is live; TUNATTACHFILTER reads one `struct sock_fprog` whose `filter`
+    // points to `len` initialised `sock_filter`s in `insns`, alive across the call (the
+    // kernel copies them).
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNATTACHFILTER, std::ptr::from_ref(&fprog)) })
+        .map(drop)
+}
+
+/// TUNDETACHFILTER: remove the classic program.
+pub fn tun_detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: 0,
+        filter: std::ptr::null_mut(),
+    };
+    // SAFETY: `fd` is live; TUNDETACHFILTER ignores the argument's contents, which point to
+    // a valid local struct anyway.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNDETACHFILTER, std::ptr::from_ref(&fprog)) })
+        .map(drop)
+}
+
+/// TUNSETFILTEREBPF: attach the eBPF socket filter `prog` to the adapter (`None`
+/// detaches). The program belongs to the device, not to this descriptor.
+pub fn tun_set_filter_ebpf(fd: BorrowedFd<'_>, prog: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    ioctl_int_ptr(fd, TUNSETFILTEREBPF, prog.map_or(-1, |p| p.as_raw_fd()))
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// `bpf(cmd, attr, sizeof attr)`; the kernel accepts a prefix of its `union bpf_attr`
+/// (the rest reads as zero).
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, initialised `#[repr(C)]` struct laid out as the prefix of
+    // `union bpf_attr` for `cmd`, and the size passed is its size. Pointers inside it
+    // (set by the callers below) point to buffers alive across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a bpf() command that creates a descriptor, and
+    // nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }
+}
+
+/// A per-CPU array map with one u64 entry: the counter an eBPF filter adds its rejects to.
+pub fn bpf_counter_map() -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// Number of possible CPUs (the length of a per-CPU map value), from
+/// /sys/devices/system/cpu/possible ("0-1", "0", "0-3,5").
+fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut count = 0usize;
+    for part in text.trim().split(',') {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad cpu list");
+        count += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                b.checked_sub(a).ok_or_else(bad)? + 1
+            }
+            None => part.parse::<usize>().map(|_| 1).map_err(|_| bad())?,
+        };
+    }
+    Ok(count.max(1))
+}
+
+/// The sum over all CPUs of entry 0 of a [`bpf_counter_map`].
+pub fn bpf_counter_sum(map: BorrowedFd<'_>) -> io::Result<u64> {
+    let key = 0u32;
+    let mut values = vec![0u64; possible_cpus()?];
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: std::ptr::from_ref(&key) as u64,
+        value: values.as_mut_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+    Ok(values.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
+}
+
+/// Load an eBPF socket filter. On failure: the error and the verifier's log (loaded a
+/// second time with logging on, so the common success path pays nothing for it).
+pub fn bpf_load_socket_filter(
+    insns: &[crate::ebpf::EbpfInsn],
+) -> Result<OwnedFd, (io::Error, String)> {
+    let license = b"Dual MIT/GPL\0";
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: u32::try_from(insns.len()).unwrap_or(u32::MAX),
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoadAttr::default()
+    };
+    attr.prog_name[..6].copy_from_slice(b"vnetio");
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(err) => {
+            let mut log = vec![0u8; 1 << 18];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+                return Ok(owned(fd)); // a transient failure
+            }
+            let end = log.iter().position(|&c| c == 0).unwrap_or(0);
+            Err((err, String::from_utf8_lossy(&log[..end]).into_owned()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[allow(clippy::unnecessary_cast)] // `Ioctl` is c_ulong on glibc, c_int on musl
+    fn filter_ioctl_numbers_match_if_tun_h() {
+        // Values from linux/if_tun.h on 64-bit x86 and ARM.
+        assert_eq!(TUNATTACHFILTER as u64, 0x4010_54d5);
+        assert_eq!(TUNDETACHFILTER as u64, 0x4010_54d6);
+        assert_eq!(TUNSETFILTEREBPF as u64, 0x8004_54e1);
+    }
+
+    #[test]
+    fn cpu_count_is_at_least_one() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
 
     #[test]
     fn ifreq_name_round_trip_keeps_terminator() {
