@@ -331,6 +331,92 @@ pub fn tun_set_filter_ebpf(fd: BorrowedFd<'_>, prog: Option<BorrowedFd<'_>>) -> 
     ioctl_int_ptr(fd, TUNSETFILTEREBPF, prog.map_or(-1, |p| p.as_raw_fd()))
 }
 
+// ---- ethtool features (SIOCETHTOOL), looked up by name ----
+
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_SFEATURES: u32 = 0x3b;
+const ETH_SS_FEATURES: u32 = 4;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// SIOCETHTOOL with `buf` as the command block (`ifr_data`).
+fn ethtool(sock: BorrowedFd<'_>, name: &IfName, buf: &mut [u64]) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+    ioctl_ifreq(sock, libc::SIOCETHTOOL as libc::Ioctl, &mut ifr)
+}
+
+/// Turn off the named device features (`ethtool -K`-style names such as
+/// "tx-vlan-hw-insert"). Bit positions are looked up by name in the kernel's feature
+/// string set, as they differ between kernel versions. Returns how many names were found.
+pub fn ethtool_features_off(
+    sock: BorrowedFd<'_>,
+    name: &IfName,
+    features: &[&str],
+) -> io::Result<usize> {
+    // ETHTOOL_GSSET_INFO: {cmd u32, reserved u32, sset_mask u64, data u32[]}.
+    let mut info = [0u64; 3];
+    let b = bytemuck_u64s(&mut info);
+    b[0..4].copy_from_slice(&ETHTOOL_GSSET_INFO.to_ne_bytes());
+    b[8..16].copy_from_slice(&(1u64 << ETH_SS_FEATURES).to_ne_bytes());
+    ethtool(sock, name, &mut info)?;
+    let b = bytemuck_u64s(&mut info);
+    let count = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]) as usize;
+    if count == 0 || count > 4096 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no feature names",
+        ));
+    }
+    // ETHTOOL_GSTRINGS: {cmd u32, string_set u32, len u32, data u8[len * 32]}.
+    let mut strings = vec![0u64; (12 + count * ETH_GSTRING_LEN).div_ceil(8)];
+    let head: &mut [u8] = bytemuck_u64s(&mut strings);
+    head[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    head[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
+    head[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    ethtool(sock, name, &mut strings)?;
+    let bytes = bytemuck_u64s(&mut strings);
+    let blocks = count.div_ceil(32);
+    // ETHTOOL_SFEATURES: {cmd u32, size u32, features {valid u32, requested u32}[size]}.
+    let mut set = vec![0u64; 1 + blocks];
+    let mut found = 0;
+    {
+        let out = bytemuck_u64s(&mut set);
+        out[0..4].copy_from_slice(&ETHTOOL_SFEATURES.to_ne_bytes());
+        out[4..8].copy_from_slice(&(blocks as u32).to_ne_bytes());
+        for bit in 0..count {
+            let raw = &bytes[12 + bit * ETH_GSTRING_LEN..12 + (bit + 1) * ETH_GSTRING_LEN];
+            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+            if !features.iter().any(|f| f.as_bytes() == &raw[..end]) {
+                continue;
+            }
+            found += 1;
+            let valid_at = 8 + (bit / 32) * 8; // requested stays 0: off
+            let mut valid = u32::from_ne_bytes([
+                out[valid_at],
+                out[valid_at + 1],
+                out[valid_at + 2],
+                out[valid_at + 3],
+            ]);
+            valid |= 1 << (bit % 32);
+            out[valid_at..valid_at + 4].copy_from_slice(&valid.to_ne_bytes());
+        }
+    }
+    if found > 0 {
+        ethtool(sock, name, &mut set)?;
+    }
+    Ok(found)
+}
+
+/// The bytes of a `u64` buffer (used for 8-byte-aligned ethtool command blocks).
+fn bytemuck_u64s(buf: &mut [u64]) -> &mut [u8] {
+    // SAFETY: any bit pattern is a valid `u8`, `u8` has alignment 1, and the returned
+    // slice covers exactly the buffer's bytes and borrows it mutably for its lifetime.
+    unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(buf))
+    }
+}
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;

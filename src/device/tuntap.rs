@@ -1133,6 +1133,21 @@ impl Adapter {
         Ok((prog, map))
     }
 
+    /// Make kernel filters see VLAN tags where libpcap's programs look for them. A TAP
+    /// advertises VLAN tag insertion "in hardware", so the kernel hands it frames whose
+    /// tag sits in metadata (skb->vlan_tci) rather than in the data; the filter runs before
+    /// the driver writes the tag back into the frame, so `vlan` expressions would miss.
+    /// With the insertion offload off, the kernel inserts tags before the filter runs
+    /// (what the reader gets is the same either way). Needs CAP_NET_ADMIN; without it the
+    /// filter still works, and tagged frames are filtered as if untagged.
+    fn vlan_tags_in_data(&self) {
+        let _ = sys::ethtool_features_off(
+            self.link.ctl.as_fd(),
+            &self.ifname,
+            &["tx-vlan-hw-insert", "tx-vlan-stag-hw-insert"],
+        );
+    }
+
     /// Detach every kernel-side filter (on close, so a persistent adapter does not keep
     /// filtering for its next user: the kernel ties the eBPF program to the device).
     fn detach_kernel_filters(&self) {
@@ -1180,6 +1195,9 @@ impl Adapter {
             Medium::Ethernet => Placement::Kernel,
             Medium::Ip => Placement::Userspace,
         });
+        if want != Placement::Userspace && self.medium == Medium::Ethernet {
+            self.vlan_tags_in_data();
+        }
         if want == Placement::Kernel {
             match self.attach_ebpf(fd, &program) {
                 Ok((prog, map)) => {
