@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod device;
 pub mod error;
 pub mod gro;
+pub mod responder;
 pub mod vnet;
 pub mod wire;
 

@@ -16,6 +16,7 @@ __all__ = [
     "IFF_VNET_HDR",
     "Adapter",
     "Batch",
+    "EchoResponder",
     "Loopback",
     "Queue",
     "Stats",
@@ -283,5 +284,31 @@ def loopback_pair(
     mtu: int = 1500,
     overflow: Literal["drop", "error"] = "drop",
 ) -> tuple[Loopback, Loopback]: ...
+@final
+class EchoResponder:
+    """Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC
+    and IPv4 and/or IPv6 address (see vnetio.loopback.EchoResponder)."""
+
+    def __new__(
+        cls,
+        mac: str | None = None,
+        *,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        kind: Literal["tap", "tun"] = "tap",
+    ) -> Self: ...
+    def answer(self, frames: Batch | Iterable[Buffer]) -> Batch:
+        """The replies to the frames that deserve one, as a new Batch (GIL released)."""
+    def stats(self) -> dict[str, int]:
+        """arp, ns, echo4, echo6, ignored, malformed, answered."""
+    @property
+    def mac(self) -> str: ...
+    @property
+    def ipv4(self) -> str | None: ...
+    @property
+    def ipv6(self) -> str | None: ...
+    @property
+    def kind(self) -> Literal["tap", "tun"]: ...
+
 def _panic_for_test() -> None:
     """Raise a Rust panic (tests prove it surfaces as PanicException)."""

@@ -66,6 +66,14 @@ impl PyBatch {
         }
     }
 
+    /// A batch of frames built in memory (not from a pool).
+    pub fn new(inner: PacketBatch) -> Self {
+        PyBatch {
+            inner,
+            pool: Weak::new(),
+        }
+    }
+
     /// The frames.
     pub fn inner(&self) -> &PacketBatch {
         &self.inner
