@@ -284,6 +284,7 @@ def loopback_pair(
     mtu: int = 1500,
     overflow: Literal["drop", "error"] = "drop",
 ) -> tuple[Loopback, Loopback]: ...
+
 @final
 class EchoResponder:
     """Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC

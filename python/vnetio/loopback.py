@@ -192,6 +192,5 @@ class EchoResponder:
     def __repr__(self) -> str:
         state = "serving" if self.serving else "idle"
         return (
-            f"<EchoResponder {self.kind} mac={self.mac} ipv4={self.ipv4} ipv6={self.ipv6} "
-            f"{state}>"
+            f"<EchoResponder {self.kind} mac={self.mac} ipv4={self.ipv4} ipv6={self.ipv6} {state}>"
         )
