@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
@@ -105,10 +105,13 @@ class Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
     def filter(
         self,
-        program: str | Sequence[tuple[int, int, int, int]],
+        program: str | Sequence[tuple[int, int, int, int]] | Callable[[Any], object],
         kind: Literal["tap", "tun"] = "tap",
     ) -> Batch:
-        """The frames a tcpdump expression (or classic BPF program) accepts, as a new Batch."""
+        """The frames a tcpdump expression, a classic BPF program or a predicate on the
+        scapy packet accepts, as a new Batch (receive times kept)."""
+    def _take(self, indices: Sequence[int]) -> Batch:
+        """The frames at ``indices`` as a new Batch (receive times and metadata kept)."""
     def to_scapy(self, kind: Literal["tap", "tun"] = "tap") -> Sequence[Any]:
         """The frames as scapy packets, dissected lazily on access."""
     def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
