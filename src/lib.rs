@@ -9,6 +9,7 @@ pub mod batch;
 pub mod bpf;
 pub mod checksum;
 pub mod device;
+pub mod ebpf;
 pub mod error;
 pub mod gro;
 pub mod responder;

@@ -150,7 +150,11 @@ class Stats:
     tx_dropped: int
     tx_coalesced: int
     coalesce_fallbacks: int
-    def as_dict(self) -> dict[str, int]: ...
+    rx_filtered: int | None
+    """Frames a filter rejected (not in rx_frames or rx_dropped); None while a classic
+    kernel filter is attached (the kernel then counts its rejects in rx_dropped)."""
+    def as_dict(self) -> dict[str, int | None]: ...
+    def __getitem__(self, key: str) -> int | None: ...
 
 @disjoint_base
 class Adapter:
@@ -179,6 +183,19 @@ class Adapter:
         """Send every frame; returns the count. All frames are validated before the first is
         written. On an OS error part-way, raises OSError with ``.sent`` = frames written."""
     def stats(self) -> Stats: ...
+    def set_filter(
+        self,
+        filter: str | Sequence[tuple[int, int, int, int]] | None,
+        *,
+        placement: Literal["auto", "kernel", "classic", "userspace"] = "auto",
+    ) -> Literal["kernel", "classic", "userspace"] | None:
+        """Keep only received frames the filter accepts (tcpdump expression or cBPF
+        program; None removes it). Returns where it runs; on error nothing changes."""
+    @property
+    def filter(self) -> str | None:
+        """The current filter's tcpdump expression (None: none, or a raw program)."""
+    @property
+    def filter_placement(self) -> Literal["kernel", "classic", "userspace"] | None: ...
     def send_packets(self, packets: Iterable[Any]) -> int:
         """Send scapy packets (one conversion to bytes each, then one batch)."""
     def recv_batch_async(
