@@ -98,3 +98,13 @@ def test_frames_cross_without_learning_traps() -> None:
     mixed = vnetio.Batch.from_frames([*batch, loop.frame(100, src="02:00:00:00:00:99"), b"x" * 100])
     assert loop.own_frames(mixed, 100) == 10
     assert loop.own_frames(batch, 64) == 0
+
+
+def test_import_vnetio_stays_light() -> None:
+    """The namespace helpers (iproute2 wrappers) load only when a KernelLoop opens."""
+    code = "import sys, vnetio; print(sorted(m for m in sys.modules if m == 'vnetio._topology'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    assert vnetio.KernelLoop is KernelLoop
