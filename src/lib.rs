@@ -12,6 +12,7 @@ pub mod device;
 pub mod ebpf;
 pub mod error;
 pub mod gro;
+pub mod responder;
 pub mod vnet;
 pub mod wire;
 

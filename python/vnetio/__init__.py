@@ -25,7 +25,9 @@ __all__ = [
     "Batch",
     "CleanupEntry",
     "CleanupResult",
+    "EchoResponder",
     "Holder",
+    "KernelLoop",
     "Loopback",
     "Queue",
     "QueueFullError",
@@ -149,6 +151,7 @@ else:
     from . import aio as aio
     from . import checksum as checksum
     from . import inspect as inspect
+    from . import loopback as loopback
     from ._core import (
         Adapter,
         Batch,
@@ -172,3 +175,4 @@ else:
         list_adapters,
         parse_duration,
     )
+    from .loopback import EchoResponder, KernelLoop

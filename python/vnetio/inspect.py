@@ -29,12 +29,21 @@ from .exceptions import AdapterClosedError
 if TYPE_CHECKING:
     from ._core import Adapter, Batch
 
-__all__ = ["ScapyFrames", "VnetioSocket", "frame_filter", "send_packets", "to_scapy"]
+__all__ = [
+    "ScapyFrames",
+    "VnetioSocket",
+    "filter_batch",
+    "frame_filter",
+    "send_packets",
+    "to_scapy",
+]
 
 Kind = Literal["tap", "tun"]
 #: A socket-level filter: called with each received frame (a read-only ``memoryview``),
 #: keeps the frame when it returns true.
 FramePredicate = Callable[[memoryview], bool]
+#: A predicate on the dissected scapy packet (scapy's ``lfilter``): keeps it when true.
+PacketPredicate = Callable[[Any], object]
 
 
 def _need(feature: str) -> None:
@@ -119,6 +128,24 @@ def to_scapy(batch: Batch | Sequence[Any], kind: Kind = "tap") -> ScapyFrames:
     return ScapyFrames(batch, kind)
 
 
+def filter_batch(batch: Batch, predicate: PacketPredicate, kind: Kind = "tap") -> Batch:
+    """The frames of ``batch`` whose scapy packet ``predicate`` accepts, as a new Batch
+    (receive times and offload metadata kept). ``Batch.filter(predicate, kind)`` calls this.
+
+    For what BPF cannot express: the predicate sees the dissected packet (``Ether`` for
+    ``kind="tap"``, ``IP``/``IPv6`` for ``"tun"``, as :func:`to_scapy` makes them), e.g.
+    ``batch.filter(lambda p: p.haslayer(DNS) and p[DNS].qd.qname.endswith(b".example."))``.
+    Every frame is dissected, so this runs at scapy's speed: narrow the batch with a BPF
+    filter first (``batch.filter("udp port 53").filter(predicate)``) when it is large. An
+    exception raised by the predicate propagates.
+    """
+    _need("Batch.filter(predicate)")
+    if not callable(predicate):
+        raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+    packets = ScapyFrames(batch, _check_kind(kind))
+    return batch._take([i for i in range(len(packets)) if predicate(packets[i])])
+
+
 def _packet_bytes(packet: Any, kind: Kind, index: int) -> Any:
     """A scapy packet as the bytes to write (anything else is passed on, for the adapter
     to check); refuses a packet of the wrong layer for the adapter, naming its index."""
@@ -188,10 +215,13 @@ def frame_filter(filter: object, kind: Kind) -> FramePredicate | None:
 class _VnetioSocketBase:
     """A scapy socket over a vnetio adapter (Tap, Tun, Queue or Loopback).
 
-    ``VnetioSocket(adapter, filter=None, *, kind=None, max_frames=256, close_adapter=False)``:
-    received frames are dissected as ``Ether`` (TAP) or ``IP``/``IPv6`` (TUN; ``kind``
-    defaults to ``adapter.kind``) and carry their receive time; ``filter`` is a predicate on
-    the raw frame (see ``frame_filter``). Frames are read in batches of up to ``max_frames``
+    ``VnetioSocket(adapter, filter=None, *, lfilter=None, kind=None, max_frames=256,
+    close_adapter=False)``: received frames are dissected as ``Ether`` (TAP) or
+    ``IP``/``IPv6`` (TUN; ``kind`` defaults to ``adapter.kind``) and carry their receive
+    time; ``filter`` is a predicate on the raw frame (see ``frame_filter``), ``lfilter`` one
+    on the dissected packet (as scapy's ``sniff(lfilter=...)``, but for every use of the
+    socket: ``sniff``, ``sr1``, answering machines). ``filtered`` counts the frames either
+    one turned away. Frames are read in batches of up to ``max_frames``
     and handed out one by one. ``recv()`` does not block: it returns None when nothing
     (that passes the filter) is waiting; ``select``, ``sniff`` and ``sr1`` wait on the
     adapter's descriptor. Closing the socket leaves the adapter open unless
@@ -210,6 +240,7 @@ class _VnetioSocketBase:
         adapter: Adapter,
         filter: object = None,
         *,
+        lfilter: PacketPredicate | None = None,
         kind: Kind | None = None,
         max_frames: int = 256,
         close_adapter: bool = False,
@@ -225,6 +256,10 @@ class _VnetioSocketBase:
         self.ins = self.outs = None
         self.max_frames = max_frames
         self.filter = frame_filter(filter, self.kind)
+        if lfilter is not None and not callable(lfilter):
+            raise TypeError(f"lfilter must be None or a callable, not {type(lfilter).__name__}")
+        self.lfilter = lfilter
+        self.filtered = 0
         self.close_adapter = close_adapter
 
     def fileno(self) -> int:
@@ -239,6 +274,16 @@ class _VnetioSocketBase:
         for frame, ts in zip(batch, batch.timestamps_ns, strict=True):
             if keep is None or keep(frame):
                 self._pending.append((bytes(frame), ts / 1e9 if ts else None))
+            else:
+                self.filtered += 1
+
+    def recv(self, x: int = 65535, **kwargs: Any) -> Any:
+        """The next packet that passes ``filter`` and ``lfilter``, or None (no waiting)."""
+        while True:
+            packet = super().recv(x, **kwargs)  # type: ignore[misc]
+            if packet is None or self.lfilter is None or self.lfilter(packet):
+                return packet
+            self.filtered += 1
 
     def recv_raw(self, x: int = 65535) -> tuple[Any, bytes | None, float | None]:
         if not self._pending:

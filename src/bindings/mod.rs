@@ -5,6 +5,7 @@ mod batch;
 mod checksum;
 mod errors;
 mod links;
+mod responder;
 
 use pyo3::prelude::*;
 
@@ -26,6 +27,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
+    #[pymodule_export]
+    use super::responder::PyEchoResponder;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
