@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._core import Adapter, Batch
 
 __all__ = [
+    "BpfFilter",
     "ScapyFrames",
     "VnetioSocket",
     "filter_batch",
@@ -190,26 +191,49 @@ def send_packets(adapter: Adapter, packets: Iterable[Any]) -> int:
     return adapter.send_batch(frames)
 
 
+class BpfFilter:
+    """A socket's ``filter=`` given as a tcpdump expression or a classic BPF program:
+    applied to whole batches by vnetio's Rust interpreter (``Batch.filter``)."""
+
+    def __init__(self, program: str | Sequence[tuple[int, int, int, int]], kind: Kind) -> None:
+        from vnetio import filters
+
+        self.expression = program if isinstance(program, str) else None
+        self.program: Sequence[tuple[int, int, int, int]] = (
+            filters.compile(program, kind) if isinstance(program, str) else program
+        )
+        self.kind = kind
+
+    def __call__(self, frame: memoryview | bytes) -> bool:
+        """One frame (slower than filtering a batch; for callers that have one frame)."""
+        from ._core import Batch
+
+        return len(Batch.from_frames([frame]).filter(self.program, self.kind)) == 1
+
+    def __repr__(self) -> str:
+        return f"BpfFilter({self.expression or f'<{len(self.program)} instructions>'!r})"
+
+
 def frame_filter(filter: object, kind: Kind) -> FramePredicate | None:
     """Turn a socket's ``filter=`` argument into a predicate over raw frames (or None).
 
-    This is the one hook for socket-level filtering; kernel/Rust BPF filters will replace
-    it. For now a filter is a Python callable taking the frame (a ``memoryview`` of an
-    Ethernet frame on a TAP, of an IP packet on a TUN) and returning true to keep it. A
-    BPF string is refused rather than silently ignored.
+    A filter is a tcpdump expression (compiled by libpcap for the socket's link type, run
+    on each received batch by vnetio's BPF interpreter: a bad expression is a
+    ``ValueError``), a classic BPF program as ``(code, jt, jf, k)`` tuples, or a Python
+    callable taking the frame (a ``memoryview`` of an Ethernet frame on a TAP, of an IP
+    packet on a TUN) and returning true to keep it. For a filter in the kernel, where
+    rejected frames cost nothing, use ``adapter.set_filter`` instead.
     """
     if filter is None:
         return None
+    if isinstance(filter, str | list | tuple):
+        return BpfFilter(filter, kind)
     if callable(filter):
-        return filter
-    if isinstance(filter, str):
-        raise NotImplementedError(
-            f"BPF filter strings ({filter!r}) are not supported by VnetioSocket yet; pass a "
-            "Python predicate on the raw frame instead, e.g. "
-            "filter=lambda f: f[12:14] == b'\\x08\\x06' (ARP on a TAP), or use sniff's "
-            "lfilter= for a predicate on the dissected packet"
-        )
-    raise TypeError(f"filter must be None or a callable, not {type(filter).__name__}")
+        return filter  # type: ignore[no-any-return]
+    raise TypeError(
+        "filter must be None, a tcpdump expression, a BPF program or a callable, "
+        f"not {type(filter).__name__}"
+    )
 
 
 class _VnetioSocketBase:
@@ -271,6 +295,10 @@ class _VnetioSocketBase:
         except AdapterClosedError as exc:
             raise EOFError(f"adapter {self.adapter.name} is closed") from exc
         keep = self.filter
+        if isinstance(keep, BpfFilter):
+            kept = batch.filter(keep.program, self.kind)
+            self.filtered += len(batch) - len(kept)
+            batch, keep = kept, None
         for frame, ts in zip(batch, batch.timestamps_ns, strict=True):
             if keep is None or keep(frame):
                 self._pending.append((bytes(frame), ts / 1e9 if ts else None))
