@@ -12,7 +12,10 @@ reader wants only ``udp dst port 53``. Measured, in one run, for each way of fil
 * ``userspace``: ``b.set_filter(expr, placement="userspace")``: vnetio's Rust BPF
   interpreter on every frame read (the GIL released);
 * ``scapy``: scapy's ``sniff(opened_socket=VnetioSocket(b), lfilter=...)`` dissecting
-  every frame in Python (what a scapy user would write).
+  every frame in Python (what a scapy user would write);
+* ``idle`` and ``idle-kernel``: B open but never read, without and with the kernel filter:
+  the writer's rate alone (the frames end at B's full ring, or in the filter), which
+  isolates what the kernel filter costs the writer from CPU taken by a reader.
 
 Per run: frames written per second (the writer's rate: a kernel filter must not slow it),
 matching frames delivered to Python per second, matching frames lost (written but not
@@ -83,7 +86,7 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         loop.wait_forwarding(loop.tap_a, loop.tap_b)
         while len(b.recv_batch(512, timeout=0.05)):
             pass
-        if method == "kernel":
+        if method in ("kernel", "idle-kernel"):
             assert b.set_filter(EXPR) == "kernel"
         elif method == "userspace":
             assert b.set_filter(EXPR, placement="userspace") == "userspace"
@@ -93,6 +96,9 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         start = time.perf_counter()
         if method == "scapy":
             matched = scapy_reader(b, seconds)
+        elif method.startswith("idle"):
+            time.sleep(seconds + 0.2)  # nobody reads: the writer's cost alone
+            matched = 0
         else:
             matched = vnetio_reader(b, seconds, count_matches=method == "none")
         reader_time = time.perf_counter() - start
@@ -152,7 +158,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--methods", default="none,kernel,userspace,scapy")
+    ap.add_argument("--methods", default="none,kernel,userspace,scapy,idle,idle-kernel")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -202,10 +208,19 @@ def summarize(results: list[dict[str, Any]], methods: list[str], args: Any) -> s
             "-" if m in ("none", "scapy") or None in filt else f"{statistics.median(filt):,.0f}"
         )
         drop_s = "-" if m == "scapy" else f"{med(m, 'rx_dropped'):,.0f}"
-        lines.append(
-            f"| {m} | {w:,.0f} | {ratio} | {med(m, 'delivered_per_s'):,.0f} | "
-            f"{med(m, 'match_loss'):.2%} | {filt_s} | {drop_s} |"
-        )
+        idle = m.startswith("idle")
+        delivered = "-" if idle else f"{med(m, 'delivered_per_s'):,.0f}"
+        loss = "-" if idle else f"{med(m, 'match_loss'):.2%}"
+        if m == "idle-kernel" and "idle" in methods:
+            pairs = [
+                (k["written_per_s"], i["written_per_s"])
+                for k in results
+                if k["method"] == m
+                for i in results
+                if i["method"] == "idle" and i["repeat"] == k["repeat"]
+            ]
+            ratio = f"{statistics.median(k / i for k, i in pairs):.2f}x idle"
+        lines.append(f"| {m} | {w:,.0f} | {ratio} | {delivered} | {loss} | {filt_s} | {drop_s} |")
     return "\n".join(lines)
 
 
