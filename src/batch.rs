@@ -185,6 +185,50 @@ impl PacketBatch {
         }
     }
 
+    /// Keep, among the frames from `start` on, those `verdict` accepts, in order, and
+    /// forget the others (moving later frames down, so the arena stays contiguous).
+    /// `verdict` returns 0 to drop a frame, else how many of its bytes to keep (a frame
+    /// longer than that is cut, as the kernel cuts a frame to a socket filter's result;
+    /// frames with offload metadata are never cut). Returns how many frames were dropped.
+    pub fn retain_from(
+        &mut self,
+        start: usize,
+        mut verdict: impl FnMut(&[u8], Option<VnetHdr>) -> u32,
+    ) -> usize {
+        let Some(first) = self.entries.get(start) else {
+            return 0;
+        };
+        let (mut write_entry, mut write_at) = (start, first.offset);
+        for read in start..self.entries.len() {
+            let e = self.entries[read];
+            let frame = &self.data[e.offset..e.offset + e.len as usize];
+            let keep = verdict(frame, e.hdr);
+            if keep == 0 {
+                continue;
+            }
+            let len = if e.hdr.is_some() {
+                e.len
+            } else {
+                e.len.min(keep)
+            };
+            if e.offset != write_at {
+                self.data
+                    .copy_within(e.offset..e.offset + len as usize, write_at);
+            }
+            self.entries[write_entry] = Entry {
+                offset: write_at,
+                len,
+                ..e
+            };
+            write_entry += 1;
+            write_at += len as usize;
+        }
+        let dropped = self.entries.len() - write_entry;
+        self.entries.truncate(write_entry);
+        self.used = write_at;
+        dropped
+    }
+
     /// Memory held by the arena (for pool bookkeeping).
     pub fn capacity_bytes(&self) -> usize {
         self.data.len()
@@ -241,6 +285,31 @@ mod tests {
         b.commit(3, 8);
         assert_eq!(b.data(), b"hiyou");
         assert_eq!(b.timestamp_ns(1), Some(8));
+    }
+
+    #[test]
+    fn retain_from_compacts_and_cuts() {
+        let mut b =
+            PacketBatch::from_frames([&b"keep0"[..], b"drop", b"cut-me-here", b"x", b"keep4"]);
+        let dropped = b.retain_from(1, |f, _| match f {
+            b"drop" | b"x" => 0,
+            b"cut-me-here" => 3,
+            _ => u32::MAX,
+        });
+        assert_eq!(dropped, 2);
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            vec![&b"keep0"[..], b"cut", b"keep4"]
+        );
+        assert_eq!(b.data(), b"keep0cutkeep4");
+        assert_eq!(b.nbytes(), 13);
+        assert_eq!(
+            b.retain_from(3, |_, _| 0),
+            0,
+            "start past the end: nothing to do"
+        );
+        assert_eq!(b.retain_from(0, |_, _| 0), 3);
+        assert!(b.is_empty() && b.nbytes() == 0);
     }
 
     #[test]

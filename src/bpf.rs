@@ -111,6 +111,9 @@ impl Program {
                     if (op == 0x30 || op == 0x90) && i.code & SRC_X == 0 && i.k == 0 {
                         return bad("division by a constant zero");
                     }
+                    if (op == 0x60 || op == 0x70) && i.code & SRC_X == 0 && i.k >= 32 {
+                        return bad("shift by a constant of 32 or more");
+                    }
                 }
                 JMP => {
                     let op = i.code & 0xf0;
@@ -126,7 +129,8 @@ impl Program {
                     }
                 }
                 RET => {
-                    if !matches!(i.code & 0x18, 0x00 | SRC_X | RET_A) || i.code & !0x1f != 0 {
+                    // `ret #k` and `ret a` (the kernel refuses `ret x`).
+                    if !matches!(i.code & 0x18, 0x00 | RET_A) || i.code & !0x1f != 0 {
                         return bad("bad return");
                     }
                 }
@@ -210,8 +214,11 @@ impl Program {
                         },
                         0x40 => a | v,
                         0x50 => a & v,
-                        0x60 => a.checked_shl(v).unwrap_or(0),
-                        0x70 => a.checked_shr(v).unwrap_or(0),
+                        // The kernel runs classic programs as eBPF, whose 32-bit shifts use
+                        // the low 5 bits of the count (a shift by a constant ≥ 32 is refused
+                        // at validation).
+                        0x60 => a.wrapping_shl(v),
+                        0x70 => a.wrapping_shr(v),
                         0x80 => a.wrapping_neg(),
                         0x90 => match a.checked_rem(v) {
                             Some(r) => r,
@@ -237,7 +244,6 @@ impl Program {
                 RET => {
                     return match i.code & 0x18 {
                         RET_A => a,
-                        SRC_X => x,
                         _ => i.k,
                     }
                 }

@@ -10,8 +10,10 @@ pub mod bpf;
 pub mod capture;
 pub mod checksum;
 pub mod device;
+pub mod ebpf;
 pub mod error;
 pub mod gro;
+pub mod responder;
 pub mod vnet;
 pub mod wire;
 

@@ -19,8 +19,12 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 
@@ -85,25 +89,43 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// The Ethernet header of a frame: where its payload starts and what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ethernet {
+    /// EtherType of the payload (after any 802.1Q/802.1ad tags).
+    pub ethertype: u16,
+    /// Offset of the payload; bytes `12..payload` are the tags and the EtherType.
+    pub payload: usize,
+}
+
+/// Parse an Ethernet header with up to two VLAN tags (802.1Q / 802.1ad).
+pub fn ethernet(frame: &[u8]) -> Result<Ethernet, WireError> {
+    let mut at = 12;
+    let mut ethertype = be16(frame, at).ok_or(WireError::Truncated("Ethernet header"))?;
+    let mut tags = 0;
+    while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+        tags += 1;
+        if tags > 2 {
+            return Err(WireError::Malformed("VLAN stack (more than two tags)"));
+        }
+        at += 4;
+        ethertype = be16(frame, at).ok_or(WireError::Truncated("VLAN tag"))?;
+    }
+    Ok(Ethernet {
+        ethertype,
+        payload: at + 2,
+    })
+}
+
 /// Find the IP header of a frame: after the Ethernet header and VLAN tags for TAP frames,
 /// at 0 for TUN frames.
 pub fn ip_offset(frame: &[u8], medium: Medium) -> Result<usize, WireError> {
     match medium {
         Medium::Ip => Ok(0),
         Medium::Ethernet => {
-            let mut at = 12;
-            let mut ethertype = be16(frame, at).ok_or(WireError::Truncated("Ethernet header"))?;
-            let mut tags = 0;
-            while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-                tags += 1;
-                if tags > 2 {
-                    return Err(WireError::Malformed("VLAN stack (more than two tags)"));
-                }
-                at += 4;
-                ethertype = be16(frame, at).ok_or(WireError::Truncated("VLAN tag"))?;
-            }
-            match ethertype {
-                ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok(at + 2),
+            let eth = ethernet(frame)?;
+            match eth.ethertype {
+                ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok(eth.payload),
                 _ => Err(WireError::NotIp),
             }
         }

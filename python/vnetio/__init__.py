@@ -25,7 +25,9 @@ __all__ = [
     "Batch",
     "CleanupEntry",
     "CleanupResult",
+    "EchoResponder",
     "Holder",
+    "KernelLoop",
     "Loopback",
     "Queue",
     "QueueFullError",
@@ -150,6 +152,7 @@ else:
     from . import capture as capture
     from . import checksum as checksum
     from . import inspect as inspect
+    from . import loopback as loopback
     from ._core import (
         Adapter,
         Batch,
@@ -173,3 +176,4 @@ else:
         list_adapters,
         parse_duration,
     )
+    from .loopback import EchoResponder, KernelLoop

@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
@@ -17,6 +17,7 @@ __all__ = [
     "IFF_VNET_HDR",
     "Adapter",
     "Batch",
+    "EchoResponder",
     "Loopback",
     "Queue",
     "Reader",
@@ -108,10 +109,13 @@ class Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
     def filter(
         self,
-        program: str | Sequence[tuple[int, int, int, int]],
+        program: str | Sequence[tuple[int, int, int, int]] | Callable[[Any], object],
         kind: Literal["tap", "tun"] = "tap",
     ) -> Batch:
-        """The frames a tcpdump expression (or classic BPF program) accepts, as a new Batch."""
+        """The frames a tcpdump expression, a classic BPF program or a predicate on the
+        scapy packet accepts, as a new Batch (receive times kept)."""
+    def _take(self, indices: Sequence[int]) -> Batch:
+        """The frames at ``indices`` as a new Batch (receive times and metadata kept)."""
     def to_scapy(self, kind: Literal["tap", "tun"] = "tap") -> Sequence[Any]:
         """The frames as scapy packets, dissected lazily on access."""
     def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
@@ -150,7 +154,11 @@ class Stats:
     tx_dropped: int
     tx_coalesced: int
     coalesce_fallbacks: int
-    def as_dict(self) -> dict[str, int]: ...
+    rx_filtered: int | None
+    """Frames a filter rejected (not in rx_frames or rx_dropped); None while a classic
+    kernel filter is attached (the kernel then counts its rejects in rx_dropped)."""
+    def as_dict(self) -> dict[str, int | None]: ...
+    def __getitem__(self, key: str, /) -> int | None: ...
 
 @disjoint_base
 class Adapter:
@@ -181,6 +189,19 @@ class Adapter:
     def stats(self) -> Stats: ...
     def capture_to(self, path: str | os.PathLike[str], **kwargs: Any) -> Any:
         """Capture into a file (see vnetio.capture.capture_to); returns a CaptureStats."""
+    def set_filter(
+        self,
+        filter: str | Sequence[tuple[int, int, int, int]] | None,
+        *,
+        placement: Literal["auto", "kernel", "classic", "userspace"] = "auto",
+    ) -> Literal["kernel", "classic", "userspace"] | None:
+        """Keep only received frames the filter accepts (tcpdump expression or cBPF
+        program; None removes it). Returns where it runs; on error nothing changes."""
+    @property
+    def filter(self) -> str | None:
+        """The current filter's tcpdump expression (None: none, or a raw program)."""
+    @property
+    def filter_placement(self) -> Literal["kernel", "classic", "userspace"] | None: ...
     def send_packets(self, packets: Iterable[Any]) -> int:
         """Send scapy packets (one conversion to bytes each, then one batch)."""
     def recv_batch_async(
@@ -289,6 +310,33 @@ def loopback_pair(
     mtu: int = 1500,
     overflow: Literal["drop", "error"] = "drop",
 ) -> tuple[Loopback, Loopback]: ...
+
+@final
+class EchoResponder:
+    """Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC
+    and IPv4 and/or IPv6 address (see vnetio.loopback.EchoResponder)."""
+
+    def __new__(
+        cls,
+        mac: str | None = None,
+        *,
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        kind: Literal["tap", "tun"] = "tap",
+    ) -> Self: ...
+    def answer(self, frames: Batch | Iterable[Buffer]) -> Batch:
+        """The replies to the frames that deserve one, as a new Batch (GIL released)."""
+    def stats(self) -> dict[str, int]:
+        """arp, ns, echo4, echo6, ignored, malformed, answered."""
+    @property
+    def mac(self) -> str: ...
+    @property
+    def ipv4(self) -> str | None: ...
+    @property
+    def ipv6(self) -> str | None: ...
+    @property
+    def kind(self) -> Literal["tap", "tun"]: ...
+
 def _panic_for_test() -> None:
     """Raise a Rust panic (tests prove it surfaces as PanicException)."""
 

@@ -204,12 +204,15 @@ class BridgeLoop:
         tap_a: str = "vnA",
         tap_b: str = "vnB",
         bridge: str = "vnbr",
+        multi_queue: bool = False,
+        netns: str | None = None,
     ) -> None:
         safe = "".join(c for c in purpose if c.isalnum())[:12] or "loop"
-        self.netns = f"vnetio-{safe}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.netns = netns or f"vnetio-{safe}-{os.getpid()}-{secrets.token_hex(2)}"
         self.tap_a = tap_a
         self.tap_b = tap_b
         self.bridge = bridge
+        self.multi_queue = multi_queue
         self._created = False
         self._lock = threading.Lock()
 
@@ -241,7 +244,8 @@ class BridgeLoop:
             "stp_state", "0", "mcast_snooping", "0",
         )  # fmt: skip
         for tap in (self.tap_a, self.tap_b):
-            self.ip("tuntap", "add", "dev", tap, "mode", "tap")
+            mq = ("multi_queue",) if self.multi_queue else ()
+            self.ip("tuntap", "add", "dev", tap, "mode", "tap", *mq)
             self.ip("link", "set", tap, "master", self.bridge)
         for dev in (self.bridge, self.tap_a, self.tap_b):
             self.ip("link", "set", dev, "up")

@@ -3,7 +3,7 @@
 
 ``vnetio demo`` pumps frames from one adapter to another through vnetio batches and shows
 the rate live. As root it builds a private "bridge loop" (a network namespace holding a
-bridge and two TAP adapters, see ``vnetio._topology``) and sends real frames through the
+bridge and two TAP adapters, ``vnetio.loopback.KernelLoop``) and sends real frames through the
 kernel; without the privileges for that, or with ``--loopback``, it runs the same pump over
 an in-memory ``vnetio.loopback_pair()`` and says why in one line.
 
@@ -449,27 +449,20 @@ def demo(*, seconds: float = 3.0, size: int = 1514, loopback: bool = False) -> i
 
 
 def _demo_tap(seconds: float, size: int, out: TextIO) -> int:
-    import vnetio
-    from vnetio import _topology as topo
+    from vnetio.loopback import KernelLoop
 
-    with topo.BridgeLoop("demo") as loop:
+    with KernelLoop(purpose="demo") as loop:
         print(
-            f"vnetio demo: TAP {loop.tap_a} -> bridge -> TAP {loop.tap_b} in network namespace "
-            f"{loop.netns}, {size}-byte frames, {seconds:g} s",
+            f"vnetio demo: TAP {loop.a.name} -> bridge -> TAP {loop.b.name} in network "
+            f"namespace {loop.netns}, {size}-byte frames, {seconds:g} s",
             file=out,
         )
-        # Reader first: B gets carrier only once an fd is attached (otherwise frames vanish).
-        with (
-            vnetio.Tap(loop.tap_b, netns=loop.netns) as b,
-            vnetio.Tap(loop.tap_a, netns=loop.netns) as a,
-        ):
-            loop.wait_forwarding()
-            before = loop.counters(loop.tap_b)
-            counters = _pump(a, b, seconds, size, out)
-            after = loop.counters(loop.tap_b)
-        dropped = after["tx_dropped"] - before["tx_dropped"]
-        extra = f"; the kernel dropped {dropped:,} at {loop.tap_b} (its queue was full)"
-        return _report(counters, seconds, size, out, extra)
+        before = loop.kernel_counters("b")
+        counters = _pump(loop.a, loop.b, seconds, size, out)
+        after = loop.kernel_counters("b")
+    dropped = after["tx_dropped"] - before["tx_dropped"]
+    extra = f"; the kernel dropped {dropped:,} at the receiving TAP (its queue was full)"
+    return _report(counters, seconds, size, out, extra)
 
 
 def _demo_loopback(seconds: float, size: int, out: TextIO) -> int:

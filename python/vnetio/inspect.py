@@ -29,12 +29,22 @@ from .exceptions import AdapterClosedError
 if TYPE_CHECKING:
     from ._core import Adapter, Batch
 
-__all__ = ["ScapyFrames", "VnetioSocket", "frame_filter", "send_packets", "to_scapy"]
+__all__ = [
+    "BpfFilter",
+    "ScapyFrames",
+    "VnetioSocket",
+    "filter_batch",
+    "frame_filter",
+    "send_packets",
+    "to_scapy",
+]
 
 Kind = Literal["tap", "tun"]
 #: A socket-level filter: called with each received frame (a read-only ``memoryview``),
 #: keeps the frame when it returns true.
 FramePredicate = Callable[[memoryview], bool]
+#: A predicate on the dissected scapy packet (scapy's ``lfilter``): keeps it when true.
+PacketPredicate = Callable[[Any], object]
 
 
 def _need(feature: str) -> None:
@@ -119,6 +129,24 @@ def to_scapy(batch: Batch | Sequence[Any], kind: Kind = "tap") -> ScapyFrames:
     return ScapyFrames(batch, kind)
 
 
+def filter_batch(batch: Batch, predicate: PacketPredicate, kind: Kind = "tap") -> Batch:
+    """The frames of ``batch`` whose scapy packet ``predicate`` accepts, as a new Batch
+    (receive times and offload metadata kept). ``Batch.filter(predicate, kind)`` calls this.
+
+    For what BPF cannot express: the predicate sees the dissected packet (``Ether`` for
+    ``kind="tap"``, ``IP``/``IPv6`` for ``"tun"``, as :func:`to_scapy` makes them), e.g.
+    ``batch.filter(lambda p: p.haslayer(DNS) and p[DNS].qd.qname.endswith(b".example."))``.
+    Every frame is dissected, so this runs at scapy's speed: narrow the batch with a BPF
+    filter first (``batch.filter("udp port 53").filter(predicate)``) when it is large. An
+    exception raised by the predicate propagates.
+    """
+    _need("Batch.filter(predicate)")
+    if not callable(predicate):
+        raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+    packets = ScapyFrames(batch, _check_kind(kind))
+    return batch._take([i for i in range(len(packets)) if predicate(packets[i])])
+
+
 def _packet_bytes(packet: Any, kind: Kind, index: int) -> Any:
     """A scapy packet as the bytes to write (anything else is passed on, for the adapter
     to check); refuses a packet of the wrong layer for the adapter, naming its index."""
@@ -163,35 +191,61 @@ def send_packets(adapter: Adapter, packets: Iterable[Any]) -> int:
     return adapter.send_batch(frames)
 
 
+class BpfFilter:
+    """A socket's ``filter=`` given as a tcpdump expression or a classic BPF program:
+    applied to whole batches by vnetio's Rust interpreter (``Batch.filter``)."""
+
+    def __init__(self, program: str | Sequence[tuple[int, int, int, int]], kind: Kind) -> None:
+        from vnetio import filters
+
+        self.expression = program if isinstance(program, str) else None
+        self.program: Sequence[tuple[int, int, int, int]] = (
+            filters.compile(program, kind) if isinstance(program, str) else program
+        )
+        self.kind = kind
+
+    def __call__(self, frame: memoryview | bytes) -> bool:
+        """One frame (slower than filtering a batch; for callers that have one frame)."""
+        from ._core import Batch
+
+        return len(Batch.from_frames([frame]).filter(self.program, self.kind)) == 1
+
+    def __repr__(self) -> str:
+        return f"BpfFilter({self.expression or f'<{len(self.program)} instructions>'!r})"
+
+
 def frame_filter(filter: object, kind: Kind) -> FramePredicate | None:
     """Turn a socket's ``filter=`` argument into a predicate over raw frames (or None).
 
-    This is the one hook for socket-level filtering; kernel/Rust BPF filters will replace
-    it. For now a filter is a Python callable taking the frame (a ``memoryview`` of an
-    Ethernet frame on a TAP, of an IP packet on a TUN) and returning true to keep it. A
-    BPF string is refused rather than silently ignored.
+    A filter is a tcpdump expression (compiled by libpcap for the socket's link type, run
+    on each received batch by vnetio's BPF interpreter: a bad expression is a
+    ``ValueError``), a classic BPF program as ``(code, jt, jf, k)`` tuples, or a Python
+    callable taking the frame (a ``memoryview`` of an Ethernet frame on a TAP, of an IP
+    packet on a TUN) and returning true to keep it. For a filter in the kernel, where
+    rejected frames cost nothing, use ``adapter.set_filter`` instead.
     """
     if filter is None:
         return None
+    if isinstance(filter, str | list | tuple):
+        return BpfFilter(filter, kind)
     if callable(filter):
-        return filter
-    if isinstance(filter, str):
-        raise NotImplementedError(
-            f"BPF filter strings ({filter!r}) are not supported by VnetioSocket yet; pass a "
-            "Python predicate on the raw frame instead, e.g. "
-            "filter=lambda f: f[12:14] == b'\\x08\\x06' (ARP on a TAP), or use sniff's "
-            "lfilter= for a predicate on the dissected packet"
-        )
-    raise TypeError(f"filter must be None or a callable, not {type(filter).__name__}")
+        return filter  # type: ignore[no-any-return]
+    raise TypeError(
+        "filter must be None, a tcpdump expression, a BPF program or a callable, "
+        f"not {type(filter).__name__}"
+    )
 
 
 class _VnetioSocketBase:
     """A scapy socket over a vnetio adapter (Tap, Tun, Queue or Loopback).
 
-    ``VnetioSocket(adapter, filter=None, *, kind=None, max_frames=256, close_adapter=False)``:
-    received frames are dissected as ``Ether`` (TAP) or ``IP``/``IPv6`` (TUN; ``kind``
-    defaults to ``adapter.kind``) and carry their receive time; ``filter`` is a predicate on
-    the raw frame (see ``frame_filter``). Frames are read in batches of up to ``max_frames``
+    ``VnetioSocket(adapter, filter=None, *, lfilter=None, kind=None, max_frames=256,
+    close_adapter=False)``: received frames are dissected as ``Ether`` (TAP) or
+    ``IP``/``IPv6`` (TUN; ``kind`` defaults to ``adapter.kind``) and carry their receive
+    time; ``filter`` is a predicate on the raw frame (see ``frame_filter``), ``lfilter`` one
+    on the dissected packet (as scapy's ``sniff(lfilter=...)``, but for every use of the
+    socket: ``sniff``, ``sr1``, answering machines). ``filtered`` counts the frames either
+    one turned away. Frames are read in batches of up to ``max_frames``
     and handed out one by one. ``recv()`` does not block: it returns None when nothing
     (that passes the filter) is waiting; ``select``, ``sniff`` and ``sr1`` wait on the
     adapter's descriptor. Closing the socket leaves the adapter open unless
@@ -210,6 +264,7 @@ class _VnetioSocketBase:
         adapter: Adapter,
         filter: object = None,
         *,
+        lfilter: PacketPredicate | None = None,
         kind: Kind | None = None,
         max_frames: int = 256,
         close_adapter: bool = False,
@@ -225,6 +280,10 @@ class _VnetioSocketBase:
         self.ins = self.outs = None
         self.max_frames = max_frames
         self.filter = frame_filter(filter, self.kind)
+        if lfilter is not None and not callable(lfilter):
+            raise TypeError(f"lfilter must be None or a callable, not {type(lfilter).__name__}")
+        self.lfilter = lfilter
+        self.filtered = 0
         self.close_adapter = close_adapter
 
     def fileno(self) -> int:
@@ -236,9 +295,23 @@ class _VnetioSocketBase:
         except AdapterClosedError as exc:
             raise EOFError(f"adapter {self.adapter.name} is closed") from exc
         keep = self.filter
+        if isinstance(keep, BpfFilter):
+            kept = batch.filter(keep.program, self.kind)
+            self.filtered += len(batch) - len(kept)
+            batch, keep = kept, None
         for frame, ts in zip(batch, batch.timestamps_ns, strict=True):
             if keep is None or keep(frame):
                 self._pending.append((bytes(frame), ts / 1e9 if ts else None))
+            else:
+                self.filtered += 1
+
+    def recv(self, x: int = 65535, **kwargs: Any) -> Any:
+        """The next packet that passes ``filter`` and ``lfilter``, or None (no waiting)."""
+        while True:
+            packet = super().recv(x, **kwargs)  # type: ignore[misc]
+            if packet is None or self.lfilter is None or self.lfilter(packet):
+                return packet
+            self.filtered += 1
 
     def recv_raw(self, x: int = 65535) -> tuple[Any, bytes | None, float | None]:
         if not self._pending:

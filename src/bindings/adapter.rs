@@ -5,7 +5,7 @@
 //! into slices of at most `SLICE`; between slices the interpreter is re-attached to
 //! check for signals, so Ctrl-C interrupts a blocked receive promptly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
@@ -17,7 +17,7 @@ use crate::device::loopback::{self, LoopbackEnd, Overflow};
 use crate::device::tuntap::{
     self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions, RxMode,
 };
-use crate::device::{Device, Medium, Stats};
+use crate::device::{Device, Medium, Placement, Stats};
 
 /// Longest time spent detached in one wait before checking for signals.
 const SLICE: Duration = Duration::from_millis(50);
@@ -121,6 +121,7 @@ pub struct PyStats {
     tx_dropped: u64,
     tx_coalesced: u64,
     coalesce_fallbacks: u64,
+    rx_filtered: Option<u64>,
 }
 
 impl From<Stats> for PyStats {
@@ -136,23 +137,25 @@ impl From<Stats> for PyStats {
             tx_dropped: s.tx_dropped,
             tx_coalesced: s.tx_coalesced,
             coalesce_fallbacks: s.coalesce_fallbacks,
+            rx_filtered: s.rx_filtered,
         }
     }
 }
 
 impl PyStats {
-    fn fields(&self) -> [(&'static str, u64); 10] {
+    fn fields(&self) -> [(&'static str, Option<u64>); 11] {
         [
-            ("rx_frames", self.rx_frames),
-            ("rx_bytes", self.rx_bytes),
-            ("tx_frames", self.tx_frames),
-            ("tx_bytes", self.tx_bytes),
-            ("rx_errors", self.rx_errors),
-            ("tx_errors", self.tx_errors),
-            ("rx_dropped", self.rx_dropped),
-            ("tx_dropped", self.tx_dropped),
-            ("tx_coalesced", self.tx_coalesced),
-            ("coalesce_fallbacks", self.coalesce_fallbacks),
+            ("rx_frames", Some(self.rx_frames)),
+            ("rx_bytes", Some(self.rx_bytes)),
+            ("tx_frames", Some(self.tx_frames)),
+            ("tx_bytes", Some(self.tx_bytes)),
+            ("rx_errors", Some(self.rx_errors)),
+            ("tx_errors", Some(self.tx_errors)),
+            ("rx_dropped", Some(self.rx_dropped)),
+            ("tx_dropped", Some(self.tx_dropped)),
+            ("tx_coalesced", Some(self.tx_coalesced)),
+            ("coalesce_fallbacks", Some(self.coalesce_fallbacks)),
+            ("rx_filtered", self.rx_filtered),
         ]
     }
 }
@@ -168,7 +171,7 @@ impl PyStats {
         Ok(d)
     }
 
-    fn __getitem__(&self, key: &str) -> PyResult<u64> {
+    fn __getitem__(&self, key: &str) -> PyResult<Option<u64>> {
         self.fields()
             .iter()
             .find(|(k, _)| *k == key)
@@ -180,7 +183,10 @@ impl PyStats {
         let body: Vec<String> = self
             .fields()
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => format!("{k}=None"),
+            })
             .collect();
         format!("Stats({})", body.join(", "))
     }
@@ -198,6 +204,8 @@ pub struct PyAdapter {
     pool: Arc<ArenaPool>,
     name: String,
     class: &'static str,
+    /// The tcpdump expression of the current filter (None: no filter, or a raw program).
+    filter_expr: Mutex<Option<String>>,
 }
 
 impl PyAdapter {
@@ -212,6 +220,7 @@ impl PyAdapter {
             pool: Arc::default(),
             name,
             class,
+            filter_expr: Mutex::new(None),
         }
     }
 }
@@ -346,6 +355,60 @@ impl PyAdapter {
     ) -> PyResult<Bound<'py, PyAny>> {
         let f = slf.py().import("vnetio.capture")?.getattr("capture_to")?;
         f.call((slf, path), kwargs)
+    }
+
+    /// Keep only the received frames `filter` accepts: a tcpdump expression (compiled by
+    /// libpcap for this adapter's link type) or a classic BPF program as (code, jt, jf, k)
+    /// tuples; None removes the filter. `placement`: "auto" (in the kernel on a TAP, as a
+    /// counting eBPF filter, else in this process), "kernel", "classic" (TUNATTACHFILTER:
+    /// no CAP_BPF needed, but rejects are counted with the kernel's drops) or "userspace".
+    /// Returns where the filter runs. On error the previous filter stays in place.
+    #[pyo3(signature = (filter, *, placement = "auto"))]
+    fn set_filter(
+        &self,
+        py: Python<'_>,
+        filter: &Bound<'_, PyAny>,
+        placement: &str,
+    ) -> PyResult<Option<&'static str>> {
+        let wanted = match placement {
+            "auto" => None,
+            other => Some(Placement::parse(other).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "placement must be \"auto\", \"kernel\", \"classic\" or \"userspace\", \
+                     not {other:?}"
+                ))
+            })?),
+        };
+        let (program, expr) = if filter.is_none() {
+            (None, None)
+        } else {
+            let kind = self.dev.medium().as_str();
+            let expr = filter.extract::<String>().ok();
+            (Some(super::batch::bpf_program(filter, kind)?), expr)
+        };
+        let dev = Arc::clone(&self.dev);
+        let placed = py.detach(move || dev.set_filter(program, wanted))?;
+        *self
+            .filter_expr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = expr;
+        Ok(placed.map(Placement::as_str))
+    }
+
+    /// The tcpdump expression of the current filter (None: no filter, or a raw program).
+    #[getter]
+    fn filter(&self) -> Option<String> {
+        self.dev.filter_placement()?;
+        self.filter_expr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where the current filter runs: "kernel", "classic", "userspace", or None.
+    #[getter]
+    fn filter_placement(&self) -> Option<&'static str> {
+        self.dev.filter_placement().map(Placement::as_str)
     }
 
     /// Counters (kernel drop counters are read now).

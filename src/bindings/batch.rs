@@ -66,6 +66,14 @@ impl PyBatch {
         }
     }
 
+    /// A batch of frames built in memory (not from a pool).
+    pub fn new(inner: PacketBatch) -> Self {
+        PyBatch {
+            inner,
+            pool: Weak::new(),
+        }
+    }
+
     /// The frames.
     pub fn inner(&self) -> &PacketBatch {
         &self.inner
@@ -147,7 +155,8 @@ pub fn bpf_program(program: &Bound<'_, PyAny>, kind: &str) -> PyResult<crate::bp
     } else {
         program.extract().map_err(|_| {
             PyTypeError::new_err(
-                "a filter is a tcpdump expression (str) or a list of (code, jt, jf, k) tuples",
+                "a filter is a tcpdump expression (str), a list of (code, jt, jf, k) tuples, \
+                 or a predicate (a callable taking the scapy packet)",
             )
         })?
     };
@@ -322,30 +331,69 @@ impl PyBatch {
         f.call1((slf, kind))
     }
 
-    /// The frames a tcpdump expression (or a compiled classic BPF program, a list of
-    /// (code, jt, jf, k)) accepts, as a new Batch; run by vnetio's BPF interpreter with
-    /// the GIL released. `kind`: "tap" for Ethernet frames, "tun" for IP packets.
+    /// The frames a filter accepts, as a new Batch (receive times and offload metadata
+    /// kept). The filter is a tcpdump expression or a compiled classic BPF program (a list
+    /// of (code, jt, jf, k)), run by vnetio's BPF interpreter with the GIL released; or a
+    /// Python predicate on the scapy packet (`Ether` for "tap", `IP`/`IPv6` for "tun"),
+    /// like scapy's `lfilter`, for what BPF cannot express (see
+    /// `vnetio.inspect.filter_batch`). `kind`: "tap" for Ethernet frames, "tun" for IP.
     #[pyo3(signature = (program, kind = "tap"))]
-    fn filter(&self, py: Python<'_>, program: &Bound<'_, PyAny>, kind: &str) -> PyResult<Self> {
+    fn filter<'py>(
+        slf: &Bound<'py, Self>,
+        program: &Bound<'py, PyAny>,
+        kind: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if program.is_callable() && !program.is_instance_of::<pyo3::types::PyString>() {
+            super::checksum::medium(kind)?;
+            let f = py.import("vnetio.inspect")?.getattr("filter_batch")?;
+            return f.call1((slf, program, kind));
+        }
         let program = bpf_program(program, kind)?;
+        let this = slf.get();
         let out = py.detach(|| {
             let mut out = PacketBatch::default();
-            for i in 0..self.inner.len() {
-                let frame = self.inner.get(i).unwrap_or_default();
+            for i in 0..this.inner.len() {
+                let frame = this.inner.get(i).unwrap_or_default();
                 if program.accepts(frame) {
                     out.push_with(
                         frame,
-                        self.inner.timestamp_ns(i).unwrap_or(0),
-                        self.inner.hdr(i),
+                        this.inner.timestamp_ns(i).unwrap_or(0),
+                        this.inner.hdr(i),
                     );
                 }
             }
             out
         });
-        Ok(PyBatch {
-            inner: out,
-            pool: Weak::new(),
-        })
+        Ok(Bound::new(py, PyBatch::new(out))?.into_any())
+    }
+
+    /// The frames at `indices` (in that order, repeats allowed), as a new Batch with their
+    /// receive times and offload metadata; IndexError for an index out of range.
+    fn _take(&self, py: Python<'_>, indices: Vec<isize>) -> PyResult<Self> {
+        let len = self.inner.len() as isize;
+        let mut picked = Vec::with_capacity(indices.len());
+        for index in indices {
+            let i = if index < 0 { index + len } else { index };
+            if i < 0 || i >= len {
+                return Err(PyIndexError::new_err(format!(
+                    "frame index {index} out of range for a batch of {len}"
+                )));
+            }
+            picked.push(i as usize);
+        }
+        let out = py.detach(|| {
+            let mut out = PacketBatch::default();
+            for i in picked {
+                out.push_with(
+                    self.inner.get(i).unwrap_or_default(),
+                    self.inner.timestamp_ns(i).unwrap_or(0),
+                    self.inner.hdr(i),
+                );
+            }
+            out
+        });
+        Ok(PyBatch::new(out))
     }
 
     /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:

@@ -6,6 +6,7 @@ mod capture;
 mod checksum;
 mod errors;
 mod links;
+mod responder;
 
 use pyo3::prelude::*;
 
@@ -29,6 +30,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
+    #[pymodule_export]
+    use super::responder::PyEchoResponder;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{now_ns, sys, Counters, Device, Medium, Stats};
+use super::{now_ns, sys, Counters, Device, Medium, Placement, Stats, UserFilter};
 use crate::batch::PacketBatch;
+use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
 
 /// What a full queue does with a frame that does not fit.
@@ -96,6 +97,7 @@ pub struct LoopbackEnd {
     mtu: usize,
     overflow: Overflow,
     closed: AtomicBool,
+    filter: UserFilter,
 }
 
 /// Make a connected pair of in-memory ends, each with a queue of `capacity` frames.
@@ -136,6 +138,7 @@ pub fn pair(
             mtu,
             overflow,
             closed: AtomicBool::new(false),
+            filter: UserFilter::default(),
         }
     };
     Ok((end(&q1, &q2, &c1, &c2), end(&q2, &q1, &c2, &c1)))
@@ -150,6 +153,37 @@ impl LoopbackEnd {
     /// The queue capacity in frames.
     pub fn capacity(&self) -> usize {
         self.rx.capacity
+    }
+
+    /// Receive without filtering or counting.
+    fn recv_raw(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + wait;
+        let mut ring = self.rx.lock();
+        loop {
+            if ring.count > 0 {
+                let n = Self::take_ready(&mut ring, &self.rx, batch, max);
+                if ring.count == 0 {
+                    self.rx.set_ready(false);
+                }
+                return Ok(n);
+            }
+            if ring.closed || self.is_closed() {
+                return Err(Error::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(0);
+            }
+            ring = self
+                .rx
+                .nonempty
+                .wait_timeout(ring, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn take_ready(ring: &mut Ring, q: &Queue, batch: &mut PacketBatch, max: usize) -> usize {
@@ -176,36 +210,32 @@ impl Device for LoopbackEnd {
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
-        if self.is_closed() {
-            return Err(Error::Closed);
+        let (n, bytes) = self
+            .filter
+            .recv(batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
+        self.counters.rx(n, bytes);
+        Ok(n)
+    }
+
+    fn set_filter(
+        &self,
+        program: Option<Program>,
+        placement: Option<Placement>,
+    ) -> VnetResult<Option<Placement>> {
+        if let Some(p @ (Placement::Kernel | Placement::Classic)) = placement {
+            return Err(Error::InvalidArgument(format!(
+                "a loopback adapter has no kernel side; its filter runs in userspace \
+                 (asked for {:?})",
+                p.as_str()
+            )));
         }
-        let deadline = Instant::now() + wait;
-        let mut ring = self.rx.lock();
-        loop {
-            if ring.count > 0 {
-                let before = batch.nbytes();
-                let n = Self::take_ready(&mut ring, &self.rx, batch, max);
-                if ring.count == 0 {
-                    self.rx.set_ready(false);
-                }
-                drop(ring);
-                self.counters.rx(n, batch.nbytes() - before);
-                return Ok(n);
-            }
-            if ring.closed || self.is_closed() {
-                return Err(Error::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(0);
-            }
-            ring = self
-                .rx
-                .nonempty
-                .wait_timeout(ring, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        let placement = program.as_ref().map(|_| Placement::Userspace);
+        self.filter.set(program.map(Arc::new));
+        Ok(placement)
+    }
+
+    fn filter_placement(&self) -> Option<Placement> {
+        self.filter.is_set().then_some(Placement::Userspace)
     }
 
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {
@@ -267,7 +297,9 @@ impl Device for LoopbackEnd {
     }
 
     fn stats(&self) -> VnetResult<Stats> {
-        Ok(self.counters.snapshot())
+        let mut s = self.counters.snapshot();
+        s.rx_filtered = Some(self.filter.rejected());
+        Ok(s)
     }
 
     fn close(&self) {

@@ -11,9 +11,11 @@ pub mod tuntap;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::PacketBatch;
+use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
 use crate::vnet::VnetHdr;
 
@@ -111,6 +113,10 @@ pub struct Stats {
     pub tx_coalesced: u64,
     /// Merged writes the kernel refused; the frames were then sent one by one.
     pub coalesce_fallbacks: u64,
+    /// Frames a filter rejected (never delivered, not counted in `rx_frames` or
+    /// `rx_dropped`). `None` while a classic kernel filter is attached: the kernel then
+    /// counts its rejects in `rx_dropped`, inseparably from ring-full drops.
+    pub rx_filtered: Option<u64>,
 }
 
 /// Lock-free counters behind [`Stats`].
@@ -166,6 +172,7 @@ impl Counters {
             tx_dropped: self.tx_dropped.load(Relaxed),
             tx_coalesced: 0,
             coalesce_fallbacks: 0,
+            rx_filtered: Some(0),
         }
     }
 }
@@ -196,6 +203,27 @@ pub trait Device: Send + Sync {
     /// A descriptor that polls readable when frames are waiting (for event loops).
     fn raw_fd(&self) -> VnetResult<RawFd>;
 
+    /// Filter received frames with `program` (`None`: remove the filter), running it
+    /// where `placement` says (`None`: where it is cheapest and still counted). Returns
+    /// where it runs. On error the previous filter stays in place.
+    fn set_filter(
+        &self,
+        program: Option<Program>,
+        placement: Option<Placement>,
+    ) -> VnetResult<Option<Placement>> {
+        let _ = (program, placement);
+        Err(Error::InvalidArgument(
+            "filters are set on the adapter and apply to all its queues; call set_filter \
+             on the adapter"
+                .into(),
+        ))
+    }
+
+    /// Where the current filter runs (`None`: no filter).
+    fn filter_placement(&self) -> Option<Placement> {
+        None
+    }
+
     /// Write frames that may carry offload metadata (super-frames, partial checksums).
     /// The default resolves the metadata in software (completes checksums, splits
     /// super-frames) and writes plain frames; offload adapters pass it to the kernel.
@@ -222,6 +250,108 @@ pub trait Device: Send + Sync {
                 .map_err(|reason| Error::BadFrame { index, reason })?;
         }
         Ok(())
+    }
+}
+
+/// Where a receive filter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the kernel, as an eBPF socket filter that counts its rejects (TAP and TUN;
+    /// needs CAP_BPF or CAP_SYS_ADMIN to load).
+    Kernel,
+    /// In the kernel, as a classic filter (TUNATTACHFILTER): no extra privilege, but the
+    /// kernel counts rejects together with ring-full drops.
+    Classic,
+    /// In this process, by vnetio's BPF interpreter, on frames already read.
+    Userspace,
+}
+
+impl Placement {
+    /// The name used in the Python API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Kernel => "kernel",
+            Placement::Classic => "classic",
+            Placement::Userspace => "userspace",
+        }
+    }
+
+    /// Parse a Python-side name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kernel" => Some(Placement::Kernel),
+            "classic" => Some(Placement::Classic),
+            "userspace" => Some(Placement::Userspace),
+            _ => None,
+        }
+    }
+}
+
+/// A filter run in this process on frames as they are received.
+#[derive(Debug, Default)]
+pub struct UserFilter {
+    program: RwLock<Option<Arc<Program>>>,
+    rejected: AtomicU64,
+}
+
+impl UserFilter {
+    /// Replace the program (`None`: deliver everything).
+    pub fn set(&self, program: Option<Arc<Program>>) {
+        *self
+            .program
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = program;
+    }
+
+    /// Whether a program is set.
+    pub fn is_set(&self) -> bool {
+        self.program
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Frames rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Relaxed)
+    }
+
+    /// Receive through `recv` (a device's unfiltered receive) and keep only the frames
+    /// the program accepts. Waits, within `wait`, until at least one frame is accepted.
+    /// Returns (frames, bytes) appended.
+    pub(crate) fn recv(
+        &self,
+        batch: &mut PacketBatch,
+        max: usize,
+        wait: Duration,
+        mut recv: impl FnMut(&mut PacketBatch, usize, Duration) -> VnetResult<usize>,
+    ) -> VnetResult<(usize, usize)> {
+        let program = self
+            .program
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (start, before) = (batch.len(), batch.nbytes());
+        let Some(program) = program else {
+            let n = recv(batch, max, wait)?;
+            return Ok((n, batch.nbytes() - before));
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let n = recv(
+                batch,
+                max,
+                deadline.saturating_duration_since(Instant::now()),
+            )?;
+            if n == 0 {
+                return Ok((0, 0));
+            }
+            let dropped = batch.retain_from(start, |frame, _| program.run(frame));
+            self.rejected.fetch_add(dropped as u64, Relaxed);
+            if dropped < n || Instant::now() >= deadline {
+                return Ok((n - dropped, batch.nbytes() - before));
+            }
+        }
     }
 }
 

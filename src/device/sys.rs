@@ -1,5 +1,5 @@
 //! The kernel ABI for TUN/TAP: ioctls on `/dev/net/tun` and on a control socket,
-//! `socket`, `setns`, `poll` and `eventfd`.
+//! `socket`, `setns`, `poll`, `eventfd`, and the `bpf(2)` calls behind kernel-side filters.
 //!
 //! This is the only module of the core that may use `unsafe`. Every block carries a
 //! `SAFETY:` note. Ioctl request numbers come from the `libc` crate, which defines them
@@ -281,10 +281,304 @@ pub fn poll2(
     ))
 }
 
+// ---- socket filters: classic (TUNATTACHFILTER) and eBPF (bpf(2) + TUNSETFILTEREBPF) ----
+
+// Not in the libc crate; built with its per-architecture `_IOW`/`_IOR` (linux/if_tun.h).
+const TUNATTACHFILTER: libc::Ioctl = libc::_IOW::<libc::sock_fprog>(b'T' as u32, 213);
+const TUNDETACHFILTER: libc::Ioctl = libc::_IOW::<libc::sock_fprog>(b'T' as u32, 214);
+const TUNSETFILTEREBPF: libc::Ioctl = libc::_IOR::<libc::c_int>(b'T' as u32, 225);
+
+/// TUNATTACHFILTER: attach a classic program to every queue of the adapter (the kernel
+/// keeps it for queues attached later, too).
+pub fn tun_attach_filter(fd: BorrowedFd<'_>, program: &[crate::bpf::Insn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len = libc::c_ushort::try_from(insns.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `fd` is live; TUNATTACHFILTER reads one `struct sock_fprog` whose `filter`
+    // points to `len` initialised `sock_filter`s in `insns`, alive across the call (the
+    // kernel copies them).
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNATTACHFILTER, std::ptr::from_ref(&fprog)) })
+        .map(drop)
+}
+
+/// TUNDETACHFILTER: remove the classic program.
+pub fn tun_detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: 0,
+        filter: std::ptr::null_mut(),
+    };
+    // SAFETY: `fd` is live; TUNDETACHFILTER ignores the argument's contents, which point to
+    // a valid local struct anyway.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNDETACHFILTER, std::ptr::from_ref(&fprog)) })
+        .map(drop)
+}
+
+/// TUNSETFILTEREBPF: attach the eBPF socket filter `prog` to the adapter (`None`
+/// detaches). The program belongs to the device, not to this descriptor.
+pub fn tun_set_filter_ebpf(fd: BorrowedFd<'_>, prog: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    ioctl_int_ptr(fd, TUNSETFILTEREBPF, prog.map_or(-1, |p| p.as_raw_fd()))
+}
+
+// ---- ethtool features (SIOCETHTOOL), looked up by name ----
+
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_SFEATURES: u32 = 0x3b;
+const ETH_SS_FEATURES: u32 = 4;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// SIOCETHTOOL with `buf` as the command block (`ifr_data`).
+fn ethtool(sock: BorrowedFd<'_>, name: &IfName, buf: &mut [u64]) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+    ioctl_ifreq(sock, libc::SIOCETHTOOL as libc::Ioctl, &mut ifr)
+}
+
+/// Turn off the named device features (`ethtool -K`-style names such as
+/// "tx-vlan-hw-insert"). Bit positions are looked up by name in the kernel's feature
+/// string set, as they differ between kernel versions. Returns how many names were found.
+pub fn ethtool_features_off(
+    sock: BorrowedFd<'_>,
+    name: &IfName,
+    features: &[&str],
+) -> io::Result<usize> {
+    // ETHTOOL_GSSET_INFO: {cmd u32, reserved u32, sset_mask u64, data u32[]}.
+    let mut info = [0u64; 3];
+    let b = bytemuck_u64s(&mut info);
+    b[0..4].copy_from_slice(&ETHTOOL_GSSET_INFO.to_ne_bytes());
+    b[8..16].copy_from_slice(&(1u64 << ETH_SS_FEATURES).to_ne_bytes());
+    ethtool(sock, name, &mut info)?;
+    let b = bytemuck_u64s(&mut info);
+    let count = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]) as usize;
+    if count == 0 || count > 4096 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no feature names",
+        ));
+    }
+    // ETHTOOL_GSTRINGS: {cmd u32, string_set u32, len u32, data u8[len * 32]}.
+    let mut strings = vec![0u64; (12 + count * ETH_GSTRING_LEN).div_ceil(8)];
+    let head: &mut [u8] = bytemuck_u64s(&mut strings);
+    head[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    head[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
+    head[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    ethtool(sock, name, &mut strings)?;
+    let bytes = bytemuck_u64s(&mut strings);
+    let blocks = count.div_ceil(32);
+    // ETHTOOL_SFEATURES: {cmd u32, size u32, features {valid u32, requested u32}[size]}.
+    let mut set = vec![0u64; 1 + blocks];
+    let mut found = 0;
+    {
+        let out = bytemuck_u64s(&mut set);
+        out[0..4].copy_from_slice(&ETHTOOL_SFEATURES.to_ne_bytes());
+        out[4..8].copy_from_slice(&(blocks as u32).to_ne_bytes());
+        for bit in 0..count {
+            let raw = &bytes[12 + bit * ETH_GSTRING_LEN..12 + (bit + 1) * ETH_GSTRING_LEN];
+            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+            if !features.iter().any(|f| f.as_bytes() == &raw[..end]) {
+                continue;
+            }
+            found += 1;
+            let valid_at = 8 + (bit / 32) * 8; // requested stays 0: off
+            let mut valid = u32::from_ne_bytes([
+                out[valid_at],
+                out[valid_at + 1],
+                out[valid_at + 2],
+                out[valid_at + 3],
+            ]);
+            valid |= 1 << (bit % 32);
+            out[valid_at..valid_at + 4].copy_from_slice(&valid.to_ne_bytes());
+        }
+    }
+    if found > 0 {
+        ethtool(sock, name, &mut set)?;
+    }
+    Ok(found)
+}
+
+/// The bytes of a `u64` buffer (used for 8-byte-aligned ethtool command blocks).
+fn bytemuck_u64s(buf: &mut [u64]) -> &mut [u8] {
+    // SAFETY: any bit pattern is a valid `u8`, `u8` has alignment 1, and the returned
+    // slice covers exactly the buffer's bytes and borrows it mutably for its lifetime.
+    unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(buf))
+    }
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// `bpf(cmd, attr, sizeof attr)`; the kernel accepts a prefix of its `union bpf_attr`
+/// (the rest reads as zero).
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, initialised `#[repr(C)]` struct laid out as the prefix of
+    // `union bpf_attr` for `cmd`, and the size passed is its size. Pointers inside it
+    // (set by the callers below) point to buffers alive across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a bpf() command that creates a descriptor, and
+    // nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }
+}
+
+/// A per-CPU array map with one u64 entry: the counter an eBPF filter adds its rejects to.
+pub fn bpf_counter_map() -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// Number of possible CPUs (the length of a per-CPU map value), from
+/// /sys/devices/system/cpu/possible ("0-1", "0", "0-3,5").
+fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut count = 0usize;
+    for part in text.trim().split(',') {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad cpu list");
+        count += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                b.checked_sub(a).ok_or_else(bad)? + 1
+            }
+            None => part.parse::<usize>().map(|_| 1).map_err(|_| bad())?,
+        };
+    }
+    Ok(count.max(1))
+}
+
+/// The sum over all CPUs of entry 0 of a [`bpf_counter_map`].
+pub fn bpf_counter_sum(map: BorrowedFd<'_>) -> io::Result<u64> {
+    let key = 0u32;
+    let mut values = vec![0u64; possible_cpus()?];
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: std::ptr::from_ref(&key) as u64,
+        value: values.as_mut_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+    Ok(values.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
+}
+
+/// Load an eBPF socket filter. On failure: the error and the verifier's log (loaded a
+/// second time with logging on, so the common success path pays nothing for it).
+pub fn bpf_load_socket_filter(
+    insns: &[crate::ebpf::EbpfInsn],
+) -> Result<OwnedFd, (io::Error, String)> {
+    let license = b"Dual MIT/GPL\0";
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: u32::try_from(insns.len()).unwrap_or(u32::MAX),
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoadAttr::default()
+    };
+    attr.prog_name[..6].copy_from_slice(b"vnetio");
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(err) => {
+            let mut log = vec![0u8; 1 << 18];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+                return Ok(owned(fd)); // a transient failure
+            }
+            let end = log.iter().position(|&c| c == 0).unwrap_or(0);
+            Err((err, String::from_utf8_lossy(&log[..end]).into_owned()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[allow(clippy::unnecessary_cast)] // `Ioctl` is c_ulong on glibc, c_int on musl
+    fn filter_ioctl_numbers_match_if_tun_h() {
+        // Values from linux/if_tun.h on 64-bit x86 and ARM.
+        assert_eq!(TUNATTACHFILTER as u64, 0x4010_54d5);
+        assert_eq!(TUNDETACHFILTER as u64, 0x4010_54d6);
+        assert_eq!(TUNSETFILTEREBPF as u64, 0x8004_54e1);
+    }
+
+    #[test]
+    fn cpu_count_is_at_least_one() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
 
     #[test]
     fn ifreq_name_round_trip_keeps_terminator() {

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use super::netlink::{LinkStats, Netlink};
 use super::sys::{self, IfName};
 use super::{
-    check_meta, netns, now_ns, send_in_software, validate_ifname, Counters, Device, Medium, Stats,
+    check_meta, netns, now_ns, send_in_software, validate_ifname, Counters, Device, Medium,
+    Placement, Stats, UserFilter,
 };
 use crate::batch::{PacketBatch, MAX_FRAME};
+use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
 use crate::gro;
 use crate::vnet::{complete_csum, gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
@@ -216,6 +218,8 @@ struct Link {
     ifname: IfName,
     mtu: AtomicUsize,
     checked_ns: AtomicU64,
+    /// The filter run in this process (TUN, or a TAP whose kernel filter was refused).
+    filter: UserFilter,
 }
 
 impl Link {
@@ -388,40 +392,10 @@ impl Device for Queue {
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
-        let guard = self
-            .file
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let file = guard.as_ref().ok_or(Error::Closed)?;
-        let deadline = Instant::now() + wait;
-        let (mut n, mut bytes) = (0, 0);
-        while n < max {
-            match self.read_one(file, batch) {
-                Ok((frames, len)) => {
-                    n += frames;
-                    bytes += len;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A malformed frame from the kernel: counted in rx_errors, skipped.
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if n > 0 {
-                        break;
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !self.wait_for(file, libc::POLLIN, left)? {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.counters.rx_error();
-                    if n > 0 {
-                        break; // deliver what we have; the error repeats on the next call
-                    }
-                    return Err(Error::os(format!("read from {}", self.name), e));
-                }
-            }
-        }
+        let (n, bytes) = self
+            .link
+            .filter
+            .recv(batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
         self.counters.rx(n, bytes);
         Ok(n)
     }
@@ -494,6 +468,42 @@ fn offload_accepted(offloads: u32, hdr: VnetHdr) -> bool {
 }
 
 impl Queue {
+    /// Receive without filtering; counts only errors.
+    fn recv_raw(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
+        let guard = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = guard.as_ref().ok_or(Error::Closed)?;
+        let deadline = Instant::now() + wait;
+        let mut n = 0;
+        while n < max {
+            match self.read_one(file, batch) {
+                Ok((frames, _)) => n += frames,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A malformed frame from the kernel: counted in rx_errors, skipped.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n > 0 {
+                        break;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !self.wait_for(file, libc::POLLIN, left)? {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.counters.rx_error();
+                    if n > 0 {
+                        break; // deliver what we have; the error repeats on the next call
+                    }
+                    return Err(Error::os(format!("read from {}", self.name), e));
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Read one frame into `batch`: (frames appended, bytes appended). On an offload
     /// adapter in segments mode one read may append many frames.
     fn read_one(&self, file: &File, batch: &mut PacketBatch) -> io::Result<(usize, usize)> {
@@ -732,6 +742,31 @@ pub struct Adapter {
     final_stats: Mutex<Option<Stats>>,
     offloads: u32,
     offload: bool,
+    kfilter: Mutex<KernelFilter>,
+}
+
+/// The adapter's filter state on the kernel side.
+#[derive(Default)]
+struct KernelFilter {
+    /// The attached eBPF program and its reject counter (a per-CPU array map).
+    ebpf: Option<(OwnedFd, OwnedFd)>,
+    /// A classic program is attached (TUNATTACHFILTER).
+    classic: bool,
+    /// Rejects counted by eBPF programs since replaced (their maps are gone).
+    retired: u64,
+    /// Where the current filter runs.
+    placement: Option<Placement>,
+}
+
+impl KernelFilter {
+    /// Frames the kernel-side filters rejected since this open (eBPF counts only).
+    fn rejected(&self) -> u64 {
+        self.retired
+            + self
+                .ebpf
+                .as_ref()
+                .map_or(0, |(_, map)| sys::bpf_counter_sum(map.as_fd()).unwrap_or(0))
+    }
 }
 
 impl Adapter {
@@ -810,6 +845,7 @@ impl Adapter {
             ifname: actual,
             mtu: AtomicUsize::new(mtu as usize),
             checked_ns: AtomicU64::new(now_ns()),
+            filter: UserFilter::default(),
         });
         let queues = files
             .into_iter()
@@ -852,6 +888,7 @@ impl Adapter {
             final_stats: Mutex::new(None),
             offloads,
             offload: opts.offload,
+            kfilter: Mutex::new(KernelFilter::default()),
         })
     }
 
@@ -1045,9 +1082,164 @@ impl Adapter {
             .link_stats(self.ifindex)
             .map_err(|e| Error::os(format!("counters of {}", self.name), e))?;
         // The kernel's view is mirrored: what it transmits is what our readers receive.
-        s.rx_dropped = k.tx_dropped.saturating_sub(self.kernel_base.tx_dropped);
+        // Its tx_dropped also holds the frames a kernel-side filter rejected; with the
+        // eBPF filter those are counted apart, so they are moved to rx_filtered.
+        let kf = self.kfilter();
+        let kernel_rejected = kf.rejected();
+        s.rx_dropped = k
+            .tx_dropped
+            .saturating_sub(self.kernel_base.tx_dropped)
+            .saturating_sub(kernel_rejected);
         s.tx_dropped = k.rx_dropped.saturating_sub(self.kernel_base.rx_dropped);
+        s.rx_filtered = (!kf.classic).then(|| kernel_rejected + self.link.filter.rejected());
         Ok(s)
+    }
+
+    fn kfilter(&self) -> MutexGuard<'_, KernelFilter> {
+        self.kfilter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Attach `program` in the kernel as a counting eBPF filter.
+    fn attach_ebpf(&self, fd: BorrowedFd<'_>, program: &Program) -> VnetResult<(OwnedFd, OwnedFd)> {
+        let need_cap = |e: io::Error| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                "loading an eBPF filter needs CAP_BPF or CAP_SYS_ADMIN (the kernel's \
+                 unprivileged_bpf_disabled setting refuses others); use where=\"classic\" \
+                 (in the kernel, rejects counted with drops) or where=\"userspace\""
+            } else {
+                "use where=\"classic\" or where=\"userspace\""
+            };
+            Error::os("bpf(BPF_MAP_CREATE) for the filter's counter", e).with_hint(hint)
+        };
+        let map = sys::bpf_counter_map().map_err(need_cap)?;
+        let insns = crate::ebpf::translate(program, map.as_raw_fd()).map_err(|why| {
+            Error::InvalidArgument(format!("cannot run this filter as eBPF: {why}"))
+        })?;
+        let prog = sys::bpf_load_socket_filter(&insns).map_err(|(e, log)| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                need_cap(e)
+            } else {
+                let tail: Vec<&str> = log.lines().rev().take(4).collect();
+                Error::InvalidArgument(format!(
+                    "the kernel refused the filter ({e}); verifier: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ))
+            }
+        })?;
+        sys::tun_set_filter_ebpf(fd, Some(prog.as_fd()))
+            .map_err(|e| Error::os(format!("TUNSETFILTEREBPF {}", self.name), e))?;
+        Ok((prog, map))
+    }
+
+    /// Make kernel filters see VLAN tags where libpcap's programs look for them. A TAP
+    /// advertises VLAN tag insertion "in hardware", so the kernel hands it frames whose
+    /// tag sits in metadata (skb->vlan_tci) rather than in the data; the filter runs before
+    /// the driver writes the tag back into the frame, so `vlan` expressions would miss.
+    /// With the insertion offload off, the kernel inserts tags before the filter runs
+    /// (what the reader gets is the same either way). Needs CAP_NET_ADMIN; without it the
+    /// filter still works, and tagged frames are filtered as if untagged.
+    fn vlan_tags_in_data(&self) {
+        let _ = sys::ethtool_features_off(
+            self.link.ctl.as_fd(),
+            &self.ifname,
+            &["tx-vlan-hw-insert", "tx-vlan-stag-hw-insert"],
+        );
+    }
+
+    /// Detach every kernel-side filter (on close, so a persistent adapter does not keep
+    /// filtering for its next user: the kernel ties the eBPF program to the device).
+    fn detach_kernel_filters(&self) {
+        let mut kf = self.kfilter();
+        let Some(q) = self.queues.first() else { return };
+        let guard = q
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(file) = guard.as_ref() else { return };
+        if let Some((_, map)) = kf.ebpf.take() {
+            kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
+            let _ = sys::tun_set_filter_ebpf(file.as_fd(), None);
+        }
+        if std::mem::take(&mut kf.classic) {
+            let _ = sys::tun_detach_filter(file.as_fd());
+        }
+    }
+
+    fn apply_filter(
+        &self,
+        program: Option<Program>,
+        placement: Option<Placement>,
+    ) -> VnetResult<Option<Placement>> {
+        let q = &self.queues[0];
+        let guard = q
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = guard.as_ref().ok_or(Error::Closed)?;
+        let fd = file.as_fd();
+        let mut kf = self.kfilter();
+        let Some(program) = program else {
+            self.link.filter.set(None);
+            drop(kf);
+            drop(guard);
+            self.detach_kernel_filters();
+            self.kfilter().placement = None;
+            return Ok(None);
+        };
+        // Auto: in the kernel on a TAP (counted eBPF, else this process); a TUN filters
+        // here, as a TUN reader usually wants every packet and filters are rare there.
+        let auto = placement.is_none();
+        let mut want = placement.unwrap_or(match self.medium {
+            Medium::Ethernet => Placement::Kernel,
+            Medium::Ip => Placement::Userspace,
+        });
+        if want != Placement::Userspace && self.medium == Medium::Ethernet {
+            self.vlan_tags_in_data();
+        }
+        if want == Placement::Kernel {
+            match self.attach_ebpf(fd, &program) {
+                Ok((prog, map)) => {
+                    if let Some((_, old)) = kf.ebpf.replace((prog, map)) {
+                        kf.retired += sys::bpf_counter_sum(old.as_fd()).unwrap_or(0);
+                    }
+                }
+                Err(_) if auto => want = Placement::Userspace,
+                Err(e) => return Err(e),
+            }
+        }
+        match want {
+            Placement::Kernel => {
+                self.link.filter.set(None);
+                if std::mem::take(&mut kf.classic) {
+                    let _ = sys::tun_detach_filter(fd);
+                }
+            }
+            Placement::Classic => {
+                sys::tun_attach_filter(fd, program.insns())
+                    .map_err(|e| Error::os(format!("TUNATTACHFILTER {}", self.name), e))?;
+                kf.classic = true;
+                self.link.filter.set(None);
+                if let Some((_, map)) = kf.ebpf.take() {
+                    kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
+                    let _ = sys::tun_set_filter_ebpf(fd, None);
+                }
+            }
+            Placement::Userspace => {
+                // Filter here first, then drop the kernel side: no frame slips through.
+                self.link.filter.set(Some(Arc::new(program)));
+                if let Some((_, map)) = kf.ebpf.take() {
+                    kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
+                    let _ = sys::tun_set_filter_ebpf(fd, None);
+                }
+                if std::mem::take(&mut kf.classic) {
+                    let _ = sys::tun_detach_filter(fd);
+                }
+            }
+        }
+        kf.placement = Some(want);
+        Ok(Some(want))
     }
 }
 
@@ -1161,6 +1353,19 @@ impl Device for Adapter {
         self.kernel_stats()
     }
 
+    fn set_filter(
+        &self,
+        program: Option<Program>,
+        placement: Option<Placement>,
+    ) -> VnetResult<Option<Placement>> {
+        self.live()?;
+        self.apply_filter(program, placement)
+    }
+
+    fn filter_placement(&self) -> Option<Placement> {
+        self.kfilter().placement
+    }
+
     fn close(&self) {
         if self.is_closed() {
             return;
@@ -1170,6 +1375,7 @@ impl Device for Adapter {
             .final_stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+        self.detach_kernel_filters();
         for q in &self.queues {
             q.close_fd();
         }
@@ -1186,6 +1392,9 @@ impl Device for Adapter {
 
 impl Drop for Adapter {
     fn drop(&mut self) {
+        if !self.is_closed() {
+            self.detach_kernel_filters();
+        }
         for q in &self.queues {
             q.close_fd();
         }

@@ -152,3 +152,44 @@ def test_bad_expressions_and_programs_are_value_errors() -> None:
 def test_module_docstring_example() -> None:
     failures, _ = doctest.testmod(vnetio.filters)
     assert failures == 0
+
+
+def test_loopback_set_filter_counts_rejects_and_can_be_removed() -> None:
+    udp = raw(Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=53))
+    tcp = raw(Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(dport=80))
+    a, b = vnetio.loopback_pair()
+    with a, b:
+        assert (b.filter, b.filter_placement) == (None, None)
+        assert b.set_filter("udp") == "userspace"
+        assert b.set_filter("udp", placement="userspace") == "userspace"
+        assert (b.filter, b.filter_placement) == ("udp", "userspace")
+        a.send_batch([tcp, udp, tcp, tcp, udp])
+        assert b.recv_batch(timeout=1).to_list() == [udp, udp]
+        s = b.stats()
+        assert (s.rx_frames, s.rx_filtered, s.rx_dropped) == (2, 3, 0)
+        assert s.as_dict()["rx_filtered"] == 3
+        # Only rejected frames waiting: the wait runs to its timeout, returns nothing.
+        a.send_batch([tcp] * 3)
+        assert len(b.recv_batch(timeout=0.05)) == 0
+        assert b.stats().rx_filtered == 6
+        assert b.set_filter(None) is None
+        a.send_batch([tcp])
+        assert b.recv_batch(timeout=1).to_list() == [tcp]
+        assert a.stats().rx_filtered == 0
+
+
+def test_a_program_returning_a_length_cuts_frames_like_the_kernel() -> None:
+    """A socket filter's result is how many bytes to keep (libpcap's snaplen)."""
+    a, b = vnetio.loopback_pair()
+    with a, b:
+        b.set_filter([(0x06, 0, 0, 20)])  # ret #20
+        a.send_batch([bytes(range(60)), bytes(16)])
+        assert b.recv_batch(timeout=1).to_list() == [bytes(range(20)), bytes(16)]
+
+
+def test_kernel_only_rules_are_refused_by_the_validator() -> None:
+    batch = vnetio.Batch.from_frames([b"\x00" * 60])
+    with pytest.raises(ValueError, match="shift by a constant"):
+        batch.filter([(0x64, 0, 0, 32), (0x16, 0, 0, 0)])  # lsh #32
+    with pytest.raises(ValueError, match="bad return"):
+        batch.filter([(0x0E, 0, 0, 0)])  # ret x

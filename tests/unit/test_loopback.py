@@ -18,7 +18,7 @@ from tests.packets import frame_seq, make_frame
 STAT_NAMES = {
     "rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
     "rx_errors", "tx_errors", "rx_dropped", "tx_dropped",
-    "tx_coalesced", "coalesce_fallbacks",
+    "tx_coalesced", "coalesce_fallbacks", "rx_filtered",
 }  # fmt: skip
 
 
