@@ -1106,10 +1106,10 @@ impl Adapter {
         let need_cap = |e: io::Error| {
             let hint = if e.raw_os_error() == Some(libc::EPERM) {
                 "loading an eBPF filter needs CAP_BPF or CAP_SYS_ADMIN (the kernel's \
-                 unprivileged_bpf_disabled setting refuses others); use where=\"classic\" \
-                 (in the kernel, rejects counted with drops) or where=\"userspace\""
+                 unprivileged_bpf_disabled setting refuses others); use placement=\"classic\" \
+                 (in the kernel, rejects counted with drops) or placement=\"userspace\""
             } else {
-                "use where=\"classic\" or where=\"userspace\""
+                "use placement=\"classic\" or placement=\"userspace\""
             };
             Error::os("bpf(BPF_MAP_CREATE) for the filter's counter", e).with_hint(hint)
         };

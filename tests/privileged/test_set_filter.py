@@ -321,4 +321,5 @@ def test_without_cap_bpf_auto_falls_back_and_kernel_explains(bridge_pair: Bridge
         return
     assert lines[0] == "userspace"
     assert lines[1].startswith("kernel refused:") and "CAP_BPF" in lines[1]
+    assert 'placement="userspace"' in lines[1]  # the fix, in the API's own words
     assert lines[2:] == ["udp userspace", "classic"]
