@@ -759,6 +759,26 @@ struct KernelFilter {
 }
 
 impl KernelFilter {
+    /// Keep the count of a counter map that is going away.
+    fn retire(&mut self, map: &OwnedFd) {
+        self.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
+    }
+
+    /// Detach the eBPF filter, if any, keeping its count.
+    fn drop_ebpf(&mut self, fd: BorrowedFd<'_>) {
+        if let Some((_, map)) = self.ebpf.take() {
+            self.retire(&map);
+            let _ = sys::tun_set_filter_ebpf(fd, None);
+        }
+    }
+
+    /// Detach the classic filter, if any.
+    fn drop_classic(&mut self, fd: BorrowedFd<'_>) {
+        if std::mem::take(&mut self.classic) {
+            let _ = sys::tun_detach_filter(fd);
+        }
+    }
+
     /// Frames the kernel-side filters rejected since this open (eBPF counts only).
     fn rejected(&self) -> u64 {
         self.retired
@@ -1158,13 +1178,8 @@ impl Adapter {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(file) = guard.as_ref() else { return };
-        if let Some((_, map)) = kf.ebpf.take() {
-            kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
-            let _ = sys::tun_set_filter_ebpf(file.as_fd(), None);
-        }
-        if std::mem::take(&mut kf.classic) {
-            let _ = sys::tun_detach_filter(file.as_fd());
-        }
+        kf.drop_ebpf(file.as_fd());
+        kf.drop_classic(file.as_fd());
     }
 
     fn apply_filter(
@@ -1182,10 +1197,9 @@ impl Adapter {
         let mut kf = self.kfilter();
         let Some(program) = program else {
             self.link.filter.set(None);
-            drop(kf);
-            drop(guard);
-            self.detach_kernel_filters();
-            self.kfilter().placement = None;
+            kf.drop_ebpf(fd);
+            kf.drop_classic(fd);
+            kf.placement = None;
             return Ok(None);
         };
         // Auto: in the kernel on a TAP (counted eBPF, else this process); a TUN filters
@@ -1200,9 +1214,10 @@ impl Adapter {
         }
         if want == Placement::Kernel {
             match self.attach_ebpf(fd, &program) {
-                Ok((prog, map)) => {
-                    if let Some((_, old)) = kf.ebpf.replace((prog, map)) {
-                        kf.retired += sys::bpf_counter_sum(old.as_fd()).unwrap_or(0);
+                Ok(attached) => {
+                    // TUNSETFILTEREBPF replaced the old program: only its count is kept.
+                    if let Some((_, old)) = kf.ebpf.replace(attached) {
+                        kf.retire(&old);
                     }
                 }
                 Err(_) if auto => want = Placement::Userspace,
@@ -1212,30 +1227,20 @@ impl Adapter {
         match want {
             Placement::Kernel => {
                 self.link.filter.set(None);
-                if std::mem::take(&mut kf.classic) {
-                    let _ = sys::tun_detach_filter(fd);
-                }
+                kf.drop_classic(fd);
             }
             Placement::Classic => {
                 sys::tun_attach_filter(fd, program.insns())
                     .map_err(|e| Error::os(format!("TUNATTACHFILTER {}", self.name), e))?;
                 kf.classic = true;
                 self.link.filter.set(None);
-                if let Some((_, map)) = kf.ebpf.take() {
-                    kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
-                    let _ = sys::tun_set_filter_ebpf(fd, None);
-                }
+                kf.drop_ebpf(fd);
             }
             Placement::Userspace => {
                 // Filter here first, then drop the kernel side: no frame slips through.
                 self.link.filter.set(Some(Arc::new(program)));
-                if let Some((_, map)) = kf.ebpf.take() {
-                    kf.retired += sys::bpf_counter_sum(map.as_fd()).unwrap_or(0);
-                    let _ = sys::tun_set_filter_ebpf(fd, None);
-                }
-                if std::mem::take(&mut kf.classic) {
-                    let _ = sys::tun_detach_filter(fd);
-                }
+                kf.drop_ebpf(fd);
+                kf.drop_classic(fd);
             }
         }
         kf.placement = Some(want);
