@@ -197,13 +197,17 @@ def expect(proc: subprocess.Popen[str], event: str) -> dict[str, Any]:
     return dict(msg)
 
 
-def run_one(impl: str, size: int, seconds: float, workdir: str) -> dict[str, Any]:
+def run_one(
+    impl: str, size: int, seconds: float, workdir: str, queue: int | None = None
+) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "python"))
     from vnetio._topology import BridgeLoop
 
     path = os.path.join(workdir, f"{impl}-{size}.pcap{'ng' if impl.startswith('vnetio') else ''}")
     me = [sys.executable, os.path.abspath(__file__)]
     with BridgeLoop("capture") as loop:
+        if queue is not None:
+            loop.set_txqueuelen(loop.tap_b, queue)
         inside = ["ip", "netns", "exec", loop.netns]
         reader = subprocess.Popen(
             [*inside, *me, "--child-reader", impl, "--tap", loop.tap_b, "--file", path],
@@ -274,6 +278,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--sizes", default="64,1514")
     p.add_argument("--impls", default=",".join(IMPLS))
+    p.add_argument("--queue", type=int, help="B's txqueuelen (default: the kernel's, 1000)")
     p.add_argument("--dir", help="where the capture files go (default: a temporary directory)")
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -296,7 +301,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
         for size in (int(s) for s in args.sizes.split(",")):
             for impl in args.impls.split(","):
-                row = run_one(impl, size, args.seconds, workdir)
+                row = run_one(impl, size, args.seconds, workdir, args.queue)
                 print(
                     f"{size:5d} B {impl:14s} kept {row['rate'] / 1e3:9,.0f} k/s  "
                     f"loss {row['loss'] * 100:5.1f}%  kernel dropped {row['kernel_dropped']:,}",

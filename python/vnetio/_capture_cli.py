@@ -73,6 +73,20 @@ def add_parsers(sub: Any) -> None:
     cap.add_argument(
         "-F", dest="format", choices=("pcapng", "pcap"), default="pcapng", help="file format"
     )
+    cap.add_argument(
+        "--queue",
+        type=int,
+        metavar="FRAMES",
+        help="raise the adapter's kernel queue (txqueuelen) to at least FRAMES while capturing, "
+        "like tcpdump -B (default: 8192 when permitted; 0 leaves it alone)",
+    )
+    cap.add_argument(
+        "--no-direct-io",
+        dest="direct_io",
+        action="store_false",
+        help="write through the page cache (default: whole pages with O_DIRECT where the "
+        "filesystem allows it; see the README)",
+    )
     cap.add_argument("--create", action="store_true", help="create the adapter (removed at exit)")
     cap.add_argument("--tun", action="store_true", help="with --create: a TUN (default TAP)")
     cap.add_argument("--netns", metavar="NS", help="the adapter is in network namespace NS")
@@ -219,7 +233,7 @@ class _Rotation:
         return self.period_start + self.seconds - time.time()
 
 
-def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _check_capture_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.count is not None and args.count < 1:
         parser.error("-c COUNT must be at least 1")
     for flag, value in (("-G", args.rotate_seconds), ("-C", args.rotate_mb)):
@@ -231,6 +245,13 @@ def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("-s SNAPLEN must be at least 1")
     if args.tun and not args.create:
         parser.error("--tun goes with --create (an existing adapter's kind comes from the kernel)")
+    if args.queue is not None and args.queue < 0:
+        parser.error("--queue FRAMES must be at least 1 (0 leaves the adapter's queue alone)")
+
+
+def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _check_capture_args(args, parser)
+    queue: int | str | None = "auto" if args.queue is None else (args.queue or None)
     expression = " ".join(args.expression) or None
     try:
         adapter = _open_adapter(
@@ -238,13 +259,19 @@ def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         )
     except (OSError, ValueError, LookupError) as exc:
         return _fail("capture", f"{type(exc).__name__}: {exc}")
+    from vnetio.capture import raised_queue
+
     with adapter, _stop_on_sigterm():
         problem = _set_filter(adapter, expression)
         if problem is not None:
             return _fail("capture", problem)
-        if args.file:
-            return _capture_to_files(adapter, args, expression)
-        return _print_frames(adapter, args, expression)
+        try:
+            with raised_queue(adapter, queue):  # type: ignore[arg-type]
+                if args.file:
+                    return _capture_to_files(adapter, args, expression)
+                return _print_frames(adapter, args, expression)
+        except OSError as exc:  # --queue N without CAP_NET_ADMIN
+            return _fail("capture", f"{type(exc).__name__}: {exc}")
 
 
 def _set_filter(adapter: Adapter, expression: str | None) -> str | None:
@@ -271,6 +298,8 @@ def _summary(totals: _Totals, dropped: int, reason: str, out: TextIO) -> None:
         f"by the kernel (queue full) — {reason}",
         file=out,
     )
+    if dropped:
+        print("  (a longer queue absorbs bursts: --queue FRAMES)", file=out)
     for name in totals.files or []:
         print(f"  {name}", file=out)
 
@@ -296,6 +325,7 @@ class _FileCapture:
             snaplen=self.args.snaplen,
             interface=self.adapter,
             filter=self.expression,
+            direct_io=self.args.direct_io,
         )
         assert self.totals.files is not None
         self.totals.files.append(name)

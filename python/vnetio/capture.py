@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -27,10 +29,26 @@ from ._core import Reader, Writer, summarize
 if TYPE_CHECKING:
     from ._core import Adapter
 
-__all__ = ["DEFAULT_SNAPLEN", "CaptureStats", "Reader", "Writer", "capture_to", "summarize"]
+__all__ = [
+    "CAPTURE_QUEUE_LENGTH",
+    "DEFAULT_SNAPLEN",
+    "CaptureStats",
+    "Reader",
+    "Writer",
+    "capture_to",
+    "raised_queue",
+    "summarize",
+]
 
 #: tcpdump's default snaplen: whole frames.
 DEFAULT_SNAPLEN = 262144
+
+#: Frames the adapter's kernel queue holds (at least) while a capture runs. A TUN/TAP's
+#: queue (txqueuelen) is 500-1000 frames by default: 1-2 ms of a flood, so any moment the
+#: capture loop spends elsewhere (a file rotation, the scheduler) loses frames. libpcap
+#: gives every capture a 2 MiB kernel buffer for the same reason (tcpdump -B); 8192 frames
+#: is ~16 ms at 500 k frames/s. Measured: BENCHMARKS.md, "Capture to a file".
+CAPTURE_QUEUE_LENGTH = 8192
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,54 @@ class CaptureStats:
     files: list[str] = field(default_factory=list)
     #: Why it stopped: "count", "duration" or "interrupted".
     reason: str = "duration"
+    #: The adapter's kernel queue length during the capture (None: not a TUN/TAP).
+    queue_length: int | None = None
+
+
+def _check_queue_length(queue_length: object) -> None:
+    if (
+        queue_length is not None
+        and queue_length != "auto"
+        and (
+            isinstance(queue_length, bool) or not isinstance(queue_length, int) or queue_length < 1
+        )
+    ):
+        raise ValueError(
+            f'queue_length must be a positive number of frames, "auto" or None, not {queue_length!r}'
+        )
+
+
+@contextmanager
+def raised_queue(
+    adapter: Adapter, queue_length: int | Literal["auto"] | None
+) -> Iterator[int | None]:
+    """Raise ``adapter``'s kernel queue to at least ``queue_length`` frames for the ``with``
+    block and put it back afterwards; yields the length in use (None for adapters without a
+    kernel queue). ``"auto"`` asks for :data:`CAPTURE_QUEUE_LENGTH` and keeps the current
+    queue when the process may not change it (no CAP_NET_ADMIN); a number must be honoured
+    (PermissionError otherwise); None leaves the queue alone."""
+    _check_queue_length(queue_length)
+    if not hasattr(adapter, "queue_length"):  # loopback adapters and single queues
+        yield None
+        return
+    before: int = adapter.queue_length
+    want = CAPTURE_QUEUE_LENGTH if queue_length == "auto" else queue_length
+    if want is None or before >= want:
+        yield before
+        return
+    try:
+        adapter.queue_length = want
+    except PermissionError:
+        if queue_length != "auto":
+            raise
+        yield before
+        return
+    try:
+        yield want
+    finally:
+        if not adapter.closed:
+            with suppress(OSError):  # gone or no longer ours: nothing left to restore
+                adapter.queue_length = before
 
 
 def _check_limits(count: int | None, duration: float | None) -> None:
@@ -79,6 +145,8 @@ def capture_to(
     duration: float | None = None,
     format: Literal["pcapng", "pcap"] = "pcapng",
     snaplen: int = DEFAULT_SNAPLEN,
+    queue_length: int | Literal["auto"] | None = "auto",
+    direct_io: bool = True,
 ) -> CaptureStats:
     """Capture frames from ``adapter`` into ``path`` until ``count`` frames were written,
     ``duration`` seconds passed, or Ctrl-C (KeyboardInterrupt, after the file is closed
@@ -87,8 +155,13 @@ def capture_to(
     ``filter`` is a tcpdump expression: only matching frames are written, the others are
     counted in ``filtered``; the pcapng file records it with the adapter's name, as tcpdump
     does. The link type follows the adapter (Ethernet for TAP, raw IP for TUN).
+
+    ``queue_length``: the adapter's kernel queue is raised to at least this many frames
+    while capturing (see :func:`raised_queue`; default :data:`CAPTURE_QUEUE_LENGTH` when
+    permitted). ``direct_io``: see :class:`Writer` and the README.
     """
     _check_limits(count, duration)
+    _check_queue_length(queue_length)
     if count is None and duration is None:
         raise ValueError(
             "give count= (frames) or duration= (seconds), or both: a capture with neither "
@@ -99,7 +172,14 @@ def capture_to(
     # re-checks the few frames that pass, at no measurable cost). The adapter's previous
     # filter is put back afterwards.
     previous = (adapter.filter, adapter.filter_placement)
-    writer = Writer(path, format=format, snaplen=snaplen, interface=adapter, filter=filter)
+    writer = Writer(
+        path,
+        format=format,
+        snaplen=snaplen,
+        interface=adapter,
+        filter=filter,
+        direct_io=direct_io,
+    )
     if filter is not None:
         try:
             adapter.set_filter(filter)
@@ -109,7 +189,7 @@ def capture_to(
     before = adapter.stats()
     start = _now()
     reason = "duration"
-    with writer as w:
+    with writer as w, raised_queue(adapter, queue_length) as qlen:
         try:
             _, _, why = w.capture(adapter, count=count, timeout=duration)
             reason = "count" if why == "count" else "duration"
@@ -132,6 +212,7 @@ def capture_to(
         seconds=_now() - start,
         files=[os.fspath(path)],
         reason=reason,
+        queue_length=qlen,
     )
 
 

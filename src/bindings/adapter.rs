@@ -544,6 +544,18 @@ impl PyKernelAdapter {
         Ok(py.detach(|| self.adapter.set_mtu(value))?)
     }
 
+    /// Kernel queue length in frames (txqueuelen; settable, needs CAP_NET_ADMIN): how
+    /// many frames wait for a reader before the kernel drops them (`rx_dropped`).
+    #[getter]
+    fn get_queue_length(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(py.detach(|| self.adapter.queue_length())?)
+    }
+
+    #[setter]
+    fn set_queue_length(&self, py: Python<'_>, value: u32) -> PyResult<()> {
+        Ok(py.detach(|| self.adapter.set_queue_length(value))?)
+    }
+
     /// Whether the adapter is administratively up.
     #[getter]
     fn is_up(&self, py: Python<'_>) -> PyResult<bool> {

@@ -178,8 +178,8 @@ impl PyWriter {
 #[pymethods]
 impl PyWriter {
     #[new]
-    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts os.PathLike into an owned PathBuf
-    #[pyo3(signature = (path, *, format = "pcapng", snaplen = 262_144, linktype = None, interface = None, filter = None))]
+    #[allow(clippy::needless_pass_by_value, clippy::too_many_arguments)] // PyO3 extracts os.PathLike into an owned PathBuf; keyword arguments
+    #[pyo3(signature = (path, *, format = "pcapng", snaplen = 262_144, linktype = None, interface = None, filter = None, direct_io = true))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -188,6 +188,7 @@ impl PyWriter {
         linktype: Option<&Bound<'_, PyAny>>,
         interface: Option<&Bound<'_, PyAny>>,
         filter: Option<String>,
+        direct_io: bool,
     ) -> PyResult<Self> {
         let format = parse_format(format)?;
         let (medium, if_name) = match interface {
@@ -230,6 +231,7 @@ impl PyWriter {
             linktype,
             if_name: if_name.clone(),
             filter: filter.clone(),
+            direct_io,
         };
         let p = path.clone();
         let writer = py.detach(move || CaptureWriter::create(p, opts))?;
@@ -396,6 +398,13 @@ impl PyWriter {
     #[getter]
     fn truncated_frames(&self) -> PyResult<u64> {
         Ok(lock(&self.inner)?.truncated_frames())
+    }
+
+    /// Whether whole pages go to the file with O_DIRECT (False when `direct_io=False` or
+    /// the filesystem refused it; see the README's capture section).
+    #[getter]
+    fn direct_io(&self) -> PyResult<bool> {
+        Ok(lock(&self.inner)?.direct_io())
     }
 
     /// Frames `capture` read and the filter rejected.

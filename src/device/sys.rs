@@ -167,6 +167,24 @@ pub fn if_set_mtu(sock: BorrowedFd<'_>, name: &IfName, mtu: u32) -> io::Result<(
     ioctl_ifreq(sock, libc::SIOCSIFMTU, &mut ifr)
 }
 
+/// SIOCGIFTXQLEN: the txqueuelen (for a TUN/TAP, how many frames each reader's ring holds).
+pub fn if_get_txqlen(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
+    let mut ifr = ifreq_with_name(name);
+    ioctl_ifreq(sock, libc::SIOCGIFTXQLEN, &mut ifr)?;
+    // SAFETY: SIOCGIFTXQLEN fills `ifr_qlen`, the union's int member that libc names
+    // `ifru_mtu` (C: ifru_ivalue); any c_int bit pattern is valid.
+    let qlen = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(qlen).unwrap_or(0))
+}
+
+/// SIOCSIFTXQLEN.
+pub fn if_set_txqlen(sock: BorrowedFd<'_>, name: &IfName, qlen: u32) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name);
+    ifr.ifr_ifru.ifru_mtu =
+        libc::c_int::try_from(qlen).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    ioctl_ifreq(sock, libc::SIOCSIFTXQLEN, &mut ifr)
+}
+
 /// SIOCGIFINDEX.
 pub fn if_get_index(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
     let mut ifr = ifreq_with_name(name);

@@ -30,6 +30,9 @@ use crate::vnet::{complete_csum, gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_L
 
 /// Where the TUN driver lives.
 pub const TUN_PATH: &str = "/dev/net/tun";
+/// Largest queue length `set_queue_length` takes: the kernel allocates a pointer per slot
+/// per queue, so this is 8 MiB of ring (the queued frames themselves cost more).
+pub const MAX_QUEUE_LENGTH: u32 = 1 << 20;
 
 /// How to open an adapter.
 #[derive(Debug, Clone)]
@@ -1016,6 +1019,30 @@ impl Adapter {
         })?;
         self.link.store_mtu(mtu);
         Ok(())
+    }
+
+    /// The kernel queue length (txqueuelen): how many frames the adapter holds for each
+    /// reader before it drops them (counted in `rx_dropped`).
+    pub fn queue_length(&self) -> VnetResult<u32> {
+        self.live()?;
+        sys::if_get_txqlen(self.link.ctl.as_fd(), &self.ifname)
+            .map_err(|e| Error::os(format!("queue length of {}", self.name), e))
+    }
+
+    /// Set the kernel queue length (frames already queued are kept).
+    pub fn set_queue_length(&self, frames: u32) -> VnetResult<()> {
+        self.live()?;
+        if !(1..=MAX_QUEUE_LENGTH).contains(&frames) {
+            return Err(Error::InvalidArgument(format!(
+                "queue_length must be 1 to {MAX_QUEUE_LENGTH} frames, not {frames}"
+            )));
+        }
+        sys::if_set_txqlen(self.link.ctl.as_fd(), &self.ifname, frames).map_err(|e| {
+            with_cap_hint(Error::os(
+                format!("set queue length of {} to {frames}", self.name),
+                e,
+            ))
+        })
     }
 
     /// The Ethernet address (TAP).

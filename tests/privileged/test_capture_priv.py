@@ -50,19 +50,25 @@ count, target = int(sys.argv[1]), sys.argv[2]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 payload = bytes(64)
+sent = 0
 for i in range(count):
     try:
         s.sendto(payload, (target, 9))
+        sent += 1
     except OSError:  # ENOBUFS when the TAP's queue is full: try the next one
         pass
+print(sent, flush=True)
 """
 
 
-def flood(ns: Netns, count: int, target: str = PEER) -> subprocess.Popen[bytes]:
-    """UDP datagrams from the namespace's own stack, as fast as it sends them."""
+def flood(
+    ns: Netns, count: int, target: str = PEER, *, report: bool = False
+) -> subprocess.Popen[bytes]:
+    """UDP datagrams from the namespace's own stack, as fast as it sends them; with
+    ``report`` its stdout says how many the stack took."""
     return subprocess.Popen(
         ["ip", "netns", "exec", ns.name, sys.executable, "-c", FLOOD, str(count), target],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if report else subprocess.DEVNULL,
     )
 
 
@@ -109,6 +115,76 @@ def test_capture_to_from_a_tun_writes_raw_ip(netns: Netns, tmp_path: Path) -> No
     assert out.splitlines() == ["raw:ip:icmp:data\t192.0.2.2"] * 3
 
 
+def test_capture_to_raises_the_queue_for_the_capture_and_puts_it_back(
+    tap_ns: Netns, tmp_path: Path
+) -> None:
+    with vnetio.Tap("vncap0", netns=tap_ns.name) as tap:
+        assert tap.queue_length == 1000 == int(tap_ns.read_sys("vncap0/tx_queue_len"))
+        stats = tap.capture_to(tmp_path / "a.pcapng", duration=0.1)
+        assert stats.queue_length == vnetio.capture.CAPTURE_QUEUE_LENGTH == 8192
+        assert tap.queue_length == 1000
+        assert (
+            tap.capture_to(tmp_path / "b.pcapng", duration=0.1, queue_length=3000).queue_length
+            == 3000
+        )
+        # Never shrunk; None leaves it alone.
+        assert (
+            tap.capture_to(tmp_path / "c.pcapng", duration=0.1, queue_length=10).queue_length
+            == 1000
+        )
+        assert (
+            tap.capture_to(tmp_path / "d.pcapng", duration=0.1, queue_length=None).queue_length
+            == 1000
+        )
+        with pytest.raises(ValueError, match="queue_length must be"):
+            tap.capture_to(tmp_path / "e.pcapng", duration=0.1, queue_length=0)
+        assert not (tmp_path / "e.pcapng").exists()
+        # The property itself: set, read back from the kernel, bad values refused.
+        tap.queue_length = 4321
+        assert tap_ns.read_sys("vncap0/tx_queue_len") == "4321" and tap.queue_length == 4321
+        for bad in (0, 2**20 + 1):
+            with pytest.raises(ValueError, match="queue_length must be 1 to 1048576"):
+                tap.queue_length = bad
+        assert tap.queue_length == 4321
+        tap.queue_length = 1000
+    with pytest.raises(vnetio.AdapterClosedError):
+        _ = tap.queue_length
+
+
+def test_queue_needs_cap_net_admin_only_when_asked_for(tap_ns: Netns, tmp_path: Path) -> None:
+    """Without CAP_NET_ADMIN a capture keeps the adapter's queue ("auto"), an explicit
+    length is a PermissionError naming the capability, and the CLI says so."""
+    child = f"""
+import vnetio
+with vnetio.Tap("vncap0") as tap:
+    print(tap.capture_to({str(tmp_path / "a.pcapng")!r}, duration=0.1).queue_length)
+    try:
+        tap.capture_to({str(tmp_path / "b.pcapng")!r}, duration=0.1, queue_length=4096)
+    except PermissionError as exc:
+        print("refused", exc)
+    print(tap.queue_length)
+"""
+    drop = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"]
+    inside = ["ip", "netns", "exec", tap_ns.name, *drop]
+    out = subprocess.run(
+        [*inside, sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1000"
+    assert lines[1].startswith("refused") and "CAP_NET_ADMIN" in lines[1], lines
+    assert lines[2] == "1000"
+    cli = subprocess.run(
+        [*inside, *vnetio_cmd("capture", "-i", "vncap0", "-c", "1", "--queue", "4096")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 1 and "CAP_NET_ADMIN" in cli.stderr, cli.stderr
+
+
 def start_capture(ns: Netns, *args: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         vnetio_cmd("capture", "-i", "vncap0", "--netns", ns.name, *args),
@@ -116,9 +192,13 @@ def start_capture(ns: Netns, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Attached once the TAP has carrier (a TAP has carrier exactly while a reader holds it).
+    # Attached once the TAP has carrier (a TAP has carrier exactly while a reader holds it),
+    # and capturing once its queue was raised (after the filter went on).
     deadline = time.monotonic() + 10
-    while ns.read_sys("vncap0/carrier") != "1":
+    want_queue = "0" if "--queue" in args else "8192"
+    while ns.read_sys("vncap0/carrier") != "1" or (
+        want_queue != "0" and ns.read_sys("vncap0/tx_queue_len") != want_queue
+    ):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"vnetio capture did not attach: {proc.communicate()}")
@@ -153,24 +233,43 @@ def test_cli_stops_on_a_signal_with_a_complete_file(
     assert tshark_count(path) == n  # every frame the summary counts, no warning
 
 
+def dropped_in(summary: str) -> int:
+    match = re.search(r"(\d+) dropped by the kernel", summary)
+    assert match, summary
+    return int(match[1])
+
+
 def test_cli_rotates_by_size_into_complete_files(tap_ns: Netns, tmp_path: Path) -> None:
     base = tmp_path / "size.pcapng"
-    proc = start_capture(tap_ns, "-w", str(base), "-C", "0.05", "-c", "3000", "udp")
-    pinger = flood(tap_ns, 3000)
+    assert tap_ns.read_sys("vncap0/tx_queue_len") == "1000"
+    proc = start_capture(tap_ns, "-w", str(base), "-C", "0.05", "udp")
+    pinger = flood(tap_ns, 3000, report=True)
     try:
+        out, _ = pinger.communicate(timeout=30)
+        time.sleep(0.3)  # the capture drains the queue
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        pinger.kill()
-        pinger.wait()
+        for p in (proc, pinger):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert proc.returncode == 0, err
+    sent = int(out)
     files = [base] + sorted(
         (p for p in tmp_path.iterdir() if p.name != base.name),
         key=lambda p: int(p.name[len(base.name) :]),
     )
-    assert len(files) >= 3, files  # 3000 x 140-byte blocks in 50 kB files
+    captured = captured_in(err)
+    # Every datagram the stack took was captured or counted as dropped; with the raised
+    # queue (8192 frames, put back to 1000 afterwards) none should have been dropped.
+    assert captured + dropped_in(err) == sent, err
+    assert captured >= sent - 100, err
+    assert tap_ns.read_sys("vncap0/tx_queue_len") == "1000"
+    assert len(files) >= 3, files  # ~3000 x 140-byte blocks in 50 kB files
     assert [p.name for p in files[1:3]] == ["size.pcapng1", "size.pcapng2"]
     counts = [tshark_count(p) for p in files]
-    assert sum(counts) == captured_in(err) == 3000
+    assert sum(counts) == captured
     for p in files[:-1]:  # rotated when a file reached 50 kB (checked between reads)
         assert 50_000 <= p.stat().st_size < 50_000 + 256 * 200, (p, p.stat().st_size)
 
@@ -248,13 +347,14 @@ def small_tmpfs() -> Iterator[Path]:
         mountpoint.rmdir()
 
 
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct", "cached"])
 @pytest.mark.parametrize("fmt", ["pcapng", "pcap"])
 def test_full_disk_is_a_clear_error_and_the_file_stays_readable(
-    small_tmpfs: Path, fmt: str
+    small_tmpfs: Path, fmt: str, direct_io: bool
 ) -> None:
     path = small_tmpfs / f"full.{fmt}"
     frames = [udp_frame(i, payload=900) for i in range(64)]
-    w = Writer(path, format=fmt, linktype="ethernet")  # type: ignore[arg-type]
+    w = Writer(path, format=fmt, linktype="ethernet", direct_io=direct_io)  # type: ignore[arg-type]
     with pytest.raises(OSError) as info:
         for _ in range(100):  # ~6 MB: far more than fits
             w.write_batch(frames)
