@@ -14,15 +14,25 @@ Readers (every capture writes into a temporary directory; ``--dir`` picks anothe
   without capturing, the reference for the ratio;
 * ``vnetio``: ``Writer.capture`` (the Rust loop: read, write, GIL released), pcapng;
 * ``vnetio-pyloop``: a Python loop of ``recv_batch`` + ``Writer.write_batch``, pcapng;
+* ``native``: Rust ``read()`` one frame per call + ``BufWriter`` (1 MiB) pcap records
+  (``examples/native_bridge.rs``, command ``capture``; built when missing), the issue's
+  "native read + buffered write" reference;
 * ``scapy``: scapy ``sniff`` on a ``TunTapInterface`` + ``PcapWriter``;
 * ``os-scapy``: ``os.read`` one frame per call + scapy ``PcapWriter.write(bytes)``.
 
 Reported: frames written by the writer, frames in the file (ours: size and source MAC;
 counted by reading the file back) per second of flood, the loss ``1 - kept / sent`` and B's
 kernel ``TX dropped`` (frames refused because the reader's ring was full), and for vnetio
-the ratio to ``vnetio-none`` in the same run.
+the ratio to ``vnetio-none`` in the same round.
 
-Usage (root): ``python benches/capture_loop.py [--seconds 3] [--sizes 64,1514] [--out F]``.
+Every reader runs with B's queue (txqueuelen) at each of ``--queues``: the kernel's default
+(1000) and the length vnetio's captures raise it to (``CAPTURE_QUEUE_LENGTH``, 8192; like
+libpcap's capture buffer). ``--repeat N`` runs every reader N times, round by round (all
+readers once, then again), and reports medians: the kept/s and loss of the N runs, and the
+ratio of each round's vnetio rate to that round's ``vnetio-none``.
+
+Usage (root): ``python benches/capture_loop.py [--seconds 3] [--sizes 64,1514]
+[--queues 1000,8192] [--repeat 3] [--out F]``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import functools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ["vnetio-none", "vnetio", "vnetio-pyloop", "scapy", "os-scapy"]
+IMPLS = ["vnetio-none", "vnetio", "vnetio-pyloop", "native", "scapy", "os-scapy"]
+NATIVE_BIN = ROOT / "target" / "release" / "examples" / "native_bridge"
 SRC_MAC = bytes.fromhex("02766e100001")
 DST_MAC = bytes.fromhex("02766e100002")
 ETHERTYPE = b"\x88\xb5"
@@ -149,6 +161,9 @@ def _read_os_scapy(tap: str, path: str, ready: str) -> int:
 
 
 def child_reader(impl: str, tap: str, path: str) -> None:
+    # The parent stops readers with SIGINT; a shell that started the benchmark in the
+    # background (no job control) hands its children SIGINT ignored, so set it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ready = json.dumps({"event": "ready"})
     readers = {
         "vnetio-none": _read_none,
@@ -197,6 +212,12 @@ def expect(proc: subprocess.Popen[str], event: str) -> dict[str, Any]:
     return dict(msg)
 
 
+def tell(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
 def run_one(
     impl: str, size: int, seconds: float, workdir: str, queue: int | None = None
 ) -> dict[str, Any]:
@@ -209,14 +230,20 @@ def run_one(
         if queue is not None:
             loop.set_txqueuelen(loop.tap_b, queue)
         inside = ["ip", "netns", "exec", loop.netns]
+        native = impl == "native"
+        child = (
+            [str(NATIVE_BIN), "--reader-only", "--tap-b", loop.tap_b, "--size", str(size)]
+            if native
+            else [*me, "--child-reader", impl, "--tap", loop.tap_b, "--file", path]
+        )
         reader = subprocess.Popen(
-            [*inside, *me, "--child-reader", impl, "--tap", loop.tap_b, "--file", path],
-            stdout=subprocess.PIPE,
-            text=True,
+            [*inside, *child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         writer = None
         try:
             expect(reader, "ready")
+            if native:  # starts reading into the file at once
+                tell(reader, f"capture {path}")
             writer = subprocess.Popen(
                 [*inside, *me, "--child-writer", "--tap", loop.tap_a, "--size", str(size),
                  "--seconds", str(seconds)],
@@ -225,14 +252,17 @@ def run_one(
             expect(writer, "ready")
             loop.wait_forwarding()
             dropped0 = tx_dropped(loop.netns, loop.tap_b)
-            assert writer.stdin is not None
-            writer.stdin.write("go\n")
-            writer.stdin.flush()
+            tell(writer, "go")
             sent = expect(writer, "done")["sent"]
             time.sleep(0.5)  # let the reader drain B's ring
             dropped = tx_dropped(loop.netns, loop.tap_b) - dropped0
-            reader.send_signal(signal.SIGINT)
+            if native:
+                tell(reader, "stop")
+            else:
+                reader.send_signal(signal.SIGINT)
             done = expect(reader, "done")
+            if native:
+                tell(reader, "quit")
             reader.wait(timeout=30)
         finally:
             for p in (reader, writer):
@@ -255,22 +285,58 @@ def run_one(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """One line per (queue, size, reader): medians over the repeats."""
     lines = [
-        "| size | reader | sent | kept (in file) | kept/s | loss | B TX dropped | vs vnetio-none |",
-        "|---|---|---|---|---|---|---|---|",
+        (
+            "| queue | size | reader | runs | sent (median) | kept/s | loss | B TX dropped "
+            "| vs vnetio-none (per round) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = {r["size"]: r["rate"] for r in rows if r["impl"] == "vnetio-none"}
-    for r in rows:
-        ratio = (
-            f"{r['rate'] / base[r['size']]:.2f}x"
-            if r["impl"].startswith("vnetio") and base.get(r["size"])
-            else ""
-        )
+    base = {
+        (r["queue"], r["size"], r["round"]): r["rate"] for r in rows if r["impl"] == "vnetio-none"
+    }
+    keys = list(dict.fromkeys((r["queue"], r["size"], r["impl"]) for r in rows))
+    for queue, size, impl in keys:
+        runs = [r for r in rows if (r["queue"], r["size"], r["impl"]) == (queue, size, impl)]
+        ratios = [
+            r["rate"] / base[(queue, size, r["round"])]
+            for r in runs
+            if base.get((queue, size, r["round"]))
+        ]
+        ratio = ""
+        if ratios:
+            ratio = f"{statistics.median(ratios):.2f}x"
+            if len(ratios) > 1:
+                ratio += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+        med = statistics.median
         lines.append(
-            f"| {r['size']} B | {r['impl']} | {r['sent']:,} | {r['kept']:,} | "
-            f"{r['rate'] / 1e3:,.0f} k | {r['loss'] * 100:.1f}% | {r['kernel_dropped']:,} | {ratio} |"
+            f"| {queue or 'default'} | {size} B | {impl} | {len(runs)} | "
+            f"{med(r['sent'] for r in runs):,.0f} | {med(r['rate'] for r in runs) / 1e3:,.0f} k | "
+            f"{med(r['loss'] for r in runs) * 100:.2f}% | "
+            f"{med(r['kernel_dropped'] for r in runs):,.0f} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
+        for queue in (int(q) for q in args.queues.split(",")):
+            for size in (int(s) for s in args.sizes.split(",")):
+                for round_ in range(args.repeat):
+                    for impl in args.impls.split(","):
+                        row = run_one(impl, size, args.seconds, workdir, queue)
+                        row["queue"], row["round"] = queue, round_
+                        print(
+                            f"q{queue:<5d} {size:5d} B {impl:14s} kept "
+                            f"{row['rate'] / 1e3:9,.0f} k/s  loss {row['loss'] * 100:5.2f}%  "
+                            f"kernel dropped {row['kernel_dropped']:,}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        rows.append(row)
+    return rows
 
 
 def main() -> int:
@@ -278,7 +344,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--sizes", default="64,1514")
     p.add_argument("--impls", default=",".join(IMPLS))
-    p.add_argument("--queue", type=int, help="B's txqueuelen (default: the kernel's, 1000)")
+    p.add_argument(
+        "--queues",
+        default="1000,8192",
+        help="B's txqueuelen for each set of runs (1000: the kernel's default; 8192: what "
+        "vnetio captures raise it to)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="rounds of every reader (medians)")
     p.add_argument("--dir", help="where the capture files go (default: a temporary directory)")
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -297,18 +369,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("capture_loop: needs root (network namespaces and TAPs)", file=sys.stderr)
         return 1
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
-        for size in (int(s) for s in args.sizes.split(",")):
-            for impl in args.impls.split(","):
-                row = run_one(impl, size, args.seconds, workdir, args.queue)
-                print(
-                    f"{size:5d} B {impl:14s} kept {row['rate'] / 1e3:9,.0f} k/s  "
-                    f"loss {row['loss'] * 100:5.1f}%  kernel dropped {row['kernel_dropped']:,}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                rows.append(row)
+    if "native" in args.impls.split(",") and not NATIVE_BIN.exists():
+        subprocess.run(
+            ["cargo", "build", "--release", "--example", "native_bridge"], cwd=ROOT, check=True
+        )
+    rows = run_all(args)
     text = table(rows)
     print(text)
     if args.out:

@@ -18,6 +18,9 @@
 //! * `run SECONDS`: the timed loop (writer + reader threads).
 //! * `write COUNT`: write COUNT frames as fast as possible (writer side only).
 //! * `drain COUNT`: time reading COUNT of our frames that are already queued (reader side).
+//! * `capture FILE`: read every frame into a pcap file through a 1 MiB `BufWriter` until the
+//!   next input line, then answer (the "native read + buffered write" row of
+//!   `benches/capture_loop.py`; reader side).
 //! * `quit` (or end of input).
 //!
 //! `--reader-only` attaches to TAP B only and `--writer-only` to TAP A only; both imply
@@ -218,6 +221,47 @@ impl Reader {
         Ok(count)
     }
 
+    /// Read until `done` is set and the ring is empty, appending every frame to a pcap
+    /// file (microsecond timestamps, Ethernet) through a 1 MiB buffered writer.
+    fn capture_until(&mut self, path: &str, done: &AtomicBool) -> io::Result<ReadCount> {
+        let start = Instant::now();
+        let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        for field in [0xa1b2_c3d4_u32, 0x0004_0002, 0, 0, 262_144, 1] {
+            out.write_all(&field.to_le_bytes())?; // magic, version 2.4, zone, sigfigs, snaplen, linktype
+        }
+        let mut count = ReadCount::default();
+        loop {
+            match self.iface.recv(&mut self.buf) {
+                Ok(n) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let len = n as u32;
+                    for field in [now.as_secs() as u32, now.subsec_micros(), len, len] {
+                        out.write_all(&field.to_le_bytes())?;
+                    }
+                    out.write_all(&self.buf[..n])?;
+                    if n == self.size && self.buf[6..14] == self.sig {
+                        count.own += 1;
+                    } else {
+                        count.other += 1;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
+                    poll_readable(self.iface.as_raw_fd());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.flush()?;
+        count.seconds = start.elapsed().as_secs_f64();
+        Ok(count)
+    }
+
     /// Time reading `want` of our frames (already queued); gives up after 1 s of silence.
     fn drain(&mut self, want: u64) -> io::Result<ReadCount> {
         let start = Instant::now();
@@ -411,7 +455,8 @@ fn real_main(opts: &Options) -> io::Result<()> {
         opts.writer
     ));
     let stdin = io::stdin();
-    for line in stdin.lock().lines() {
+    let mut lines = stdin.lock().lines();
+    while let Some(line) = lines.next() {
         let line = line?;
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or("");
@@ -432,6 +477,19 @@ fn real_main(opts: &Options) -> io::Result<()> {
                 let c = r.drain(count)?;
                 format!(
                     "{{\"event\":\"drain\",\"delivered\":{},\"noise\":{},\"seconds\":{:.6}}}",
+                    c.own, c.other, c.seconds
+                )
+            }
+            ("capture", _, Some(r)) => {
+                let done = AtomicBool::new(false);
+                let c = thread::scope(|s| {
+                    let h = s.spawn(|| r.capture_until(arg, &done));
+                    let _ = lines.next(); // any line (or the end of input) stops the capture
+                    done.store(true, Ordering::Release);
+                    h.join().expect("capture thread panicked")
+                })?;
+                format!(
+                    "{{\"event\":\"done\",\"delivered\":{},\"noise\":{},\"seconds\":{:.6}}}",
                     c.own, c.other, c.seconds
                 )
             }
