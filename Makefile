@@ -98,7 +98,7 @@ demo: system-deps build ## the main job: traffic through two TAPs on a bridge (l
 .PHONY: bench
 bench: system-deps build ## bridge-loop benchmarks of every implementation + micro-benchmarks
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
-	$(PY) benches/capture_loop.py --out bench-results/capture_loop.md --json bench-results/capture_loop.json
+	$(PY) benches/capture_loop.py --repeat 3 --out bench-results/capture_loop.md --json bench-results/capture_loop.json
 	$(PY) benches/filter_loop.py --out bench-results/filter_loop.md --json bench-results/filter_loop.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 

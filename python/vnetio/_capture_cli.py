@@ -463,9 +463,44 @@ def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             return _replay(reader, adapter, args)
 
 
+class _Sender:
+    """Sends into the adapter and counts what went out, also when an error stops a call
+    part-way (the error's ``sent``)."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self.sent = self.nbytes = 0
+
+    def send(self, frames: Any, frames_bytes: int) -> None:
+        n = 0
+        try:
+            n = self.adapter.send_batch(frames)
+        except OSError as exc:
+            n = getattr(exc, "sent", 0) or 0
+            raise
+        finally:
+            self.sent += n
+            whole = n == len(frames)
+            self.nbytes += frames_bytes if whole else sum(len(frames[k]) for k in range(n))
+
+    def send_on_time(self, batch: Any, start: float, first_ts: int) -> None:
+        """Send runs of frames that are due together; sleep until the next is due."""
+        times = batch.timestamps_ns
+        i = 0
+        while i < len(batch):
+            _sleep_until(start + (times[i] - first_ts) / 1e9)
+            now_rel = (time.monotonic() - start) * 1e9 + first_ts
+            j = i + 1
+            while j < len(batch) and times[j] <= now_rel:
+                j += 1
+            run = [batch[k] for k in range(i, j)]
+            self.send(run, sum(len(f) for f in run))
+            i = j
+
+
 def _replay(reader: Any, adapter: Adapter, args: argparse.Namespace) -> int:
     status = _Status(sys.stderr)
-    sent = nbytes = 0
+    out = _Sender(adapter)
     reason = "end of file"
     code = 0
     start = time.monotonic()
@@ -478,27 +513,14 @@ def _replay(reader: Any, adapter: Adapter, args: argparse.Namespace) -> int:
             if len(batch) == 0:
                 break
             if args.rate is not None:
-                _sleep_until(start + sent / args.rate)
-                adapter.send_batch(batch)
+                _sleep_until(start + out.sent / args.rate)
+                out.send(batch, batch.nbytes)
             elif args.topspeed:
-                adapter.send_batch(batch)
+                out.send(batch, batch.nbytes)
             else:
-                times = batch.timestamps_ns
-                first_ts = times[0] if first_ts is None else first_ts
-                # Send runs of frames that are due together; sleep until the next is due.
-                i = 0
-                while i < len(batch):
-                    due = start + (times[i] - first_ts) / 1e9
-                    _sleep_until(due)
-                    now_rel = (time.monotonic() - start) * 1e9 + first_ts
-                    j = i + 1
-                    while j < len(batch) and times[j] <= now_rel:
-                        j += 1
-                    adapter.send_batch([batch[k] for k in range(i, j)])
-                    i = j
-            sent += len(batch)
-            nbytes += batch.nbytes
-            status.update(sent, nbytes, f"sent {sent:,}")
+                first_ts = batch.timestamps_ns[0] if first_ts is None else first_ts
+                out.send_on_time(batch, start, first_ts)
+            status.update(out.sent, out.nbytes, f"sent {out.sent:,}")
     except KeyboardInterrupt:
         reason = "interrupted (SIGINT)"
     except Terminated:
@@ -509,7 +531,8 @@ def _replay(reader: Any, adapter: Adapter, args: argparse.Namespace) -> int:
     status.done()
     seconds = time.monotonic() - start
     print(
-        f"{sent} frames sent ({nbytes} bytes) in {seconds:.2f} s into {adapter.name} — {reason}",
+        f"{out.sent} frames sent ({out.nbytes} bytes) in {seconds:.2f} s into {adapter.name} "
+        f"— {reason}",
         file=sys.stderr,
     )
     return code

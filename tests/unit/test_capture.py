@@ -482,3 +482,26 @@ def test_a_microsecond_count_of_one_second_is_carried_as_tshark_does(tmp_path: P
     # tshark keeps the fields as they are (1000000000 ns) and prints them side by side.
     seconds, nanoseconds = out.strip().split(".")
     assert ts == int(seconds) * 10**9 + int(nanoseconds) == 1_700_000_001 * 10**9
+
+
+def test_replay_counts_the_frames_a_failed_send_got_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A send that stops part-way (here a full in-memory queue: QueueFullError.sent) is
+    counted frame by frame in the summary, not as the whole batch or nothing."""
+    import argparse
+
+    from vnetio._capture_cli import _replay
+
+    frames, times = frames_and_times(20)
+    path = tmp_path / "r.pcapng"
+    write_file(path, "pcapng", frames, times, linktype="ethernet")
+    a, b = vnetio.loopback_pair(capacity=8, kind="tap", overflow="error")
+    args = argparse.Namespace(rate=None, topspeed=True)
+    with Reader(path) as r:
+        assert _replay(r, a, args) == 1
+    err = capsys.readouterr().err
+    want = sum(len(f) for f in frames[:8])
+    assert f"8 frames sent ({want} bytes)" in err, err
+    assert "stopped by an error" in err
+    assert b.recv_batch(max_frames=64, timeout=0).to_list() == frames[:8]
