@@ -51,7 +51,9 @@ def add_parsers(sub: Any) -> None:
         ),
     )
     cap.add_argument("-i", dest="interface", required=True, metavar="IFACE", help="adapter name")
-    cap.add_argument("-w", dest="file", metavar="FILE", help="write frames to FILE")
+    cap.add_argument(
+        "-w", dest="file", metavar="FILE", help="write frames to FILE (-: the standard output)"
+    )
     cap.add_argument("-c", dest="count", type=int, metavar="COUNT", help="stop after COUNT frames")
     cap.add_argument(
         "-G",
@@ -239,8 +241,8 @@ def _check_capture_args(args: argparse.Namespace, parser: argparse.ArgumentParse
     for flag, value in (("-G", args.rotate_seconds), ("-C", args.rotate_mb)):
         if value is not None and (not math.isfinite(value) or value <= 0):
             parser.error(f"{flag} must be a positive number")
-        if value is not None and not args.file:
-            parser.error(f"{flag} rotates files: it needs -w FILE")
+        if value is not None and (not args.file or args.file == "-"):
+            parser.error(f"{flag} rotates files: it needs -w FILE (not -w -)")
     if args.snaplen < 1:
         parser.error("-s SNAPLEN must be at least 1")
     if args.tun and not args.create:
@@ -318,9 +320,10 @@ class _FileCapture:
     def open_next(self) -> Writer:
         from vnetio.capture import Writer
 
-        name = self.rotation.name()
+        # -w -: the standard output, as tcpdump (`vnetio capture -i vn0 -w - | tshark -r -`).
+        name = "-" if self.args.file == "-" else self.rotation.name()
         self.writer = Writer(
-            name,
+            "/dev/stdout" if name == "-" else name,
             format=self.args.format,
             snaplen=self.args.snaplen,
             interface=self.adapter,

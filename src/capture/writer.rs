@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -180,40 +180,62 @@ impl Block {
     }
 }
 
-/// Write all of `data` at `at`, through `direct` when it is there and the write is
-/// aligned. Returns how many bytes reached the file with the error.
-fn write_all_at(
-    file: &File,
-    direct: &mut Option<File>,
-    direct_used: &AtomicBool,
-    mut data: &[u8],
-    mut at: u64,
-) -> Result<(), (u64, io::Error)> {
-    let start = at;
-    while !data.is_empty() {
-        let aligned = at % ALIGN as u64 == 0
-            && data.len() % ALIGN == 0
-            && data.as_ptr().align_offset(ALIGN) == 0;
-        let target = match direct.as_ref() {
-            Some(d) if aligned => Some(d),
-            _ => None,
-        };
-        match target.unwrap_or(file).write_at(data, at) {
-            Ok(0) => return Err((at - start, io::Error::from(io::ErrorKind::WriteZero))),
-            Ok(n) => {
-                data = &data[n..];
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The filesystem takes O_DIRECT opens but not these writes: plain writes from now.
-            Err(e) if target.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
-                *direct = None;
-                direct_used.store(false, Relaxed);
-            }
-            Err(e) => return Err((at - start, e)),
+/// Where bytes go: the file, through its `O_DIRECT` descriptor when there is one and the
+/// write is aligned; a pipe or a character device (`-w /dev/stdout`) takes plain
+/// sequential writes.
+struct Sink {
+    file: Arc<File>,
+    direct: Option<File>,
+    direct_used: Arc<AtomicBool>,
+    /// Not a regular file: no offsets, no direct I/O, nothing is ever rewritten.
+    stream: bool,
+}
+
+impl Sink {
+    /// A second sink on the same file that never uses direct I/O (for unaligned tails).
+    fn cached(&self) -> Sink {
+        Sink {
+            file: Arc::clone(&self.file),
+            direct: None,
+            direct_used: Arc::clone(&self.direct_used),
+            stream: self.stream,
         }
     }
-    Ok(())
+
+    /// Write all of `data` at `at`. Returns how many bytes reached the file with the error.
+    fn write_all_at(&mut self, mut data: &[u8], mut at: u64) -> Result<(), (u64, io::Error)> {
+        let start = at;
+        while !data.is_empty() {
+            let aligned = at % ALIGN as u64 == 0
+                && data.len() % ALIGN == 0
+                && data.as_ptr().align_offset(ALIGN) == 0;
+            let direct = match self.direct.as_ref() {
+                Some(d) if aligned => Some(d),
+                _ => None,
+            };
+            let result = match direct {
+                Some(d) => d.write_at(data, at),
+                None if self.stream => (&*self.file).write(data),
+                None => self.file.write_at(data, at),
+            };
+            match result {
+                Ok(0) => return Err((at - start, io::Error::from(io::ErrorKind::WriteZero))),
+                Ok(n) => {
+                    data = &data[n..];
+                    at += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The filesystem takes O_DIRECT opens but not these writes: plain writes
+                // from now on.
+                Err(e) if direct.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct = None;
+                    self.direct_used.store(false, Relaxed);
+                }
+                Err(e) => return Err((at - start, e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A buffer for the writer thread: write `len` bytes of `block` at its base.
@@ -239,17 +261,12 @@ struct Spool {
 }
 
 impl Spool {
-    fn start(
-        file: Arc<File>,
-        direct: Option<File>,
-        direct_used: Arc<AtomicBool>,
-    ) -> io::Result<Spool> {
+    fn start(mut sink: Sink) -> io::Result<Spool> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel::<Done>();
         let thread = std::thread::Builder::new()
             .name("vnetio-capture-writer".into())
             .spawn(move || {
-                let mut direct = direct;
                 let mut failed = false;
                 for job in job_rx {
                     let at = job.block.base;
@@ -260,7 +277,7 @@ impl Spool {
                         )
                     } else {
                         let data = &job.block.bytes()[..job.len];
-                        match write_all_at(&file, &mut direct, &direct_used, data, at) {
+                        match sink.write_all_at(data, at) {
                             Ok(()) => (at + job.len as u64, None),
                             Err((n, e)) => {
                                 failed = true;
@@ -297,8 +314,11 @@ impl Spool {
 
 /// A capture file being written.
 pub struct CaptureWriter {
-    file: Option<Arc<File>>,
+    /// The file, for unaligned tails and cutting back (None once finished).
+    tail: Option<Sink>,
     direct_used: Arc<AtomicBool>,
+    /// Whole-buffer granularity of the writer thread: 4096 (direct I/O), 1 for a stream.
+    align: usize,
     spool: Spool,
     path: PathBuf,
     opts: WriterOptions,
@@ -391,25 +411,31 @@ impl CaptureWriter {
             source,
             frames: None,
         })?;
-        let direct = if opts.direct_io {
+        let stream = !file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let direct = if opts.direct_io && !stream {
             reopen_direct(&file, &path)
         } else {
             None
         };
         let direct_used = Arc::new(AtomicBool::new(direct.is_some()));
-        let file = Arc::new(file);
-        let spool = Spool::start(Arc::clone(&file), direct, Arc::clone(&direct_used)).map_err(
-            |source| Error::CaptureIo {
-                step: "cannot start the capture writer thread",
-                path: path.clone(),
-                source,
-                frames: None,
-            },
-        )?;
+        let sink = Sink {
+            file: Arc::new(file),
+            direct,
+            direct_used: Arc::clone(&direct_used),
+            stream,
+        };
+        let tail = sink.cached();
+        let spool = Spool::start(sink).map_err(|source| Error::CaptureIo {
+            step: "cannot start the capture writer thread",
+            path: path.clone(),
+            source,
+            frames: None,
+        })?;
         let cap = BUFFER_BYTES + opts.snaplen as usize + 64;
         let mut w = CaptureWriter {
-            file: Some(file),
+            tail: Some(tail),
             direct_used,
+            align: if stream { 1 } else { ALIGN },
             spool,
             path,
             opts,
@@ -523,7 +549,7 @@ impl CaptureWriter {
 
     /// Whether `finish` was called.
     pub fn is_closed(&self) -> bool {
-        self.file.is_none()
+        self.tail.is_none()
     }
 
     fn failed_error(&self) -> Option<Error> {
@@ -544,7 +570,7 @@ impl CaptureWriter {
         if let Some(e) = self.failed_error() {
             return Err(e);
         }
-        if self.file.is_none() {
+        if self.tail.is_none() {
             return Err(Error::InvalidArgument(format!(
                 "capture file {} is closed; open a new Writer",
                 self.path.display()
@@ -680,7 +706,7 @@ impl CaptureWriter {
     /// starts the next buffer.
     fn spill(&mut self) -> VnetResult<()> {
         self.reap(false)?;
-        let cut = self.cur.len / ALIGN * ALIGN;
+        let cut = self.cur.len / self.align * self.align;
         if cut == 0 {
             return Ok(());
         }
@@ -720,17 +746,20 @@ impl CaptureWriter {
         if let Some(e) = self.failed_error() {
             return Err(e);
         }
-        let Some(file) = self.file.clone() else {
+        if self.tail.is_none() {
             return Ok(());
-        };
+        }
         self.spill()?;
         self.reap(true)?;
         // The unaligned tail, through the ordinary descriptor; it stays in the buffer and
         // goes out again with the next whole page.
-        let mut no_direct = None;
-        let unused = AtomicBool::new(false);
+        let Some(mut sink) = self.tail.take() else {
+            return Ok(());
+        };
         let (base, tail) = (self.cur.base, self.cur.bytes());
-        match write_all_at(&file, &mut no_direct, &unused, tail, base) {
+        let result = sink.write_all_at(tail, base);
+        self.tail = Some(sink);
+        match result {
             Ok(()) => {
                 self.advance(self.cur.end());
                 Ok(())
@@ -746,8 +775,9 @@ impl CaptureWriter {
     /// failure.
     fn fail(&mut self, source: io::Error) -> Error {
         let mut source = source;
-        if let Some(file) = self.file.as_ref() {
-            if let Err(e) = file.set_len(self.durable) {
+        // (A pipe cannot be cut back: its reader saw what it saw.)
+        if let Some(sink) = self.tail.as_ref().filter(|s| !s.stream) {
+            if let Err(e) = sink.file.set_len(self.durable) {
                 source = io::Error::new(
                     source.kind(),
                     format!("{source}; cutting the file back to its last complete record also failed: {e}"),
@@ -772,13 +802,13 @@ impl CaptureWriter {
     /// # Errors
     /// As [`CaptureWriter::flush`].
     pub fn finish(&mut self) -> VnetResult<()> {
-        let result = if self.failed.is_some() || self.file.is_none() {
+        let result = if self.failed.is_some() || self.tail.is_none() {
             Ok(())
         } else {
             self.flush()
         };
         self.spool.stop();
-        self.file = None;
+        self.tail = None;
         result
     }
 }
@@ -875,7 +905,7 @@ mod tests {
         // What reap() does when a write stopped 30 bytes into the frames: the first record
         // (16 + 10 bytes) is complete.
         let partial = w.cur.bytes()[..24 + 30].to_vec();
-        w.file.as_ref().unwrap().write_at(&partial, 0).unwrap();
+        w.tail.as_ref().unwrap().file.write_at(&partial, 0).unwrap();
         w.advance(24 + 30);
         let err = w.fail(io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(w.frames(), 1);

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import vnetio
@@ -185,12 +186,12 @@ with vnetio.Tap("vncap0") as tap:
     assert cli.returncode == 1 and "CAP_NET_ADMIN" in cli.stderr, cli.stderr
 
 
-def start_capture(ns: Netns, *args: str) -> subprocess.Popen[str]:
+def start_capture(ns: Netns, *args: str, text: bool = True) -> subprocess.Popen[Any]:
     proc = subprocess.Popen(
         vnetio_cmd("capture", "-i", "vncap0", "--netns", ns.name, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        text=text,
     )
     # Attached once the TAP has carrier (a TAP has carrier exactly while a reader holds it),
     # and capturing once its queue was raised (after the filter went on).
@@ -311,6 +312,21 @@ def test_cli_prints_one_line_per_frame(tap_ns: Netns) -> None:
             line,
         ), line
     assert captured_in(err) == 5
+
+
+def test_cli_writes_pcapng_to_standard_output_for_tshark(tap_ns: Netns) -> None:
+    """`-w -`, as tcpdump: the capture streams into a pipe (plain sequential writes, no
+    direct I/O) and tshark reads it as it comes."""
+    proc = start_capture(tap_ns, "-w", "-", "-c", "5", "icmp", text=False)
+    tap_ns.exec("ping", "-c", "5", "-i", "0.01", PEER, check=False)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    shark = subprocess.run(
+        ["tshark", "-r", "-", "-T", "fields", "-e", "icmp.seq", "-e", "frame.interface_name"],
+        input=out, capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert shark.stdout.decode().split() == [x for i in range(1, 6) for x in (str(i), "vncap0")]
+    assert captured_in(err.decode()) == 5
 
 
 def test_cli_unwritable_path_is_a_clear_error(tap_ns: Netns, tmp_path: Path) -> None:
