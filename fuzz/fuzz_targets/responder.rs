@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         let mut out = PacketBatch::default();
         let mut counters = Counters::default();
         r.answer_batch(&input, &mut out, &mut counters);
-        assert_eq!(counters.answered() + counters.ignored + counters.malformed, 1);
+        assert_eq!(
+            counters.answered() + counters.ignored + counters.malformed,
+            1
+        );
         assert_eq!(out.len() as u64, counters.answered());
         if let Some(reply) = out.get(0) {
             assert!(reply.len() <= data.len() + REPLY_GROWTH);
