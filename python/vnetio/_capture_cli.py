@@ -243,8 +243,10 @@ def _check_capture_args(args: argparse.Namespace, parser: argparse.ArgumentParse
             parser.error(f"{flag} must be a positive number")
         if value is not None and (not args.file or args.file == "-"):
             parser.error(f"{flag} rotates files: it needs -w FILE (not -w -)")
-    if args.snaplen < 1:
-        parser.error("-s SNAPLEN must be at least 1")
+    if args.snaplen == 0:  # tcpdump's -s 0: whole frames
+        args.snaplen = 262144
+    if not 1 <= args.snaplen <= 262144:
+        parser.error("-s SNAPLEN must be 1 to 262144 (libpcap's maximum), or 0 for 262144")
     if args.tun and not args.create:
         parser.error("--tun goes with --create (an existing adapter's kind comes from the kernel)")
     if args.queue is not None and args.queue < 0:

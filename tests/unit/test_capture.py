@@ -505,3 +505,26 @@ def test_replay_counts_the_frames_a_failed_send_got_out(
     assert f"8 frames sent ({want} bytes)" in err, err
     assert "stopped by an error" in err
     assert b.recv_batch(max_frames=64, timeout=0).to_list() == frames[:8]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-c", "0"], "-c COUNT must be at least 1"),
+        (["-s", "262145"], "-s SNAPLEN must be 1 to 262144"),
+        (["-s", "-1"], "-s SNAPLEN must be 1 to 262144"),
+        (["-C", "1"], "-C rotates files: it needs -w FILE"),
+        (["-w", "-", "-G", "5"], "-G rotates files: it needs -w FILE (not -w -)"),
+        (["--queue", "-2"], "--queue FRAMES must be at least 1"),
+        (["--tun"], "--tun goes with --create"),
+    ],
+)
+def test_capture_command_refuses_bad_flags_before_touching_an_adapter(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vnetio.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["capture", "-i", "vnetio-no-such-adapter", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
