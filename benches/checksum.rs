@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vnetio::checksum;
+use vnetio::wire::checksum;
 
 fn sum(c: &mut Criterion) {
     let mut g = c.benchmark_group("checksum");

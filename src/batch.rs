@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use crate::vnet::VnetHdr;
+use crate::wire::vnet::VnetHdr;
 
 /// Largest frame any adapter hands us: 64 KiB IP datagram plus Ethernet, VLAN and a
 /// virtio-net header. Reads are given this much room, so nothing is ever truncated.

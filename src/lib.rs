@@ -6,23 +6,22 @@
 #![cfg_attr(not(feature = "python"), forbid(unsafe_op_in_unsafe_fn))]
 
 pub mod batch;
-pub mod bpf;
 pub mod capture;
-pub mod checksum;
 pub mod device;
-pub mod ebpf;
 pub mod error;
-pub mod gro;
+pub mod filter;
+pub mod offload;
 pub mod responder;
-pub mod vnet;
+pub mod sys;
 pub mod wire;
 
 #[cfg(feature = "python")]
 mod bindings;
 
 pub use batch::PacketBatch;
-pub use device::{Device, Medium, Stats};
+pub use device::{Device, Stats};
 pub use error::{Error, VnetResult};
+pub use wire::Medium;
 
 /// The core's version (the Python package checks it matches its own at import).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

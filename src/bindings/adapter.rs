@@ -17,7 +17,9 @@ use crate::device::loopback::{self, LoopbackEnd, Overflow};
 use crate::device::tuntap::{
     self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions, RxMode,
 };
-use crate::device::{Device, Medium, Placement, Stats};
+use crate::device::{Device, Stats};
+use crate::filter::Placement;
+use crate::wire::Medium;
 
 /// Longest time spent detached in one wait before checking for signals.
 const SLICE: Duration = Duration::from_millis(50);

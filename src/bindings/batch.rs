@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
 
 use crate::batch::PacketBatch;
-use crate::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
+use crate::wire::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
 
 /// Arenas kept for reuse per adapter; more than this are freed.
 const POOL_KEEP: usize = 4;
@@ -148,7 +148,10 @@ fn byte_buffer(obj: &Bound<'_, PyAny>) -> PyResult<pyo3::buffer::PyBuffer<u8>> {
 
 /// A validated BPF program from a tcpdump expression (compiled by libpcap through
 /// `vnetio.filters`) or a sequence of (code, jt, jf, k) instructions.
-pub fn bpf_program(program: &Bound<'_, PyAny>, kind: &str) -> PyResult<crate::bpf::Program> {
+pub fn bpf_program(
+    program: &Bound<'_, PyAny>,
+    kind: &str,
+) -> PyResult<crate::filter::bpf::Program> {
     let insns: Vec<(u16, u8, u8, u32)> = if program.is_instance_of::<pyo3::types::PyString>() {
         let compile = program.py().import("vnetio.filters")?.getattr("compile")?;
         compile.call1((program, kind))?.extract()?
@@ -162,9 +165,9 @@ pub fn bpf_program(program: &Bound<'_, PyAny>, kind: &str) -> PyResult<crate::bp
     };
     let insns = insns
         .into_iter()
-        .map(|(code, jt, jf, k)| crate::bpf::Insn { code, jt, jf, k })
+        .map(|(code, jt, jf, k)| crate::filter::bpf::Insn { code, jt, jf, k })
         .collect();
-    crate::bpf::Program::new(insns)
+    crate::filter::bpf::Program::new(insns)
         .map_err(|e| PyValueError::new_err(format!("invalid BPF program: {e}")))
 }
 
@@ -310,7 +313,7 @@ impl PyBatch {
                 match self.inner.hdr(i) {
                     None => out.push(frame, ts),
                     Some(h) => {
-                        crate::vnet::segment(frame, h, medium, &mut out, ts)
+                        crate::offload::gso::segment(frame, h, medium, &mut out, ts)
                             .map_err(|e| format!("frame {i}: {e}"))?;
                     }
                 }
@@ -487,9 +490,9 @@ impl PyBatch {
                         .hdr(i)
                         .is_some_and(|h| h.flags & F_NEEDS_CSUM != 0);
                     let check = if partial {
-                        crate::checksum::verify_frame_partial(f, medium)
+                        crate::wire::checksum::verify_frame_partial(f, medium)
                     } else {
-                        crate::checksum::verify_frame(f, medium)
+                        crate::wire::checksum::verify_frame(f, medium)
                     };
                     check.is_ok_and(|c| c.ok())
                 })
@@ -509,9 +512,9 @@ impl PyBatch {
                 // Frames marked needs_csum keep a partial checksum (the pseudo-header sum),
                 // which is what an offload adapter or software segmentation completes.
                 let _ = if hdr.is_some_and(|h| h.flags & F_NEEDS_CSUM != 0) {
-                    crate::checksum::fix_frame_partial(f, medium)
+                    crate::wire::checksum::fix_frame_partial(f, medium)
                 } else {
-                    crate::checksum::fix_frame(f, medium)
+                    crate::wire::checksum::fix_frame(f, medium)
                 };
             });
             out

@@ -18,13 +18,14 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::adapter::PyAdapter;
 use super::batch::{bpf_program, PyBatch};
 use crate::batch::PacketBatch;
-use crate::bpf::Program;
 use crate::capture::{
     linktype_for, medium_for, CaptureReader, CaptureWriter, Format, WriterOptions,
     LINKTYPE_ETHERNET, LINKTYPE_RAW,
 };
-use crate::device::{Device, Medium};
+use crate::device::Device;
 use crate::error::Error;
+use crate::filter::bpf::Program;
+use crate::wire::Medium;
 
 /// Longest detached stretch of the capture loop before checking for signals.
 const SLICE: Duration = Duration::from_millis(50);

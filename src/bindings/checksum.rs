@@ -4,8 +4,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
-use crate::checksum::{self, FrameCheck};
-use crate::device::Medium;
+use crate::wire::checksum::{self, FrameCheck};
+use crate::wire::Medium;
 
 pub fn medium(kind: &str) -> PyResult<Medium> {
     match kind {

@@ -12,8 +12,8 @@ use pyo3::types::PyDict;
 use super::batch::PyBatch;
 use crate::batch::PacketBatch;
 use crate::device::tuntap::{format_mac, parse_mac};
-use crate::device::Medium;
 use crate::responder::{Config, Counters, Responder};
+use crate::wire::Medium;
 
 /// Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC
 /// and IPv4 and/or IPv6 address.

@@ -19,7 +19,7 @@ pub mod writer;
 pub use reader::{CaptureReader, Interface};
 pub use writer::{CaptureWriter, WriterOptions};
 
-use crate::device::Medium;
+use crate::wire::Medium;
 
 /// LINKTYPE_ETHERNET: Ethernet frames (TAP).
 pub const LINKTYPE_ETHERNET: u32 = 1;

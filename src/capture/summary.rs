@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::batch::PacketBatch;
-use crate::device::Medium;
+use crate::wire::Medium;
 use crate::wire::{self, proto, Ip, WireError};
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {

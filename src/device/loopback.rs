@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{now_ns, sys, Counters, Device, Medium, Placement, Stats, UserFilter};
+use super::{now_ns, Counters, Device, Stats};
 use crate::batch::PacketBatch;
-use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
+use crate::filter::bpf::Program;
+use crate::filter::{Placement, UserFilter};
+use crate::sys;
+use crate::wire::Medium;
 
 /// What a full queue does with a frame that does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

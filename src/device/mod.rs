@@ -6,84 +6,21 @@ pub mod links;
 pub mod loopback;
 mod netlink;
 mod netns;
-mod sys;
+
 pub mod tuntap;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::batch::PacketBatch;
-use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
-use crate::vnet::VnetHdr;
+use crate::filter::bpf::Program;
+use crate::filter::Placement;
+use crate::wire::vnet::VnetHdr;
+use crate::wire::Medium;
 
-pub use sys::IFNAMSIZ;
-
-/// What a frame is: an Ethernet frame (TAP) or a bare IP packet (TUN).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
-    /// Layer 2: Ethernet frames (TAP).
-    Ethernet,
-    /// Layer 3: IPv4/IPv6 packets (TUN).
-    Ip,
-}
-
-impl Medium {
-    /// Most bytes a frame may carry beyond the MTU: Ethernet header plus one 802.1Q tag.
-    pub fn link_overhead(self) -> usize {
-        match self {
-            Medium::Ethernet => 14 + 4,
-            Medium::Ip => 0,
-        }
-    }
-
-    /// Short name used in the Python API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Medium::Ethernet => "tap",
-            Medium::Ip => "tun",
-        }
-    }
-
-    /// Check that `frame` is one the kernel would take on an adapter with `mtu`:
-    /// the same checks the TUN driver makes, done first so a bad frame costs no syscall
-    /// and is reported with its reason.
-    pub fn check_frame(self, frame: &[u8], mtu: usize) -> Result<(), String> {
-        // Ethernet header, plus 4 bytes when the frame carries an 802.1Q/802.1ad tag.
-        let header = match self {
-            Medium::Ip => 0,
-            Medium::Ethernet => match frame.get(12..14) {
-                Some([0x81, 0x00] | [0x88, 0xa8]) => 18,
-                _ => 14,
-            },
-        };
-        let max = mtu + header;
-        if frame.len() > max {
-            return Err(format!(
-                "{} bytes is larger than the adapter can carry ({max} = MTU {mtu} + {header} bytes \
-                 of link header); raise the MTU or send smaller frames",
-                frame.len(),
-            ));
-        }
-        match self {
-            Medium::Ethernet if frame.len() < 14 => Err(format!(
-                "{} bytes is shorter than an Ethernet header (14 bytes)",
-                frame.len()
-            )),
-            Medium::Ip => match frame.first().map(|b| b >> 4) {
-                Some(4 | 6) => Ok(()),
-                Some(v) => Err(format!(
-                    "IP version nibble is {v}; a TUN adapter carries only IPv4 (4) or IPv6 (6) \
-                     packets"
-                )),
-                None => Err("empty frame; a TUN adapter needs an IP packet".into()),
-            },
-            Medium::Ethernet => Ok(()),
-        }
-    }
-}
+pub use crate::sys::IFNAMSIZ;
 
 /// A snapshot of an adapter's counters.
 ///
@@ -253,108 +190,6 @@ pub trait Device: Send + Sync {
     }
 }
 
-/// Where a receive filter runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// In the kernel, as an eBPF socket filter that counts its rejects (TAP and TUN;
-    /// needs CAP_BPF or CAP_SYS_ADMIN to load).
-    Kernel,
-    /// In the kernel, as a classic filter (TUNATTACHFILTER): no extra privilege, but the
-    /// kernel counts rejects together with ring-full drops.
-    Classic,
-    /// In this process, by vnetio's BPF interpreter, on frames already read.
-    Userspace,
-}
-
-impl Placement {
-    /// The name used in the Python API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Placement::Kernel => "kernel",
-            Placement::Classic => "classic",
-            Placement::Userspace => "userspace",
-        }
-    }
-
-    /// Parse a Python-side name.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "kernel" => Some(Placement::Kernel),
-            "classic" => Some(Placement::Classic),
-            "userspace" => Some(Placement::Userspace),
-            _ => None,
-        }
-    }
-}
-
-/// A filter run in this process on frames as they are received.
-#[derive(Debug, Default)]
-pub struct UserFilter {
-    program: RwLock<Option<Arc<Program>>>,
-    rejected: AtomicU64,
-}
-
-impl UserFilter {
-    /// Replace the program (`None`: deliver everything).
-    pub fn set(&self, program: Option<Arc<Program>>) {
-        *self
-            .program
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = program;
-    }
-
-    /// Whether a program is set.
-    pub fn is_set(&self) -> bool {
-        self.program
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
-    }
-
-    /// Frames rejected so far.
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Relaxed)
-    }
-
-    /// Receive through `recv` (a device's unfiltered receive) and keep only the frames
-    /// the program accepts. Waits, within `wait`, until at least one frame is accepted.
-    /// Returns (frames, bytes) appended.
-    pub(crate) fn recv(
-        &self,
-        batch: &mut PacketBatch,
-        max: usize,
-        wait: Duration,
-        mut recv: impl FnMut(&mut PacketBatch, usize, Duration) -> VnetResult<usize>,
-    ) -> VnetResult<(usize, usize)> {
-        let program = self
-            .program
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let (start, before) = (batch.len(), batch.nbytes());
-        let Some(program) = program else {
-            let n = recv(batch, max, wait)?;
-            return Ok((n, batch.nbytes() - before));
-        };
-        let deadline = Instant::now() + wait;
-        loop {
-            let n = recv(
-                batch,
-                max,
-                deadline.saturating_duration_since(Instant::now()),
-            )?;
-            if n == 0 {
-                return Ok((0, 0));
-            }
-            let dropped = batch.retain_from(start, |frame, _| program.run(frame));
-            self.rejected.fetch_add(dropped as u64, Relaxed);
-            if dropped < n || Instant::now() >= deadline {
-                return Ok((n - dropped, batch.nbytes() - before));
-            }
-        }
-    }
-}
-
 /// Shared by [`Device::check_frames_meta`] implementations: headers against frames, the
 /// super-frame size limit, then `check_plain` on the frames without a GSO header.
 pub(crate) fn check_meta(
@@ -376,7 +211,9 @@ pub(crate) fn check_meta(
         if let Some(h) = hdr {
             h.check_frame(frame, medium)
                 .map_err(|reason| Error::BadFrame { index, reason })?;
-            if let Some(seg) = crate::vnet::segment_ip_len(frame, *h, medium).filter(|&s| s > mtu) {
+            if let Some(seg) =
+                crate::wire::vnet::segment_ip_len(frame, *h, medium).filter(|&s| s > mtu)
+            {
                 return Err(Error::BadFrame {
                     index,
                     reason: format!(
@@ -424,7 +261,7 @@ pub(crate) fn send_in_software<D: Device + ?Sized>(
         match hdr {
             None => plain.push(frame, 0),
             Some(h) => {
-                crate::vnet::segment(frame, *h, dev.medium(), &mut plain, 0)
+                crate::offload::gso::segment(frame, *h, dev.medium(), &mut plain, 0)
                     .map_err(|reason| Error::BadFrame { index, reason })?;
             }
         }
@@ -521,32 +358,6 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
-    }
-
-    #[test]
-    fn frame_checks() {
-        let e = Medium::Ethernet;
-        assert!(e.check_frame(&[0; 14], 1500).is_ok());
-        assert!(e.check_frame(&[0; 13], 1500).is_err());
-        assert!(e.check_frame(&[0; 1514], 1500).is_ok());
-        assert!(e
-            .check_frame(&[0; 1515], 1500)
-            .unwrap_err()
-            .contains("larger than"));
-        let mut tagged = vec![0u8; 1518];
-        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert!(e.check_frame(&tagged, 1500).is_ok());
-        tagged.push(0);
-        assert!(e.check_frame(&tagged, 1500).is_err());
-        let ip = Medium::Ip;
-        assert!(ip.check_frame(&[0x45; 20], 1500).is_ok());
-        assert!(ip.check_frame(&[0x60; 40], 1500).is_ok());
-        assert!(ip
-            .check_frame(&[0x50; 20], 1500)
-            .unwrap_err()
-            .contains("nibble is 5"));
-        assert!(ip.check_frame(&[], 1500).is_err());
-        assert!(ip.check_frame(&[0x45; 1501], 1500).is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use super::sys;
 use crate::error::{Error, VnetResult};
+use crate::sys;
 
 fn netns_path(name: &str) -> VnetResult<PathBuf> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {

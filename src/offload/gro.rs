@@ -15,9 +15,9 @@
 //!   longer; at most 64 KiB of IP packet;
 //! - every checksum verifies (a corrupted frame is written alone, for the receiver to drop).
 
-use crate::checksum::{pseudo_for, verify_frame};
-use crate::device::Medium;
-use crate::vnet::{gso, VnetHdr, F_NEEDS_CSUM};
+use crate::wire::checksum::{pseudo_for, verify_frame};
+use crate::wire::vnet::{gso, VnetHdr, F_NEEDS_CSUM};
+use crate::wire::Medium;
 use crate::wire::{locate, proto, Ip, Layout};
 
 /// Which protocols may be merged (what the adapter's offload mask accepts).
@@ -206,7 +206,7 @@ pub fn merge(frames: &[&[u8]], run: Run, medium: Medium, out: &mut Vec<u8>) -> O
             let total = (out.len() - l.l3) as u16;
             out[l.l3 + 2..l.l3 + 4].copy_from_slice(&total.to_be_bytes());
             out[l.l3 + 10..l.l3 + 12].copy_from_slice(&[0, 0]);
-            let c = crate::checksum::checksum(&out[l.l3..l.l4]);
+            let c = crate::wire::checksum::checksum(&out[l.l3..l.l4]);
             out[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
         }
         Ip::V6 => {
@@ -246,8 +246,8 @@ pub fn merge(frames: &[&[u8]], run: Run, medium: Medium, out: &mut Vec<u8>) -> O
 mod tests {
     use super::*;
     use crate::batch::PacketBatch;
-    use crate::checksum::{fix_frame, verify_frame};
-    use crate::vnet::segment;
+    use crate::offload::gso::segment;
+    use crate::wire::checksum::{fix_frame, verify_frame};
 
     /// TAP frame: IPv4 TCP, `seq`, `payload` bytes, flags, DF set, ID `id`.
     fn tcp4(seq: u32, payload: usize, flags: u8, id: u16) -> Vec<u8> {

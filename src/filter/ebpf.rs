@@ -10,7 +10,7 @@
 //! behind this design are in docs/research/tap-filter-counting.md.
 //!
 //! The translation keeps classic semantics exactly, so the kernel and
-//! [`crate::bpf::Program::run`] give the same verdicts:
+//! [`crate::filter::bpf::Program::run`] give the same verdicts:
 //! - every packet load is bounds-checked against `skb->len` first, so a load past the
 //!   frame is a *counted* reject (the legacy eBPF load would exit with 0 silently);
 //! - division and modulo by a zero X reject (eBPF would yield 0 and go on);
@@ -24,7 +24,7 @@
 //!
 //! This module only builds instructions; loading and attaching are in `device::sys`.
 
-use crate::bpf::{Insn, Program};
+use crate::filter::bpf::{Insn, Program};
 
 /// One eBPF instruction (`struct bpf_insn`): opcode, dst (low nibble) and src (high
 /// nibble) registers, offset, immediate.

@@ -20,8 +20,8 @@
 //! reply is written straight into the output batch's arena, with no allocation per frame.
 
 use crate::batch::PacketBatch;
-use crate::checksum::{checksum, combine, finish, pseudo_header_v6, sum};
-use crate::device::Medium;
+use crate::wire::checksum::{checksum, combine, finish, pseudo_header_v6, sum};
+use crate::wire::Medium;
 use crate::wire::{
     self, proto, Ip, Layout, WireError, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
 };
@@ -572,7 +572,7 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::{fix_frame, verify_frame};
+    use crate::wire::checksum::{fix_frame, verify_frame};
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x22];
     const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];

@@ -15,7 +15,7 @@
 //! [`verify_frame`] and [`fix_frame`] apply this to whole frames (Ethernet with VLAN tags,
 //! or raw IP): IPv4 header, TCP, UDP (with its zero-checksum rules), ICMPv4 and ICMPv6.
 
-use crate::device::Medium;
+use crate::wire::Medium;
 use crate::wire::{locate, proto, Ip, Layout, WireError};
 
 /// Uncomplemented one's-complement sum of `data`, folded to 16 bits, network byte order.
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn udp4_frame_verifies_and_fixes() {
-        use crate::wire::tests::UDP4_FRAME;
+        use crate::wire::layout::tests::UDP4_FRAME;
         let ok = verify_frame(&UDP4_FRAME, Medium::Ethernet).unwrap();
         assert_eq!(
             ok,

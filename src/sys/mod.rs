@@ -308,7 +308,10 @@ const TUNSETFILTEREBPF: libc::Ioctl = libc::_IOR::<libc::c_int>(b'T' as u32, 225
 
 /// TUNATTACHFILTER: attach a classic program to every queue of the adapter (the kernel
 /// keeps it for queues attached later, too).
-pub fn tun_attach_filter(fd: BorrowedFd<'_>, program: &[crate::bpf::Insn]) -> io::Result<()> {
+pub fn tun_attach_filter(
+    fd: BorrowedFd<'_>,
+    program: &[crate::filter::bpf::Insn],
+) -> io::Result<()> {
     let mut insns: Vec<libc::sock_filter> = program
         .iter()
         .map(|i| libc::sock_filter {
@@ -551,7 +554,7 @@ pub fn bpf_counter_sum(map: BorrowedFd<'_>) -> io::Result<u64> {
 /// Load an eBPF socket filter. On failure: the error and the verifier's log (loaded a
 /// second time with logging on, so the common success path pays nothing for it).
 pub fn bpf_load_socket_filter(
-    insns: &[crate::ebpf::EbpfInsn],
+    insns: &[crate::filter::ebpf::EbpfInsn],
 ) -> Result<OwnedFd, (io::Error, String)> {
     let license = b"Dual MIT/GPL\0";
     let mut attr = ProgLoadAttr {

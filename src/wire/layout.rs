@@ -5,7 +5,7 @@
 //! never panics or reads out of bounds; malformed input is an `Err` naming what is wrong.
 //! Nothing is copied or allocated: a [`Layout`] is a handful of offsets into the frame.
 
-use crate::device::Medium;
+use crate::wire::Medium;
 
 /// IP protocol numbers used here.
 pub mod proto {

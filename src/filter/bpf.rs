@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn runs_a_libpcap_program() {
         let p = udp_program();
-        let udp = crate::wire::tests::UDP4_FRAME;
+        let udp = crate::wire::layout::tests::UDP4_FRAME;
         assert_eq!(p.run(&udp), 0x40000);
         let mut tcp = udp;
         tcp[23] = 6;
