@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vnetio::checksum::{combine, fix_frame, sum, verify_frame};
+use vnetio::wire::checksum::{combine, fix_frame, sum, verify_frame};
 use vnetio::Medium;
 
 fn reference(data: &[u8]) -> u16 {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vnetio::checksum::verify_frame;
+use vnetio::wire::checksum::verify_frame;
 use vnetio::responder::{Config, Counters, Responder, REPLY_GROWTH};
 use vnetio::{Medium, PacketBatch};
 

@@ -11,8 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vnetio::batch::PacketBatch;
-use vnetio::checksum::verify_frame;
-use vnetio::vnet::{gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
+use vnetio::wire::checksum::verify_frame;
+use vnetio::wire::vnet::{gso, segment, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
 use vnetio::wire::{locate, proto, Ip};
 use vnetio::Medium;
 
