@@ -6,13 +6,14 @@
 //! check for signals, so Ctrl-C interrupts a blocked receive promptly.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::batch::{ArenaPool, PyBatch};
+use super::gil::{deadline, detached, wait_in_slices};
 use crate::device::loopback::{self, LoopbackEnd, Overflow};
 use crate::device::tuntap::{
     self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions, RxMode,
@@ -21,24 +22,8 @@ use crate::device::{Device, Stats};
 use crate::filter::Placement;
 use crate::wire::Medium;
 
-/// Longest time spent detached in one wait before checking for signals.
-const SLICE: Duration = Duration::from_millis(50);
 /// Largest `max_frames` accepted by `recv_batch`.
 const MAX_BATCH: usize = 65_536;
-
-/// A deadline for `timeout` seconds from now; `None` waits for ever (so does a finite
-/// timeout too large to represent, e.g. 1e300).
-fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::try_from_secs_f64(t)
-            .ok()
-            .and_then(|d| Instant::now().checked_add(d))),
-        Some(t) => Err(PyValueError::new_err(format!(
-            "timeout must be None or a finite number >= 0, not {t}"
-        ))),
-    }
-}
 
 /// Receive into a pooled arena, waiting in signal-checked slices.
 fn recv_into(
@@ -55,17 +40,10 @@ fn recv_into(
     }
     let deadline = deadline(timeout)?;
     let mut batch = pool.take();
-    loop {
-        let wait = match deadline {
-            None => SLICE,
-            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
-        };
-        let n = py.detach(|| dev.recv_batch(&mut batch, max, wait))?;
-        if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        py.check_signals()?;
-    }
+    wait_in_slices(py, deadline, |slice_end| {
+        let wait = slice_end.saturating_duration_since(Instant::now());
+        Ok((dev.recv_batch(&mut batch, max, wait)? > 0).then_some(()))
+    })?;
     Ok(PyBatch::from_pool(batch, pool))
 }
 
@@ -77,7 +55,7 @@ fn send_any(py: Python<'_>, dev: &Arc<dyn Device>, frames: &Bound<'_, PyAny>) ->
         if inner.has_offload() {
             let hdrs: Vec<_> = (0..inner.len()).map(|i| inner.hdr(i)).collect();
             dev.check_frames_meta(&slices, &hdrs)?;
-            return Ok(py.detach(|| dev.send_frames_meta(&slices, &hdrs))?);
+            return detached(py, || dev.send_frames_meta(&slices, &hdrs));
         }
         return send_slices(py, dev, &slices);
     }
@@ -96,7 +74,7 @@ fn send_slices(py: Python<'_>, dev: &Arc<dyn Device>, slices: &[&[u8]]) -> PyRes
     if slices.is_empty() {
         return Ok(0);
     }
-    Ok(py.detach(|| dev.send_frames(slices))?)
+    detached(py, || dev.send_frames(slices))
 }
 
 fn send_one(py: Python<'_>, dev: &Arc<dyn Device>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -389,7 +367,7 @@ impl PyAdapter {
             (Some(super::batch::bpf_program(filter, kind)?), expr)
         };
         let dev = Arc::clone(&self.dev);
-        let placed = py.detach(move || dev.set_filter(program, wanted))?;
+        let placed = detached(py, move || dev.set_filter(program, wanted))?;
         *self
             .filter_expr
             .lock()
@@ -416,7 +394,7 @@ impl PyAdapter {
     /// Counters (kernel drop counters are read now).
     fn stats(&self, py: Python<'_>) -> PyResult<PyStats> {
         let dev = Arc::clone(&self.dev);
-        Ok(py.detach(move || dev.stats())?.into())
+        Ok(detached(py, move || dev.stats())?.into())
     }
 
     fn __repr__(&self) -> String {
@@ -477,7 +455,7 @@ fn open_kernel(
     class: &'static str,
     opts: &OpenOptions,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
-    let adapter = Arc::new(py.detach(|| tuntap::Adapter::open(opts))?);
+    let adapter = Arc::new(detached(py, || tuntap::Adapter::open(opts))?);
     let mut qs = Vec::with_capacity(adapter.queues().len());
     for q in adapter.queues() {
         let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
@@ -538,57 +516,57 @@ impl PyKernelAdapter {
     /// MTU (read from the kernel; settable).
     #[getter]
     fn get_mtu(&self, py: Python<'_>) -> PyResult<u32> {
-        Ok(py.detach(|| self.adapter.get_mtu())?)
+        detached(py, || self.adapter.get_mtu())
     }
 
     #[setter]
     fn set_mtu(&self, py: Python<'_>, value: u32) -> PyResult<()> {
-        Ok(py.detach(|| self.adapter.set_mtu(value))?)
+        detached(py, || self.adapter.set_mtu(value))
     }
 
     /// Kernel queue length in frames (txqueuelen; settable, needs CAP_NET_ADMIN): how
     /// many frames wait for a reader before the kernel drops them (`rx_dropped`).
     #[getter]
     fn get_queue_length(&self, py: Python<'_>) -> PyResult<u32> {
-        Ok(py.detach(|| self.adapter.queue_length())?)
+        detached(py, || self.adapter.queue_length())
     }
 
     #[setter]
     fn set_queue_length(&self, py: Python<'_>, value: u32) -> PyResult<()> {
-        Ok(py.detach(|| self.adapter.set_queue_length(value))?)
+        detached(py, || self.adapter.set_queue_length(value))
     }
 
     /// Whether the adapter is administratively up.
     #[getter]
     fn is_up(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(py.detach(|| self.adapter.is_up())?)
+        detached(py, || self.adapter.is_up())
     }
 
     /// Bring the adapter up.
     fn up(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(py.detach(|| self.adapter.set_up(true))?)
+        detached(py, || self.adapter.set_up(true))
     }
 
     /// Take the adapter down.
     fn down(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(py.detach(|| self.adapter.set_up(false))?)
+        detached(py, || self.adapter.set_up(false))
     }
 
     /// Add an IPv4 or IPv6 address in CIDR form, e.g. "192.0.2.1/24".
     fn add_address(&self, py: Python<'_>, address: &str) -> PyResult<()> {
         let (ip, prefix) = parse_cidr(address)?;
-        Ok(py.detach(|| self.adapter.add_address(ip, prefix))?)
+        detached(py, || self.adapter.add_address(ip, prefix))
     }
 
     /// Remove an address given in CIDR form.
     fn del_address(&self, py: Python<'_>, address: &str) -> PyResult<()> {
         let (ip, prefix) = parse_cidr(address)?;
-        Ok(py.detach(|| self.adapter.del_address(ip, prefix))?)
+        detached(py, || self.adapter.del_address(ip, prefix))
     }
 
     /// Every address, in CIDR form.
     fn addresses(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let list = py.detach(|| self.adapter.addresses())?;
+        let list = detached(py, || self.adapter.addresses())?;
         Ok(list
             .into_iter()
             .map(|(ip, p)| format!("{ip}/{p}"))
@@ -597,7 +575,7 @@ impl PyKernelAdapter {
 
     /// Make the adapter persistent (outlive this process) or not.
     fn set_persistent(&self, py: Python<'_>, persistent: bool) -> PyResult<()> {
-        Ok(py.detach(|| self.adapter.set_persistent(persistent))?)
+        detached(py, || self.adapter.set_persistent(persistent))
     }
 }
 
@@ -641,14 +619,14 @@ impl PyTap {
     #[getter]
     fn get_mac(slf: &Bound<'_, Self>, py: Python<'_>) -> PyResult<String> {
         let adapter = Arc::clone(&slf.as_super().get().adapter);
-        Ok(format_mac(py.detach(|| adapter.mac())?))
+        Ok(format_mac(detached(py, || adapter.mac())?))
     }
 
     #[setter]
     fn set_mac(slf: &Bound<'_, Self>, py: Python<'_>, value: &str) -> PyResult<()> {
         let mac = parse_mac(value)?;
         let adapter = Arc::clone(&slf.as_super().get().adapter);
-        Ok(py.detach(|| adapter.set_mac(mac))?)
+        detached(py, || adapter.set_mac(mac))
     }
 }
 
@@ -726,15 +704,7 @@ pub fn loopback_pair(
     mtu: usize,
     overflow: &str,
 ) -> PyResult<(Py<PyLoopback>, Py<PyLoopback>)> {
-    let medium = match kind {
-        "tap" => Medium::Ethernet,
-        "tun" => Medium::Ip,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "kind must be \"tap\" or \"tun\", not {other:?}"
-            )))
-        }
-    };
+    let medium = super::convert::medium(kind)?;
     let overflow = match overflow {
         "drop" => Overflow::Drop,
         "error" => Overflow::Error,
@@ -760,7 +730,7 @@ pub fn loopback_pair(
 /// The kernel's TUNGETFEATURES bit mask.
 #[pyfunction]
 pub fn tun_features(py: Python<'_>) -> PyResult<u32> {
-    Ok(py.detach(tuntap::features)?)
+    detached(py, tuntap::features)
 }
 
 /// Raise ValueError if `name` is not a valid interface name (or `%d` pattern).

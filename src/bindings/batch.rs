@@ -304,7 +304,7 @@ impl PyBatch {
     /// metadata does not fit it.
     #[pyo3(signature = (kind = "tap"))]
     fn segment(&self, py: Python<'_>, kind: &str) -> PyResult<Self> {
-        let medium = super::checksum::medium(kind)?;
+        let medium = super::convert::medium(kind)?;
         let out = py.detach(|| {
             let mut out = PacketBatch::default();
             for i in 0..self.inner.len() {
@@ -348,7 +348,7 @@ impl PyBatch {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         if program.is_callable() && !program.is_instance_of::<pyo3::types::PyString>() {
-            super::checksum::medium(kind)?;
+            super::convert::medium(kind)?;
             let f = py.import("vnetio.inspect")?.getattr("filter_batch")?;
             return f.call1((slf, program, kind));
         }
@@ -478,7 +478,7 @@ impl PyBatch {
     /// frame, False when any checksum that applies is wrong or the frame cannot be parsed.
     #[pyo3(signature = (kind = "tap"))]
     fn verify_checksums(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<bool>> {
-        let medium = super::checksum::medium(kind)?;
+        let medium = super::convert::medium(kind)?;
         Ok(py.detach(|| {
             self.inner
                 .iter()
@@ -505,7 +505,7 @@ impl PyBatch {
     /// sum) instead. Frames that cannot be parsed are copied unchanged.
     #[pyo3(signature = (kind = "tap"))]
     fn fix_checksums(&self, py: Python<'_>, kind: &str) -> PyResult<Self> {
-        let medium = super::checksum::medium(kind)?;
+        let medium = super::convert::medium(kind)?;
         let fixed = py.detach(|| {
             let mut out = self.inner.clone();
             out.for_each_mut(|f, hdr| {

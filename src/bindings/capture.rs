@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -17,6 +17,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::adapter::PyAdapter;
 use super::batch::{bpf_program, PyBatch};
+use super::gil::{deadline, detached, wait_in_slices};
 use crate::batch::PacketBatch;
 use crate::capture::{
     linktype_for, medium_for, CaptureReader, CaptureWriter, Format, WriterOptions,
@@ -27,8 +28,6 @@ use crate::error::Error;
 use crate::filter::bpf::Program;
 use crate::wire::Medium;
 
-/// Longest detached stretch of the capture loop before checking for signals.
-const SLICE: Duration = Duration::from_millis(50);
 /// Frames per read in the capture loop.
 const READ_FRAMES: usize = 256;
 
@@ -124,55 +123,41 @@ impl PyWriter {
     ) -> PyResult<(u64, u64, &'static str)> {
         let mut batch = PacketBatch::with_capacity(READ_FRAMES, READ_FRAMES * 2048);
         let mut captured = 0u64;
-        let mut filtered = 0u64;
-        loop {
-            let slice_end = match deadline {
-                Some(d) => d.min(Instant::now() + SLICE),
-                None => Instant::now() + SLICE,
-            };
-            let step = py.detach(|| -> Result<Option<&'static str>, Error> {
-                self.locked(|w| loop {
-                    let left = count.map(|c| c.saturating_sub(captured));
-                    if left == Some(0) {
-                        return Ok(Some("count"));
+        let done = wait_in_slices(py, deadline, |slice_end| {
+            let mut filtered = 0u64;
+            let step = self.locked(|w| loop {
+                let left = count.map(|c| c.saturating_sub(captured));
+                if left == Some(0) {
+                    return Ok(Some("count"));
+                }
+                if max_bytes.is_some_and(|m| w.file_bytes() >= m) {
+                    return Ok(Some("size"));
+                }
+                let wait = slice_end.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    return Ok(None);
+                }
+                let max = left.map_or(READ_FRAMES, |l| READ_FRAMES.min(l as usize));
+                batch.clear();
+                if dev.recv_batch(&mut batch, max, wait)? == 0 {
+                    continue;
+                }
+                let kept = batch.iter().zip(batch.timestamps_ns()).filter(|(f, _)| {
+                    let keep = self.program.as_ref().is_none_or(|p| p.accepts(f));
+                    if !keep {
+                        filtered += 1;
                     }
-                    if max_bytes.is_some_and(|m| w.file_bytes() >= m) {
-                        return Ok(Some("size"));
-                    }
-                    let wait = slice_end.saturating_duration_since(Instant::now());
-                    if wait.is_zero() {
-                        return Ok(None);
-                    }
-                    let max = left.map_or(READ_FRAMES, |l| READ_FRAMES.min(l as usize));
-                    batch.clear();
-                    if dev.recv_batch(&mut batch, max, wait)? == 0 {
-                        continue;
-                    }
-                    let kept = batch.iter().zip(batch.timestamps_ns()).filter(|(f, _)| {
-                        let keep = self.program.as_ref().is_none_or(|p| p.accepts(f));
-                        if !keep {
-                            filtered += 1;
-                        }
-                        keep
-                    });
-                    let before = w.frames();
-                    let result = w.write_frames(kept);
-                    captured += w.frames().saturating_sub(before);
-                    result?;
-                })
+                    keep
+                });
+                let before = w.frames();
+                let result = w.write_frames(kept);
+                captured += w.frames().saturating_sub(before);
+                result?;
             });
             self.filtered.fetch_add(filtered, Relaxed);
-            filtered = 0;
-            match step {
-                Ok(Some(reason)) => return Ok((captured, self.filtered.load(Relaxed), reason)),
-                Ok(None) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok((captured, self.filtered.load(Relaxed), "timeout"));
-            }
-            py.check_signals()?;
-        }
+            step
+        })?;
+        Ok((captured, self.filtered.load(Relaxed), done.unwrap_or("timeout")))
     }
 }
 
@@ -235,7 +220,7 @@ impl PyWriter {
             direct_io,
         };
         let p = path.clone();
-        let writer = py.detach(move || CaptureWriter::create(p, opts))?;
+        let writer = detached(py, move || CaptureWriter::create(p, opts))?;
         Ok(PyWriter {
             inner: Mutex::new(writer),
             path: path.display().to_string(),
@@ -279,18 +264,18 @@ impl PyWriter {
         let arena = PyBatch::collect(PyTuple::new(py, [frame])?.as_any())?;
         let data = arena.get(0).unwrap_or_default();
         let ts = timestamp_ns.unwrap_or(0);
-        py.detach(|| self.locked(|w| w.write_frame(data, ts)))?;
+        detached(py, || self.locked(|w| w.write_frame(data, ts)))?;
         Ok(())
     }
 
     /// Write buffered frames to the file (it is then complete up to here).
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(py.detach(|| self.locked(CaptureWriter::flush))?)
+        detached(py, || self.locked(CaptureWriter::flush))
     }
 
     /// Flush and close the file. Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(py.detach(|| self.locked(CaptureWriter::finish))?)
+        detached(py, || self.locked(CaptureWriter::finish))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -327,17 +312,7 @@ impl PyWriter {
                 medium.as_str()
             )));
         }
-        let deadline = match timeout {
-            None => None,
-            Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t)
-                .ok()
-                .and_then(|d| Instant::now().checked_add(d)),
-            Some(t) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout must be None or a finite number >= 0, not {t}"
-                )))
-            }
-        };
+        let deadline = deadline(timeout)?;
         self.run_capture(py, &dev, count, max_bytes, deadline)
     }
 
@@ -485,7 +460,7 @@ impl PyReader {
             )));
         };
         let mut batch = self.pool.take();
-        py.detach(|| reader.read_batch(&mut batch, max_frames))?;
+        detached(py, || reader.read_batch(&mut batch, max_frames))?;
         Ok(PyBatch::from_pool(batch, &self.pool))
     }
 
@@ -594,7 +569,7 @@ pub fn summarize(
     kind: &str,
     utc_offset: Option<i64>,
 ) -> PyResult<String> {
-    let medium = super::checksum::medium(kind)?;
+    let medium = super::convert::medium(kind)?;
     let offset = match utc_offset {
         Some(o) => o,
         None => py

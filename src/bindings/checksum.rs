@@ -4,18 +4,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
+use super::convert::medium;
 use crate::wire::checksum::{self, FrameCheck};
-use crate::wire::Medium;
-
-pub fn medium(kind: &str) -> PyResult<Medium> {
-    match kind {
-        "tap" => Ok(Medium::Ethernet),
-        "tun" => Ok(Medium::Ip),
-        other => Err(PyValueError::new_err(format!(
-            "kind must be \"tap\" (Ethernet frames) or \"tun\" (IP packets), not {other:?}"
-        ))),
-    }
-}
 
 fn copy_in(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let buf = pyo3::buffer::PyBuffer::<u8>::get(data).map_err(|_| {

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::gil::detached;
 use crate::device::links::{self, LinkInfo};
 use crate::device::tuntap::format_mac;
 
@@ -47,7 +48,7 @@ fn link_dict<'py>(py: Python<'py>, l: &LinkInfo) -> PyResult<Bound<'py, PyDict>>
 #[pyfunction]
 #[pyo3(signature = (netns = None))]
 pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'py, PyList>> {
-    let list = py.detach(|| links::list(netns))?;
+    let list = detached(py, || links::list(netns))?;
     let out = PyList::empty(py);
     for l in &list {
         out.append(link_dict(py, l)?)?;
@@ -59,5 +60,5 @@ pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'
 #[pyfunction]
 #[pyo3(signature = (name, *, netns = None))]
 pub fn delete_adapter(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
-    Ok(py.detach(|| links::delete_tuntap(name, netns))?)
+    detached(py, || links::delete_tuntap(name, netns))
 }

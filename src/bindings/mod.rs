@@ -4,7 +4,9 @@ mod adapter;
 mod batch;
 mod capture;
 mod checksum;
+mod convert;
 mod errors;
+mod gil;
 mod links;
 mod responder;
 

@@ -65,7 +65,7 @@ impl PyEchoResponder {
         ipv6: Option<&str>,
         kind: &str,
     ) -> PyResult<Self> {
-        let medium = super::checksum::medium(kind)?;
+        let medium = super::convert::medium(kind)?;
         let mac = match (mac, medium) {
             (Some(text), _) => {
                 let mac = parse_mac(text)?;
@@ -167,10 +167,7 @@ impl PyEchoResponder {
     /// "tap" (Ethernet frames) or "tun" (IP packets).
     #[getter]
     fn kind(&self) -> &'static str {
-        match self.responder.medium() {
-            Medium::Ethernet => "tap",
-            Medium::Ip => "tun",
-        }
+        self.responder.medium().as_str()
     }
 
     fn __repr__(&self) -> String {

@@ -29,6 +29,15 @@ impl Medium {
         }
     }
 
+    /// The medium a Python-side name stands for: "tap" (Ethernet) or "tun" (IP).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "tap" => Some(Medium::Ethernet),
+            "tun" => Some(Medium::Ip),
+            _ => None,
+        }
+    }
+
     /// Short name used in the Python API.
     pub fn as_str(self) -> &'static str {
         match self {
