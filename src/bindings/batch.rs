@@ -16,10 +16,12 @@ use pyo3::exceptions::PyValueError;
 use pyo3::exceptions::{PyBufferError, PyIndexError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PySlice};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice};
 
+use super::offload::PyOffload;
 use crate::batch::PacketBatch;
-use crate::wire::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
+use crate::offload::gso::segment_all;
+use crate::wire::vnet::F_NEEDS_CSUM;
 
 /// Arenas kept for reuse per adapter; more than this are freed.
 const POOL_KEEP: usize = 4;
@@ -171,69 +173,6 @@ pub fn bpf_program(
         .map_err(|e| PyValueError::new_err(format!("invalid BPF program: {e}")))
 }
 
-/// A virtio-net header from a dict with the keys `offload_info` returns (missing keys
-/// default to 0 / False / "none").
-fn parse_offload(d: &Bound<'_, PyAny>) -> PyResult<VnetHdr> {
-    let d = d
-        .cast::<PyDict>()
-        .map_err(|_| PyTypeError::new_err("expected a dict or None"))?;
-    for key in d.keys() {
-        let k: String = key.extract()?;
-        if ![
-            "gso_type",
-            "ecn",
-            "gso_size",
-            "hdr_len",
-            "csum_start",
-            "csum_offset",
-            "needs_csum",
-            "data_valid",
-        ]
-        .contains(&k.as_str())
-        {
-            return Err(PyValueError::new_err(format!("unknown key {k:?}")));
-        }
-    }
-    let int = |k: &str| -> PyResult<u16> {
-        match d.get_item(k)? {
-            None => Ok(0),
-            Some(v) => v
-                .extract::<u16>()
-                .map_err(|_| PyValueError::new_err(format!("{k} must be an integer 0..65535"))),
-        }
-    };
-    let flag = |k: &str| -> PyResult<bool> { d.get_item(k)?.map_or(Ok(false), |v| v.is_truthy()) };
-    let kind = match d.get_item("gso_type")? {
-        None => gso::NONE,
-        Some(v) => match v.extract::<String>()?.as_str() {
-            "none" => gso::NONE,
-            "tcpv4" => gso::TCPV4,
-            "tcpv6" => gso::TCPV6,
-            "udp_l4" => gso::UDP_L4,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "gso_type must be \"none\", \"tcpv4\", \"tcpv6\" or \"udp_l4\", not {other:?}"
-                )))
-            }
-        },
-    };
-    let mut flags = 0;
-    if flag("needs_csum")? {
-        flags |= F_NEEDS_CSUM;
-    }
-    if flag("data_valid")? {
-        flags |= F_DATA_VALID;
-    }
-    Ok(VnetHdr {
-        flags,
-        gso_type: kind | if flag("ecn")? { gso::ECN } else { 0 },
-        hdr_len: int("hdr_len")?,
-        gso_size: int("gso_size")?,
-        csum_start: int("csum_start")?,
-        csum_offset: int("csum_offset")?,
-    })
-}
-
 fn frame_view<'py>(
     view: &Bound<'py, PyMemoryView>,
     range: std::ops::Range<usize>,
@@ -267,7 +206,7 @@ impl PyBatch {
                     if item.is_none() {
                         Ok(None)
                     } else {
-                        parse_offload(&item).map(Some).map_err(|e| {
+                        PyOffload::from_py(&item).map(Some).map_err(|e| {
                             PyValueError::new_err(format!("offload[{i}]: {}", e.value(item.py())))
                         })
                     }
@@ -307,18 +246,14 @@ impl PyBatch {
         let medium = super::convert::medium(kind)?;
         let out = py.detach(|| {
             let mut out = PacketBatch::default();
-            for i in 0..self.inner.len() {
-                let frame = self.inner.get(i).unwrap_or_default();
-                let ts = self.inner.timestamp_ns(i).unwrap_or(0);
-                match self.inner.hdr(i) {
-                    None => out.push(frame, ts),
-                    Some(h) => {
-                        crate::offload::gso::segment(frame, h, medium, &mut out, ts)
-                            .map_err(|e| format!("frame {i}: {e}"))?;
-                    }
-                }
-            }
-            Ok::<_, String>(out)
+            let b = &self.inner;
+            let inputs = (0..b.len()).map(|i| {
+                let frame = b.get(i).unwrap_or_default();
+                (frame, b.hdr(i), b.timestamp_ns(i).unwrap_or(0))
+            });
+            segment_all(inputs, medium, &mut out, None)
+                .map(|()| out)
+                .map_err(|(i, e)| format!("frame {i}: {e}"))
         });
         Ok(PyBatch {
             inner: out.map_err(PyValueError::new_err)?,
@@ -399,34 +334,12 @@ impl PyBatch {
         Ok(PyBatch::new(out))
     }
 
-    /// Offload metadata of frame `index` as a dict, or None for a plain frame. Keys:
-    /// gso_type ("none", "tcpv4", "tcpv6", "udp_l4"), ecn, gso_size, hdr_len, csum_start,
-    /// csum_offset, needs_csum, data_valid.
-    fn offload_info<'py>(
-        &self,
-        py: Python<'py>,
-        index: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+    /// Offload metadata of frame `index` as an `Offload` (gso_type "none", "tcpv4",
+    /// "tcpv6" or "udp_l4", ecn, gso_size, hdr_len, csum_start, csum_offset, needs_csum,
+    /// data_valid; also readable as a mapping), or None for a plain frame.
+    fn offload_info(&self, index: &Bound<'_, PyAny>) -> PyResult<Option<PyOffload>> {
         let i = self.index(index)?;
-        let Some(h) = self.inner.hdr(i) else {
-            return Ok(None);
-        };
-        let d = PyDict::new(py);
-        let kind = match h.kind() {
-            gso::TCPV4 => "tcpv4",
-            gso::TCPV6 => "tcpv6",
-            gso::UDP_L4 => "udp_l4",
-            _ => "none",
-        };
-        d.set_item("gso_type", kind)?;
-        d.set_item("ecn", h.gso_type & gso::ECN != 0)?;
-        d.set_item("gso_size", h.gso_size)?;
-        d.set_item("hdr_len", h.hdr_len)?;
-        d.set_item("csum_start", h.csum_start)?;
-        d.set_item("csum_offset", h.csum_offset)?;
-        d.set_item("needs_csum", h.flags & F_NEEDS_CSUM != 0)?;
-        d.set_item("data_valid", h.flags & F_DATA_VALID != 0)?;
-        Ok(Some(d))
+        Ok(self.inner.hdr(i).map(|hdr| PyOffload { hdr }))
     }
 
     fn __len__(&self) -> usize {

@@ -157,7 +157,11 @@ impl PyWriter {
             self.filtered.fetch_add(filtered, Relaxed);
             step
         })?;
-        Ok((captured, self.filtered.load(Relaxed), done.unwrap_or("timeout")))
+        Ok((
+            captured,
+            self.filtered.load(Relaxed),
+            done.unwrap_or("timeout"),
+        ))
     }
 }
 

@@ -8,6 +8,7 @@ mod convert;
 mod errors;
 mod gil;
 mod links;
+mod offload;
 mod responder;
 
 use pyo3::prelude::*;
@@ -32,6 +33,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
+    #[pymodule_export]
+    use super::offload::PyOffload;
     #[pymodule_export]
     use super::responder::PyEchoResponder;
 

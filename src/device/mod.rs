@@ -17,6 +17,7 @@ use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
 use crate::filter::bpf::Program;
 use crate::filter::Placement;
+use crate::offload::gso::segment_all;
 use crate::wire::vnet::VnetHdr;
 use crate::wire::Medium;
 
@@ -257,16 +258,9 @@ pub(crate) fn send_in_software<D: Device + ?Sized>(
     }
     let mut plain = PacketBatch::default();
     let mut ends = Vec::with_capacity(frames.len()); // segments produced up to each input
-    for (index, (frame, hdr)) in frames.iter().zip(hdrs).enumerate() {
-        match hdr {
-            None => plain.push(frame, 0),
-            Some(h) => {
-                crate::offload::gso::segment(frame, *h, dev.medium(), &mut plain, 0)
-                    .map_err(|reason| Error::BadFrame { index, reason })?;
-            }
-        }
-        ends.push(plain.len());
-    }
+    let inputs = frames.iter().zip(hdrs).map(|(f, h)| (*f, *h, 0));
+    segment_all(inputs, dev.medium(), &mut plain, Some(&mut ends))
+        .map_err(|(index, reason)| Error::BadFrame { index, reason })?;
     let slices: Vec<&[u8]> = plain.iter().collect();
     match dev.send_frames(&slices) {
         Ok(_) => Ok(frames.len()),

@@ -6,6 +6,31 @@
 use crate::batch::PacketBatch;
 use crate::wire::checksum::{combine, finish, pseudo_for, sum};
 use crate::wire::layout::{locate, proto, Ip, Layout};
+/// Resolve the metadata of every frame, in order: super-frames split, partial checksums
+/// completed, plain frames copied; each input frame's pieces are appended to `out` with
+/// the input's timestamp. After input `i`, `ends` (when given) gets the number of frames
+/// `out` then holds, so a caller can map output frames back to inputs. A frame whose
+/// metadata does not fit it is `Err((i, reason))`.
+pub fn segment_all<'a>(
+    frames: impl IntoIterator<Item = (&'a [u8], Option<VnetHdr>, u64)>,
+    medium: Medium,
+    out: &mut PacketBatch,
+    mut ends: Option<&mut Vec<usize>>,
+) -> Result<(), (usize, String)> {
+    for (i, (frame, hdr, ts)) in frames.into_iter().enumerate() {
+        match hdr {
+            None => out.push(frame, ts),
+            Some(h) => {
+                segment(frame, h, medium, out, ts).map_err(|reason| (i, reason))?;
+            }
+        }
+        if let Some(ends) = ends.as_deref_mut() {
+            ends.push(out.len());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 use crate::wire::vnet::F_NEEDS_CSUM;
 use crate::wire::vnet::{complete_csum, gso, VnetHdr};

@@ -32,10 +32,32 @@ pub mod gso {
     pub const UDP_L4: u8 = 5;
     /// Flag bit: the super-frame carries an ECN CE mark (TCP).
     pub const ECN: u8 = 0x80;
+
+    /// The kinds vnetio passes on, with their names in the Python API: the one table
+    /// both directions use.
+    pub const NAMES: [(u8, &str); 4] = [
+        (NONE, "none"),
+        (TCPV4, "tcpv4"),
+        (TCPV6, "tcpv6"),
+        (UDP_L4, "udp_l4"),
+    ];
+
+    /// The name of `kind` (without the ECN bit); "none" for a kind not in [`NAMES`].
+    pub fn name(kind: u8) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or("none", |(_, n)| n)
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<u8> {
+        NAMES.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+    }
 }
 
 /// A parsed virtio-net header (little-endian on the wire: vnetio sets TUNSETVNETLE).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct VnetHdr {
     /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
     pub flags: u8,
