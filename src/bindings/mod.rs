@@ -8,8 +8,10 @@ mod convert;
 mod errors;
 mod gil;
 mod links;
+mod loopback;
 mod offload;
 mod responder;
+mod tuntap;
 
 use pyo3::prelude::*;
 
@@ -19,10 +21,7 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::adapter::{
-        _panic_for_test, loopback_pair, tun_features, validate_ifname, PyAdapter, PyKernelAdapter,
-        PyLoopback, PyQueue, PyStats, PyTap, PyTun,
-    };
+    use super::adapter::{_panic_for_test, validate_ifname, PyAdapter, PyStats};
     #[pymodule_export]
     use super::batch::PyBatch;
     #[pymodule_export]
@@ -34,9 +33,13 @@ mod _core {
     #[pymodule_export]
     use super::links::{delete_adapter, list_links};
     #[pymodule_export]
+    use super::loopback::{loopback_pair, PyLoopback};
+    #[pymodule_export]
     use super::offload::PyOffload;
     #[pymodule_export]
     use super::responder::PyEchoResponder;
+    #[pymodule_export]
+    use super::tuntap::{tun_features, PyKernelAdapter, PyQueue, PyTap, PyTun};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
