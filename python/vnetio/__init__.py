@@ -29,6 +29,7 @@ __all__ = [
     "Holder",
     "KernelLoop",
     "Loopback",
+    "Offload",
     "Queue",
     "QueueFullError",
     "Stats",
@@ -148,6 +149,7 @@ except ImportError as _exc:
     globals()["__getattr__"] = _deferred_getattr
 else:
     # Submodules that are part of the API (none of them imports scapy).
+    from . import _python_layer  # noqa: F401  (gives the core its Python-side methods)
     from . import aio as aio
     from . import capture as capture
     from . import checksum as checksum
@@ -157,6 +159,7 @@ else:
         Adapter,
         Batch,
         Loopback,
+        Offload,
         Queue,
         Stats,
         Tap,

@@ -1,7 +1,15 @@
 """Type stubs for the Rust extension ``vnetio._core`` (hand-written, checked by stubtest)."""
 
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Final, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
@@ -19,6 +27,7 @@ __all__ = [
     "Batch",
     "EchoResponder",
     "Loopback",
+    "Offload",
     "Queue",
     "Reader",
     "Stats",
@@ -27,6 +36,7 @@ __all__ = [
     "Writer",
     "_KernelAdapter",
     "__version__",
+    "_install_python_layer",
     "_panic_for_test",
     "build_profile",
     "delete_adapter",
@@ -94,6 +104,52 @@ def validate_ifname(name: str) -> None:
     """Raise ValueError if ``name`` is not a valid interface name (or ``%d`` pattern)."""
 
 @final
+class Offload:
+    """Offload metadata of one frame (a virtio-net header); immutable, and readable as a
+    mapping with the keys gso_type, ecn, gso_size, hdr_len, csum_start, csum_offset,
+    needs_csum, data_valid."""
+
+    def __new__(
+        cls,
+        gso_type: str = "none",
+        *,
+        ecn: bool = False,
+        gso_size: int = 0,
+        hdr_len: int = 0,
+        csum_start: int = 0,
+        csum_offset: int = 0,
+        needs_csum: bool = False,
+        data_valid: bool = False,
+    ) -> Offload: ...
+    @property
+    def gso_type(self) -> str: ...
+    @property
+    def ecn(self) -> bool: ...
+    @property
+    def gso_size(self) -> int: ...
+    @property
+    def hdr_len(self) -> int: ...
+    @property
+    def csum_start(self) -> int: ...
+    @property
+    def csum_offset(self) -> int: ...
+    @property
+    def needs_csum(self) -> bool: ...
+    @property
+    def data_valid(self) -> bool: ...
+    def as_dict(self) -> dict[str, Any]: ...
+    def __getitem__(self, key: str, /) -> Any: ...
+    def get(self, key: str, default: Any | None = None) -> Any: ...
+    def __contains__(self, key: str, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def keys(self) -> list[str]: ...
+    def values(self) -> list[Any]: ...
+    def items(self) -> list[tuple[str, Any]]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class Batch:
     """A batch of frames in one contiguous Rust-owned arena.
 
@@ -104,7 +160,8 @@ class Batch:
 
     @staticmethod
     def from_frames(
-        frames: Iterable[Buffer], offload: Iterable[dict[str, Any] | None] | None = None
+        frames: Iterable[Buffer],
+        offload: Iterable[Offload | Mapping[str, Any] | None] | None = None,
     ) -> Batch:
         """Copy frames into one arena; ``offload``: per-frame virtio-net metadata or None."""
     def filter(
@@ -120,7 +177,7 @@ class Batch:
         """The frames as scapy packets, dissected lazily on access."""
     def segment(self, kind: Literal["tap", "tun"] = "tap") -> Batch:
         """The frames as they would cross a wire: super-frames split, checksums completed."""
-    def offload_info(self, index: SupportsIndex) -> dict[str, Any] | None:
+    def offload_info(self, index: SupportsIndex) -> Offload | None:
         """Offload metadata of a frame (gso_type, ecn, gso_size, hdr_len, csum_start,
         csum_offset, needs_csum, data_valid), or None for a plain frame."""
     def __len__(self) -> int: ...
@@ -434,3 +491,5 @@ def summarize(
     batch: Batch, kind: Literal["tap", "tun"] = "tap", utc_offset: int | None = None
 ) -> str:
     """One tcpdump-style line per frame, newline-terminated, decoded in Rust."""
+
+def _install_python_layer(functions: dict[str, Callable[..., Any]]) -> None: ...

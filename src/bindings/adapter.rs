@@ -14,6 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::batch::{ArenaPool, PyBatch};
 use super::gil::{deadline, detached, wait_in_slices};
+use super::python_layer::hook;
 use crate::device::{Device, Stats};
 use crate::filter::Placement;
 
@@ -167,11 +168,6 @@ impl PyStats {
     }
 }
 
-/// A function of the pure-Python `vnetio.aio` module (imported on first use).
-fn aio<'py>(slf: &Bound<'py, PyAdapter>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    slf.py().import("vnetio.aio")?.getattr(name)
-}
-
 /// The common interface of every adapter: receive, send, counters, close.
 #[pyclass(name = "Adapter", module = "vnetio._core", subclass, frozen)]
 pub struct PyAdapter {
@@ -278,7 +274,7 @@ impl PyAdapter {
     /// Send scapy packets: one conversion to bytes each, then one batch
     /// (`vnetio.inspect.send_packets`).
     fn send_packets(slf: &Bound<'_, Self>, packets: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let f = slf.py().import("vnetio.inspect")?.getattr("send_packets")?;
+        let f = hook(slf.py(), "send_packets")?;
         f.call1((slf, packets))?.extract()
     }
 
@@ -289,7 +285,7 @@ impl PyAdapter {
         max_frames: usize,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf, "recv_batch_async")?.call1((slf, max_frames, timeout))
+        hook(slf.py(), "recv_batch_async")?.call1((slf, max_frames, timeout))
     }
 
     /// Coroutine: send without blocking the event loop (`vnetio.aio`).
@@ -297,17 +293,17 @@ impl PyAdapter {
         slf: &Bound<'py, Self>,
         frames: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf, "send_batch_async")?.call1((slf, frames))
+        hook(slf.py(), "send_batch_async")?.call1((slf, frames))
     }
 
     /// Async iterator of batches (`async for batch in adapter.batches()`).
     #[pyo3(signature = (max_frames = 256))]
     fn batches<'py>(slf: &Bound<'py, Self>, max_frames: usize) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf, "batches")?.call1((slf, max_frames))
+        hook(slf.py(), "batches")?.call1((slf, max_frames))
     }
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf, "aenter")?.call1((slf,))
+        hook(slf.py(), "aenter")?.call1((slf,))
     }
 
     #[pyo3(signature = (*exc_info))]
@@ -317,7 +313,7 @@ impl PyAdapter {
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut args = vec![slf.clone().into_any()];
         args.extend(exc_info.iter());
-        aio(slf, "aexit")?.call1(PyTuple::new(slf.py(), args)?)
+        hook(slf.py(), "aexit")?.call1(PyTuple::new(slf.py(), args)?)
     }
 
     /// Capture into a pcapng/pcap file until `count` frames, `duration` seconds or Ctrl-C
@@ -328,7 +324,7 @@ impl PyAdapter {
         path: &Bound<'py, PyAny>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let f = slf.py().import("vnetio.capture")?.getattr("capture_to")?;
+        let f = hook(slf.py(), "capture_to")?;
         f.call((slf, path), kwargs)
     }
 

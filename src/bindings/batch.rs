@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice};
 
 use super::offload::PyOffload;
+use super::python_layer::hook;
 use crate::batch::PacketBatch;
 use crate::offload::gso::segment_all;
 use crate::wire::vnet::F_NEEDS_CSUM;
@@ -155,7 +156,7 @@ pub fn bpf_program(
     kind: &str,
 ) -> PyResult<crate::filter::bpf::Program> {
     let insns: Vec<(u16, u8, u8, u32)> = if program.is_instance_of::<pyo3::types::PyString>() {
-        let compile = program.py().import("vnetio.filters")?.getattr("compile")?;
+        let compile = hook(program.py(), "compile_filter")?;
         compile.call1((program, kind))?.extract()?
     } else {
         program.extract().map_err(|_| {
@@ -265,7 +266,7 @@ impl PyBatch {
     /// `IP`/`IPv6` for "tun"); see `vnetio.inspect.to_scapy`.
     #[pyo3(signature = (kind = "tap"))]
     fn to_scapy<'py>(slf: &Bound<'py, Self>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
-        let f = slf.py().import("vnetio.inspect")?.getattr("to_scapy")?;
+        let f = hook(slf.py(), "to_scapy")?;
         f.call1((slf, kind))
     }
 
@@ -284,7 +285,7 @@ impl PyBatch {
         let py = slf.py();
         if program.is_callable() && !program.is_instance_of::<pyo3::types::PyString>() {
             super::convert::medium(kind)?;
-            let f = py.import("vnetio.inspect")?.getattr("filter_batch")?;
+            let f = hook(py, "filter_batch")?;
             return f.call1((slf, program, kind));
         }
         let program = bpf_program(program, kind)?;

@@ -10,6 +10,7 @@ mod gil;
 mod links;
 mod loopback;
 mod offload;
+mod python_layer;
 mod responder;
 mod tuntap;
 
@@ -36,6 +37,8 @@ mod _core {
     use super::loopback::{loopback_pair, PyLoopback};
     #[pymodule_export]
     use super::offload::PyOffload;
+    #[pymodule_export]
+    use super::python_layer::_install_python_layer;
     #[pymodule_export]
     use super::responder::PyEchoResponder;
     #[pymodule_export]
