@@ -45,6 +45,7 @@ __all__ = [
     "list_links",
     "loopback_pair",
     "summarize",
+    "tun_fd_netns",
     "tun_features",
     "update_checksum",
     "update_checksum32",
@@ -63,6 +64,9 @@ IFF_MULTI_QUEUE: Final[int]
 IFF_VNET_HDR: Final[int]
 IFF_NAPI: Final[int]
 IFF_PERSIST: Final[int]
+
+def tun_fd_netns(pid: int, fd: int) -> tuple[int, int] | None:
+    """The namespace (st_dev, st_ino) of the adapter behind descriptor ``fd`` of ``pid``."""
 
 def tun_features() -> int:
     """Return the kernel's TUNGETFEATURES bit mask (IFF_* flags this kernel supports).

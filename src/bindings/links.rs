@@ -62,3 +62,10 @@ pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'
 pub fn delete_adapter(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
     detached(py, || links::delete_tuntap(name, netns))
 }
+
+/// The network namespace, as (st_dev, st_ino), of the adapter behind descriptor `fd` of
+/// process `pid`, or None when it cannot be learnt (needs root; Linux 5.6+).
+#[pyfunction]
+pub fn tun_fd_netns(py: Python<'_>, pid: i32, fd: i32) -> Option<(u64, u64)> {
+    py.detach(|| links::tun_fd_netns(pid, fd))
+}

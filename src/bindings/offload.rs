@@ -35,16 +35,17 @@ pub struct PyOffload {
 
 impl PyOffload {
     fn value<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let h = self.hdr;
+        let flag = |b: bool| b.into_bound_py_any(py);
+        let num = |n: u16| n.into_bound_py_any(py);
         Ok(Some(match key {
-            "gso_type" => gso::name(h.kind()).into_bound_py_any(py)?,
-            "ecn" => (h.gso_type & gso::ECN != 0).into_bound_py_any(py)?,
-            "gso_size" => h.gso_size.into_bound_py_any(py)?,
-            "hdr_len" => h.hdr_len.into_bound_py_any(py)?,
-            "csum_start" => h.csum_start.into_bound_py_any(py)?,
-            "csum_offset" => h.csum_offset.into_bound_py_any(py)?,
-            "needs_csum" => (h.flags & F_NEEDS_CSUM != 0).into_bound_py_any(py)?,
-            "data_valid" => (h.flags & F_DATA_VALID != 0).into_bound_py_any(py)?,
+            "gso_type" => self.gso_type().into_bound_py_any(py)?,
+            "ecn" => flag(self.ecn())?,
+            "gso_size" => num(self.hdr.gso_size)?,
+            "hdr_len" => num(self.hdr.hdr_len)?,
+            "csum_start" => num(self.hdr.csum_start)?,
+            "csum_offset" => num(self.hdr.csum_offset)?,
+            "needs_csum" => flag(self.needs_csum())?,
+            "data_valid" => flag(self.data_valid())?,
             _ => return Ok(None),
         }))
     }

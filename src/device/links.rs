@@ -57,3 +57,16 @@ pub fn delete_tuntap(name: &str, netns: Option<&str>) -> VnetResult<()> {
         })
     })
 }
+
+/// The network namespace, as `(st_dev, st_ino)` of its nsfs inode, of the TUN/TAP adapter
+/// behind descriptor `fd` of process `pid`; `None` when it cannot be learnt (process gone,
+/// no CAP_SYS_PTRACE over it, not a TUN descriptor, kernel before 5.6).
+pub fn tun_fd_netns(pid: i32, fd: i32) -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let pidfd = crate::sys::pidfd::pidfd_open(pid).ok()?;
+    let dup = crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd).ok()?;
+    let ns = crate::sys::pidfd::tun_get_dev_netns(dup.as_fd()).ok()?;
+    let meta = std::fs::File::from(ns).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}

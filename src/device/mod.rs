@@ -57,6 +57,26 @@ pub struct Stats {
     pub rx_filtered: Option<u64>,
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    /// Add another snapshot's traffic (frames, bytes, errors, coalescing): how an
+    /// adapter's counters are the sum of its queues'. Drop and filter counts come from
+    /// the kernel per adapter, so they are left alone.
+    fn add_assign(&mut self, other: &Stats) {
+        for (total, part) in [
+            (&mut self.rx_frames, other.rx_frames),
+            (&mut self.rx_bytes, other.rx_bytes),
+            (&mut self.tx_frames, other.tx_frames),
+            (&mut self.tx_bytes, other.tx_bytes),
+            (&mut self.rx_errors, other.rx_errors),
+            (&mut self.tx_errors, other.tx_errors),
+            (&mut self.tx_coalesced, other.tx_coalesced),
+            (&mut self.coalesce_fallbacks, other.coalesce_fallbacks),
+        ] {
+            *total += part;
+        }
+    }
+}
+
 /// Lock-free counters behind [`Stats`].
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -8,6 +8,8 @@
 //! the `OwnedFd`s made here.
 #![allow(unsafe_code)]
 
+pub mod pidfd;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 

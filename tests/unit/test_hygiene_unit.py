@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import vnetio
 from vnetio import cli, hygiene
-from vnetio.hygiene import AdapterInfo, Holder
+from vnetio.hygiene import AdapterInfo, Holder, ledger, model, ops, scan
 
 # --- durations ---------------------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 
 def test_resolve_ids() -> None:
-    resolve = hygiene._resolve_id
+    resolve = model._resolve_id
     assert resolve(None, "user") is None
     assert resolve(0, "user") == 0 and resolve("0", "group") == 0
     assert resolve("root", "user") == 0 and resolve("root", "group") == 0
@@ -73,22 +73,22 @@ def test_resolve_ids() -> None:
 
 
 def test_flag_names_decode_tun_flags() -> None:
-    assert hygiene._flag_names(0x1802) == ("IFF_TAP", "IFF_PERSIST", "IFF_NO_PI")
-    assert hygiene._flag_names(0x5901) == (
+    assert model._flag_names(0x1802) == ("IFF_TAP", "IFF_PERSIST", "IFF_NO_PI")
+    assert model._flag_names(0x5901) == (
         "IFF_TUN",
         "IFF_MULTI_QUEUE",
         "IFF_PERSIST",
         "IFF_NO_PI",
         "IFF_VNET_HDR",
     )
-    assert hygiene._flag_names(0x10002 | 0x10) == ("IFF_TAP", "IFF_NAPI", "0x10000")
+    assert model._flag_names(0x10002 | 0x10) == ("IFF_TAP", "IFF_NAPI", "0x10000")
 
 
 def test_flags_derived_from_rtnetlink_match_sysfs_for_the_common_bits() -> None:
     tun = {"mode": "tap", "pi": False, "vnet_hdr": True, "persist": True, "multi_queue": True}
-    assert hygiene._derived_flags(tun) == 0x0002 | 0x1000 | 0x4000 | 0x0800 | 0x0100
+    assert model._derived_flags(tun) == 0x0002 | 0x1000 | 0x4000 | 0x0800 | 0x0100
     tun = {"mode": "tun", "pi": True, "vnet_hdr": False, "persist": False, "multi_queue": False}
-    assert hygiene._derived_flags(tun) == 0x0001
+    assert model._derived_flags(tun) == 0x0001
 
 
 # --- AdapterInfo and cleanup's decisions ---------------------------------------------------------
@@ -139,7 +139,7 @@ def test_adapter_info_states_and_json() -> None:
 
 
 def test_keep_reasons() -> None:
-    keep = hygiene._keep_reason
+    keep = ops._keep_reason
     assert keep(adapter(), None) is None
     assert keep(adapter(), 60) is None  # known for 120 s
     assert "not older than 1h" in str(keep(adapter(), 3600))
@@ -154,20 +154,20 @@ def test_keep_reasons() -> None:
 
 
 def test_holders_are_matched_by_namespace_when_known() -> None:
-    blue, red = hygiene._Ns("blue", (1, 100)), hygiene._Ns("red", (1, 200))
+    blue, red = scan._Ns("blue", (1, 100)), scan._Ns("red", (1, 200))
 
     def link(ifindex: int, *, mq: bool = False, queues: int = 0) -> dict[str, Any]:
         tun = {"multi_queue": mq, "queues": queues, "disabled_queues": 0}
         return {"name": "vn0", "ifindex": ifindex, "tun": tun}
 
     found = [(blue, link(3)), (red, link(4))]
-    fds = [hygiene._TunFd(4242, 5, "vn0", (1, 100))]
-    assert list(hygiene._assign_holders(fds, found)) == [("blue", 3)]
-    unknown = [hygiene._TunFd(4242, 5, "vn0", None)]  # no namespace: matched by name
-    assert set(hygiene._assign_holders(unknown, found)) == {("blue", 3), ("red", 4)}
+    fds = [scan._TunFd(4242, 5, "vn0", (1, 100))]
+    assert list(scan._assign_holders(fds, found)) == [("blue", 3)]
+    unknown = [scan._TunFd(4242, 5, "vn0", None)]  # no namespace: matched by name
+    assert set(scan._assign_holders(unknown, found)) == {("blue", 3), ("red", 4)}
     # A multi-queue adapter the kernel counts no queues on cannot be the one held.
     found = [(blue, link(3, mq=True, queues=0)), (red, link(4, mq=True, queues=1))]
-    assert list(hygiene._assign_holders(unknown, found)) == [("red", 4)]
+    assert list(scan._assign_holders(unknown, found)) == [("red", 4)]
 
 
 # --- the age ledger ------------------------------------------------------------------------------
@@ -177,35 +177,35 @@ def test_ledger_keeps_the_first_sighting_and_prunes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VNETIO_STATE_DIR", str(tmp_path))
-    ns = hygiene._Ns(None, (1, 99))
-    root = hygiene._ledger_dir()
+    ns = scan._Ns(None, (1, 99))
+    root = ledger._ledger_dir()
     assert root == tmp_path
     link = {"ifindex": 5, "name": "vn0", "seen_at": 1000.0}
-    assert hygiene._known_since(root, ns, link, None) == (1000.0, "first-seen")
+    assert ledger._known_since(root, ns, link, None) == (1000.0, "first-seen")
     link["seen_at"] = 2000.0  # seen again later: the first sighting stays
-    assert hygiene._known_since(root, ns, link, None) == (1000.0, "first-seen")
-    assert hygiene._known_since(root, ns, link, 900.0) == (900.0, "sysfs")  # earlier wins
-    path = hygiene._ledger_file(root, ns, 5, "vn0")
-    assert hygiene._ledger_write(path, 500.0, "created", replace=True)
-    assert hygiene._known_since(root, ns, link, None) == (500.0, "created")
-    hygiene._ledger_prune(root, ns, {"6-vn1"})
+    assert ledger._known_since(root, ns, link, None) == (1000.0, "first-seen")
+    assert ledger._known_since(root, ns, link, 900.0) == (900.0, "sysfs")  # earlier wins
+    path = ledger._ledger_file(root, ns, 5, "vn0")
+    assert ledger._ledger_write(path, 500.0, "created", replace=True)
+    assert ledger._known_since(root, ns, link, None) == (500.0, "created")
+    ledger._ledger_prune(root, ns, {"6-vn1"})
     assert not path.exists()
-    assert hygiene._known_since(None, ns, link, None) == (None, None)
+    assert ledger._known_since(None, ns, link, None) == (None, None)
 
 
 def test_no_ledger_without_a_writable_place(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VNETIO_STATE_DIR", raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    assert hygiene._ledger_dir() is None
+    assert ledger._ledger_dir() is None
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-    assert hygiene._ledger_dir() == Path("/run/user/1000/vnetio")
+    assert ledger._ledger_dir() == Path("/run/user/1000/vnetio")
 
 
 def test_ledger_write_failure_is_not_fatal(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert not hygiene._ledger_write(blocker / "x" / "y", 1.0, "created", replace=True)
+    assert not ledger._ledger_write(blocker / "x" / "y", 1.0, "created", replace=True)
 
 
 # --- API argument checks (before any system call) -------------------------------------------------

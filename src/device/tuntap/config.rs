@@ -273,16 +273,7 @@ impl Adapter {
     pub(super) fn kernel_stats(&self) -> VnetResult<Stats> {
         let mut s = Stats::default();
         for q in &self.queues {
-            let qs = q.counters.snapshot();
-            s.rx_frames += qs.rx_frames;
-            s.rx_bytes += qs.rx_bytes;
-            s.tx_frames += qs.tx_frames;
-            s.tx_bytes += qs.tx_bytes;
-            s.rx_errors += qs.rx_errors;
-            s.tx_errors += qs.tx_errors;
-            let (merged, fallbacks) = q.coalesce_counts();
-            s.tx_coalesced += merged;
-            s.coalesce_fallbacks += fallbacks;
+            s += &q.stats()?; // per-queue traffic; drops below come from the kernel
         }
         let k = self
             .nl()
