@@ -38,6 +38,11 @@ static INSTALLED: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
 /// callable). Called once by the `vnetio` package at import; a second call is refused.
 #[pyfunction]
 pub fn _install_python_layer(py: Python<'_>, functions: &Bound<'_, PyDict>) -> PyResult<()> {
+    if INSTALLED.get(py).is_some() {
+        return Err(PyRuntimeError::new_err(
+            "the Python layer is already installed",
+        ));
+    }
     for (name, _) in HOOKS {
         match functions.get_item(name)? {
             Some(f) if f.is_callable() => {}
