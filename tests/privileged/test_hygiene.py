@@ -370,3 +370,15 @@ def test_cleanup_json_and_bad_duration(netns: Netns) -> None:
     bad = cli("cleanup", "--older-than", "soon", "--netns", netns.name, check=False)
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
     assert netns.has_link("vnj0")
+
+
+def test_the_core_tells_the_namespace_behind_a_descriptor(netns: Netns) -> None:
+    """`tun_fd_netns` (pidfd_getfd + TUNGETDEVNETNS in the core's sys module) names the
+    adapter's namespace, not the holder's; a descriptor that is not a TUN gives None."""
+    with vnetio.Tap("vnfdns0", netns=netns.name) as tap:
+        st = os.stat(f"/run/netns/{netns.name}")
+        assert vnetio._core.tun_fd_netns(os.getpid(), tap.fileno()) == (st.st_dev, st.st_ino)
+        own = os.stat("/proc/self/ns/net")
+        assert (own.st_dev, own.st_ino) != (st.st_dev, st.st_ino)
+    assert vnetio._core.tun_fd_netns(os.getpid(), 0) is None  # stdin: not a TUN
+    assert vnetio._core.tun_fd_netns(2**22, 3) is None  # no such process
