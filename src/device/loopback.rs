@@ -215,7 +215,7 @@ impl Device for LoopbackEnd {
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
         let (n, bytes) = self
             .filter
-            .recv(batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
+            .recv(0, batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
         self.counters.rx(n, bytes);
         Ok(n)
     }

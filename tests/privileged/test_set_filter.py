@@ -324,3 +324,33 @@ def test_without_cap_bpf_auto_falls_back_and_kernel_explains(bridge_pair: Bridge
     assert lines[1].startswith("kernel refused:") and "CAP_BPF" in lines[1]
     assert 'placement="userspace"' in lines[1]  # the fix, in the API's own words
     assert lines[2:] == ["udp userspace", "classic"]
+
+
+@pytest.mark.parametrize("placement", ["kernel", "classic"])
+def test_frames_queued_before_the_filter_are_filtered_too(
+    bridge_pair: BridgePair, taps: tuple[vnetio.Tap, vnetio.Tap], placement: str
+) -> None:
+    """Frames waiting in the kernel's ring when a kernel filter is attached passed no
+    filter; once set_filter returns, none that the filter rejects may reach the reader,
+    and each of them is counted (as filtered, or as a drop for a classic filter)."""
+    a, b = taps
+    dns = raw(Ether(src=SRC, dst=DST) / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=53))
+    web = raw(Ether(src=SRC, dst=DST) / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(dport=80))
+    a.send_batch([web, dns] * 100)  # queued in B's ring; nobody reads B yet
+    time.sleep(0.2)
+    before = b.stats()
+    assert b.set_filter("udp", placement=placement) == placement
+    a.send_batch([web, dns] * 10)  # after the filter: the kernel judges these
+    got = drain(b, settle=0.3)
+    assert collections.Counter(got) == {dns: 110}
+    after = b.stats()
+    if placement == "kernel":
+        assert after.rx_filtered is not None and before.rx_filtered is not None
+        assert after.rx_filtered - before.rx_filtered == 110
+        assert after.rx_dropped == before.rx_dropped
+    else:
+        assert after.rx_filtered is None
+        assert after.rx_dropped - before.rx_dropped == 110
+    # The catch-up ends with the old frames: new ones go through the kernel filter only.
+    a.send_batch([web, dns])
+    assert drain(b) == [dns]

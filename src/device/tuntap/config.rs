@@ -287,7 +287,8 @@ impl Adapter {
         s.rx_dropped = k
             .tx_dropped
             .saturating_sub(self.kernel_base.tx_dropped)
-            .saturating_sub(kernel_rejected);
+            .saturating_sub(kernel_rejected)
+            + self.link.filter.dropped_by_catch_up();
         s.tx_dropped = k.rx_dropped.saturating_sub(self.kernel_base.rx_dropped);
         s.rx_filtered = (!kf.classic).then(|| kernel_rejected + self.link.filter.rejected());
         Ok(s)

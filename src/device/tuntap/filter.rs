@@ -172,15 +172,18 @@ impl Adapter {
         }
         match want {
             Placement::Kernel => {
-                self.link.filter.set(None);
                 kf.drop_classic(fd);
+                // Frames already queued passed no filter: check them here.
+                let queues = self.queues.len();
+                self.link.filter.catch_up(Arc::new(program), queues, false);
             }
             Placement::Classic => {
                 sys::tun_attach_filter(fd, program.insns())
                     .map_err(|e| Error::os(format!("TUNATTACHFILTER {}", self.name), e))?;
                 kf.classic = true;
-                self.link.filter.set(None);
                 kf.drop_ebpf(fd);
+                let queues = self.queues.len();
+                self.link.filter.catch_up(Arc::new(program), queues, true);
             }
             Placement::Userspace => {
                 // Filter here first, then drop the kernel side: no frame slips through.

@@ -106,7 +106,9 @@ impl Device for Queue {
         let (n, bytes) = self
             .link
             .filter
-            .recv(batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
+            .recv(self.index, batch, max, wait, |b, m, w| {
+                self.recv_raw(b, m, w)
+            })?;
         self.counters.rx(n, bytes);
         Ok(n)
     }
@@ -195,6 +197,7 @@ impl Queue {
                 // A malformed frame from the kernel: counted in rx_errors, skipped.
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.link.filter.ring_empty(self.index);
                     if n > 0 {
                         break;
                     }
