@@ -11,6 +11,10 @@ use std::ops::Range;
 
 use crate::wire::vnet::VnetHdr;
 
+/// The timestamp of a frame that has none (a pcapng Simple Packet Block records no
+/// time): never a real time, and shown as `None` in Python.
+pub const NO_TIMESTAMP: u64 = u64::MAX;
+
 /// Largest frame any adapter hands us: 64 KiB IP datagram plus Ethernet, VLAN and a
 /// virtio-net header. Reads are given this much room, so nothing is ever truncated.
 pub const MAX_FRAME: usize = 65_535 + 14 + 8 + 12;
@@ -92,7 +96,8 @@ impl PacketBatch {
             .map(|e| e.offset..e.offset + e.len as usize)
     }
 
-    /// Receive timestamp of frame `index` (ns since the Unix epoch; 0 if built in memory).
+    /// Receive timestamp of frame `index` (ns since the Unix epoch; 0 if built in memory;
+    /// [`NO_TIMESTAMP`] if its source recorded none).
     pub fn timestamp_ns(&self, index: usize) -> Option<u64> {
         self.entries.get(index).map(|e| e.timestamp_ns)
     }

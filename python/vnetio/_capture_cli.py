@@ -490,7 +490,10 @@ class _Sender:
 
     def send_on_time(self, batch: Any, start: float, first_ts: int) -> None:
         """Send runs of frames that are due together; sleep until the next is due."""
-        times = batch.timestamps_ns
+        # A frame without a time (pcapng Simple Packet Block) goes with the one before it.
+        times: list[int] = []
+        for t in batch.timestamps_ns:
+            times.append(t if t is not None else times[-1] if times else first_ts)
         i = 0
         while i < len(batch):
             _sleep_until(start + (times[i] - first_ts) / 1e9)
@@ -523,8 +526,9 @@ def _replay(reader: Any, adapter: Adapter, args: argparse.Namespace) -> int:
             elif args.topspeed:
                 out.send(batch, batch.nbytes)
             else:
-                first_ts = batch.timestamps_ns[0] if first_ts is None else first_ts
-                out.send_on_time(batch, start, first_ts)
+                if first_ts is None:  # the first frame with a time (0 when none has one)
+                    first_ts = next((t for t in batch.timestamps_ns if t is not None), None)
+                out.send_on_time(batch, start, first_ts or 0)
             status.update(out.sent, out.nbytes, f"sent {out.sent:,}")
     except KeyboardInterrupt:
         reason = "interrupted (SIGINT)"

@@ -193,8 +193,9 @@ class Batch:
     @property
     def lengths(self) -> list[int]: ...
     @property
-    def timestamps_ns(self) -> list[int]:
-        """Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory."""
+    def timestamps_ns(self) -> list[int | None]:
+        """Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory;
+        None where the source recorded no time (pcapng Simple Packet Blocks)."""
     def to_list(self) -> list[bytes]: ...
     def verify_checksums(self, kind: Literal["tap", "tun"] = "tap") -> list[bool]:
         """One bool per frame: every checksum that applies is correct (GIL released)."""

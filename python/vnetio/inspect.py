@@ -76,7 +76,7 @@ class ScapyFrames(Sequence[Any]):
         self.kind = _check_kind(kind)
         self._frames = frames
         stamps = getattr(frames, "timestamps_ns", None)
-        self._times: list[int] | None = list(stamps) if stamps is not None else None
+        self._times: list[int | None] | None = list(stamps) if stamps is not None else None
         self._cache: list[Any] = [None] * len(frames)
 
     def __len__(self) -> int:

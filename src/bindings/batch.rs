@@ -20,7 +20,7 @@ use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice};
 
 use super::offload::PyOffload;
 use super::python_layer::hook;
-use crate::batch::PacketBatch;
+use crate::batch::{PacketBatch, NO_TIMESTAMP};
 use crate::offload::gso::segment_all;
 use crate::wire::vnet::F_NEEDS_CSUM;
 
@@ -377,10 +377,14 @@ impl PyBatch {
         self.inner.lengths().collect()
     }
 
-    /// Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory.
+    /// Receive time of each frame (CLOCK_REALTIME, ns); 0 for frames built in memory;
+    /// None for frames whose source recorded no time (pcapng Simple Packet Blocks).
     #[getter]
-    fn timestamps_ns(&self) -> Vec<u64> {
-        self.inner.timestamps_ns().collect()
+    fn timestamps_ns(&self) -> Vec<Option<u64>> {
+        self.inner
+            .timestamps_ns()
+            .map(|t| (t != NO_TIMESTAMP).then_some(t))
+            .collect()
     }
 
     /// Copy every frame out as `bytes`.

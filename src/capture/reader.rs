@@ -21,15 +21,16 @@ use std::path::{Path, PathBuf};
 use pcap_parser::nom;
 use pcap_parser::{Block, PcapError};
 
-use super::writer::{BYTE_ORDER_MAGIC, EPB_TYPE, IDB_TYPE, PCAP_MAGIC_NS, PCAP_MAGIC_US, SHB_TYPE};
+use super::writer::{
+    BYTE_ORDER_MAGIC, EPB_TYPE, IDB_TYPE, PCAP_MAGIC_NS, PCAP_MAGIC_US, SHB_TYPE, SPB_TYPE,
+};
 use super::Format;
-use crate::batch::PacketBatch;
+use crate::batch::{PacketBatch, NO_TIMESTAMP};
 use crate::error::{Error, VnetResult};
 
 /// Largest block or record accepted (as Wireshark's pcapng reader: 16 MiB).
 pub const MAX_BLOCK: usize = 16 << 20;
 const READ_CHUNK: usize = 256 * 1024;
-const SPB_TYPE: u32 = 3;
 const LEGACY_PB_TYPE: u32 = 2;
 const OPT_IF_FILTER: u16 = 11;
 const OPT_IF_TSOFFSET: u16 = 14;
@@ -516,7 +517,7 @@ impl<R: Read> CaptureReader<R> {
         } else {
             data
         };
-        let ts_ns = ts.map_or(0, |t| iface.ts_ns(t));
+        let ts_ns = ts.map_or(NO_TIMESTAMP, |t| iface.ts_ns(t));
         if orig as usize > data.len() {
             self.truncated += 1;
         }

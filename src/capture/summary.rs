@@ -42,6 +42,10 @@ fn mac(b: &[u8]) -> String {
 
 /// Append `HH:MM:SS.nnnnnnnnn ` for `ts_ns` shifted by `utc_offset_s` (local time).
 fn time_of_day(out: &mut String, ts_ns: u64, utc_offset_s: i64) {
+    if ts_ns == crate::batch::NO_TIMESTAMP {
+        out.push_str("--:--:--.--------- ");
+        return;
+    }
     let secs = (ts_ns / 1_000_000_000) as i64 + utc_offset_s;
     let day = secs.rem_euclid(86_400);
     let _ = write!(

@@ -528,3 +528,37 @@ def test_capture_command_refuses_bad_flags_before_touching_an_adapter(
         main(["capture", "-i", "vnetio-no-such-adapter", *argv])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def simple_packet_file(path: Path, frames: list[bytes], snaplen: int = 0) -> None:
+    """A pcapng file whose packets are Simple Packet Blocks (no timestamps), by hand."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        total = 12 + len(body)
+        return struct.pack("<II", kind, total) + body + struct.pack("<I", total)
+
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack("<HHI", 1, 0, snaplen))
+    for f in frames:
+        out += block(3, struct.pack("<I", len(f)) + f)
+    path.write_bytes(out)
+
+
+def test_simple_packet_blocks_have_no_timestamp_not_the_epoch(tmp_path: Path) -> None:
+    frames = [udp_frame(i, payload=i) for i in range(5)]
+    simple_packet_file(tmp_path / "spb.pcapng", frames)
+    with Reader(tmp_path / "spb.pcapng") as r:
+        batch = r.read_batch(100)
+    assert batch.to_list() == frames
+    assert batch.timestamps_ns == [None] * 5
+    assert summarize(batch).splitlines()[0].startswith("--:--:--.--------- ")
+    assert all(p.time != 0 for p in batch.to_scapy())  # scapy keeps its own default
+    # Written back, they stay Simple Packet Blocks (tshark reads them), time still unknown.
+    with Writer(tmp_path / "again.pcapng", linktype="ethernet") as w:
+        w.write_batch(batch)
+    with Reader(tmp_path / "again.pcapng") as r:
+        again = r.read_batch(100)
+    assert again.to_list() == frames and again.timestamps_ns == [None] * 5
+    lines = tool("tshark", "-r", str(tmp_path / "again.pcapng"), "-T", "fields", "-e", "frame.len")
+    assert lines.split() == [str(len(f)) for f in frames]

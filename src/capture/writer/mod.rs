@@ -45,6 +45,7 @@ use std::sync::Arc;
 mod spool;
 
 use super::{Format, DEFAULT_SNAPLEN, LINKTYPE_ETHERNET};
+use crate::batch::NO_TIMESTAMP;
 use crate::device::now_ns;
 use crate::error::{Error, VnetResult};
 use spool::{Block, Job, Sink, Spool};
@@ -68,6 +69,8 @@ pub const SHB_TYPE: u32 = 0x0a0d_0d0a;
 pub const IDB_TYPE: u32 = 1;
 /// Enhanced Packet Block.
 pub const EPB_TYPE: u32 = 6;
+/// pcapng Simple Packet Block type (frames without a timestamp).
+pub const SPB_TYPE: u32 = 3;
 /// Byte-order magic of a Section Header Block.
 pub const BYTE_ORDER_MAGIC: u32 = 0x1a2b_3c4d;
 
@@ -418,11 +421,24 @@ impl CaptureWriter {
         let buf = &mut self.cur;
         match self.opts.format {
             Format::Pcap => {
+                // pcap has no way to say "no time": such a frame gets the epoch.
+                let ts = if ts == NO_TIMESTAMP { 0 } else { ts };
                 buf.put_u32((ts / 1_000_000_000) as u32);
                 buf.put_u32((ts % 1_000_000_000) as u32);
                 buf.put_u32(caplen);
                 buf.put_u32(orig);
                 buf.put(data);
+            }
+            Format::PcapNg if ts == NO_TIMESTAMP => {
+                // A Simple Packet Block: no time, interface 0, snaplen from its IDB.
+                let pad = pad4(data.len());
+                let total = (16 + data.len() + pad) as u32;
+                buf.put_u32(SPB_TYPE);
+                buf.put_u32(total);
+                buf.put_u32(orig);
+                buf.put(data);
+                buf.put_zeros(pad);
+                buf.put_u32(total);
             }
             Format::PcapNg => {
                 let pad = pad4(data.len());
