@@ -10,8 +10,9 @@
 //! `ip netns list`); the forwarder enters each namespace in turn to attach to it. With
 //! `--vnet-hdr` both are attached with IFF_VNET_HDR and given TUNSETOFFLOAD(CSUM | TSO4 |
 //! TSO6): the kernel hands out 64 KiB TCP super-frames behind a 10-byte virtio-net header,
-//! and the forwarder writes header and frame through unchanged. Prints `ready` once both
-//! are attached, then runs until killed.
+//! and the forwarder writes header and frame through unchanged. Prints `{"event":"ready"}`
+//! once both are attached (the JSON-line protocol of `benches/harness/procs.py`), then runs
+//! until killed.
 
 // The only unsafe code: setns() and the TUN ioctls, which std does not wrap.
 #![allow(unsafe_code)]
@@ -144,7 +145,7 @@ fn main() {
     };
     let fa = open(&ns_a, &dev_a);
     let fb = open(&ns_b, &dev_b);
-    println!("ready");
+    println!("{{\"event\":\"ready\"}}");
     let _ = io::stdout().flush();
     thread::scope(|s| {
         s.spawn(|| pump(&fa, &fb));
