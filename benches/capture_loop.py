@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from harness import cli
@@ -107,7 +108,7 @@ def _read_scapy(tap: str, path: str) -> int:
     from scapy.sendrecv import sniff
     from scapy.utils import PcapWriter
 
-    sock = TunTapInterface(tap, mode_tun=False)
+    sock = TunTapInterface(tap, mode_tun=False)  # type: ignore[no-untyped-call]
     with PcapWriter(path, linktype=1, sync=False) as pw:
         reply({"event": "ready"})
         sniff(opened_socket=sock, prn=pw.write, store=False)  # returns on SIGINT
@@ -141,7 +142,7 @@ def _read_os_scapy(tap: str, path: str) -> int:
 
 def child_reader(impl: str, tap: str, path: str) -> None:
     restore_sigint()  # the parent stops readers with SIGINT
-    readers = {
+    readers: dict[str, Callable[[str, str], int]] = {
         "vnetio-none": _read_none,
         "vnetio": functools.partial(_read_vnetio, rust_loop=True),
         "vnetio-pyloop": functools.partial(_read_vnetio, rust_loop=False),

@@ -172,7 +172,7 @@ def main() -> int:
 
 def summarize(results: list[dict[str, Any]], methods: list[str], args: Any) -> str:
     def med(method: str, key: str) -> float:
-        return statistics.median(r[key] for r in results if r["method"] == method)
+        return float(statistics.median(r[key] for r in results if r["method"] == method))
 
     base_w = med("none", "written_per_s") if "none" in methods else None
     lines = [

@@ -14,7 +14,7 @@ import os
 import select
 import sys
 
-import pytun
+import pytun  # type: ignore[import-not-found]
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benches/
 from harness.child import FrameImpl, serve

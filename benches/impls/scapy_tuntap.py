@@ -31,7 +31,7 @@ class Scapy(FrameImpl):
     name = "scapy"
 
     def attach(self, tap: str) -> TunTapInterface:
-        iface = TunTapInterface(tap, mode_tun=False)
+        iface = TunTapInterface(tap, mode_tun=False)  # type: ignore[no-untyped-call]
         self.on_close.append(iface.close)
         return iface
 

@@ -19,9 +19,10 @@ import sys
 import time
 
 import vnetio
+from vnetio import _topology as topology
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benches/
-from harness.child import Flag, Impl, serve, topology
+from harness.child import Flag, Impl, serve
 
 BATCH = 256
 
