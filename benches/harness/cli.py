@@ -39,7 +39,9 @@ def parser(
     )
     p.add_argument("--repeat", type=int, default=repeat, help=f"{repeat_help} ({repeat})")
     if sizes is not None:
-        p.add_argument("--sizes", type=int_list, default=int_list(sizes), help=f"({sizes})")
+        p.add_argument(
+            "--sizes", type=int_list, default=int_list(sizes), help=f"frame sizes, bytes ({sizes})"
+        )
     p.add_argument("--out", type=Path, help="also write the Markdown report here")
     p.add_argument("--json", type=Path, help="also write the raw figures here (JSON)")
     if benchmarks_md:
