@@ -7,7 +7,7 @@ and br_netfilter off) that is created for that one run and deleted after it, so 
 queued by one run can reach the next. The child attaches its reader to B first, then its
 writer to A, and says ``ready``; only then, once both bridge ports forward, does the timed
 window start (interpreter start-up and imports are never timed). The child protocol is in
-``benches/impls/_driver.py``.
+``benches/harness/child.py``.
 
 Measured per run:
 
@@ -32,39 +32,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
-import json
 import os
 import platform
-import select
-import shlex
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import cli
+from harness.procs import EXAMPLES, BenchError, Child, build_example, cpu_ticks, log
+from harness.report import command_line, emit, relative, table_head, table_row
+from vnetio import _topology as topology
+
 IMPLS_DIR = Path(__file__).resolve().parent / "impls"
-NATIVE_BIN = ROOT / "target" / "release" / "examples" / "native_bridge"
+NATIVE_BIN = EXAMPLES / "native_bridge"
 CEILING_QLEN = 262144
-
-
-def _load_topology() -> ModuleType:
-    path = ROOT / "python" / "vnetio" / "_topology.py"
-    spec = importlib.util.spec_from_file_location("vnetio_bench_topology", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-topology = _load_topology()
 
 
 @dataclass(frozen=True)
@@ -72,74 +57,31 @@ class ImplSpec:
     key: str
     label: str
     script: str | None  # benches/impls/<script>; None for the native binary
-    module: str | None  # Python module the child needs, checked before running
+    #: Python modules the child needs, checked before running (every Python child imports
+    #: ``vnetio._topology`` through ``benches/harness/child.py``)
+    module: str | None
 
 
 IMPLS = {
     "vnetio": ImplSpec(
         "vnetio", "vnetio `send_batch`/`recv_batch` (256)", "vnetio_batch.py", "vnetio._core"
     ),
-    "os": ImplSpec("os", "Python `os.write`/`os.read`", "os_fd.py", None),
-    "pytun": ImplSpec("pytun", "python-pytun `write`/`read`", "pytun_rw.py", "pytun"),
-    "scapy": ImplSpec("scapy", "scapy `TunTapInterface` `send`/`recv`", "scapy_tuntap.py", "scapy"),
+    "os": ImplSpec("os", "Python `os.write`/`os.read`", "os_fd.py", "vnetio._topology"),
+    "pytun": ImplSpec(
+        "pytun", "python-pytun `write`/`read`", "pytun_rw.py", "vnetio._topology, pytun"
+    ),
+    "scapy": ImplSpec(
+        "scapy",
+        "scapy `TunTapInterface` `send`/`recv`",
+        "scapy_tuntap.py",
+        "vnetio._topology, scapy",
+    ),
     "native": ImplSpec("native", "native Rust `write()`/`read()` (tun-tap)", None, None),
 }
 CEILING_IMPLS = ("vnetio", "os", "native")
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # -- children ------------------------------------------------------------------------------
-
-
-class Child:
-    """One implementation's process inside the namespace, driven line by line."""
-
-    def __init__(self, loop: Any, argv: list[str], what: str) -> None:
-        self.what = what
-        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in close()
-        self.proc = loop.popen_in_ns(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, bufsize=1
-        )
-
-    def read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self.stderr.seek(0)
-            tail = self.stderr.read()[-2000:].strip()
-            state = "timed out" if not ready else f"exited ({self.proc.poll()})"
-            raise BenchError(f"{self.what}: child {state}: {tail or 'no stderr'}")
-        msg: dict[str, Any] = json.loads(line)
-        if msg.get("event") == "error":
-            raise BenchError(f"{self.what}: {msg.get('error')}")
-        return msg
-
-    def command(self, cmd: str, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        return self.read(timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.stderr.close()
 
 
 def child_argv(
@@ -165,12 +107,12 @@ class CpuWatch:
         self.pid = pid
         self.t0 = time.monotonic()
         self.busy0 = _busy_ticks()
-        self.child0 = _pid_ticks(pid)
+        self.child0 = cpu_ticks(pid)
         self.main0 = _main_thread_cpu_ns(pid)
 
     def process_cpu_ns(self) -> int:
         """CPU time of the whole child (all its threads, also ended ones) since the start."""
-        return (_pid_ticks(self.pid) - self.child0) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        return (cpu_ticks(self.pid) - self.child0) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
     def main_thread_cpu_ns(self) -> int:
         """CPU time of the child's main thread since the start (ns, from schedstat)."""
@@ -179,7 +121,7 @@ class CpuWatch:
     def other_share(self) -> float:
         elapsed = time.monotonic() - self.t0
         busy = _busy_ticks() - self.busy0
-        child = _pid_ticks(self.pid) - self.child0
+        child = cpu_ticks(self.pid) - self.child0
         hz = os.sysconf("SC_CLK_TCK")
         capacity = elapsed * hz * (os.cpu_count() or 1)
         return max(0.0, (busy - child) / capacity) if capacity > 0 else 0.0
@@ -198,14 +140,6 @@ def _main_thread_cpu_ns(pid: int) -> int:
         return 0
 
 
-def _pid_ticks(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(stat[11]) + int(stat[12])  # utime + stime of the whole process
-
-
 # -- one run -------------------------------------------------------------------------------
 
 
@@ -213,7 +147,7 @@ def run_loop_once(
     spec: ImplSpec, size: int, seconds: float, noise_seconds: float, python: str, native: Path
 ) -> dict[str, Any]:
     with topology.BridgeLoop("bench") as loop:
-        child = Child(loop, child_argv(spec, size, python, native), f"{spec.key}/{size}")
+        child = Child(loop.ns_argv(child_argv(spec, size, python, native)), f"{spec.key}/{size}")
         try:
             child.read(timeout=60)  # ready: imports and attach done, nothing timed yet
             loop.wait_forwarding()
@@ -253,13 +187,15 @@ def run_ceiling_once(
 ) -> dict[str, Any]:
     writer_spec = IMPLS["native"] if native.exists() else IMPLS["os"]
     with topology.BridgeLoop("ceil") as loop:
-        reader = Child(loop, child_argv(spec, size, python, native, "reader"), f"{spec.key}/rd")
+        argv = child_argv(spec, size, python, native, "reader")
+        reader = Child(loop.ns_argv(argv), f"{spec.key}/rd")
         writer: Child | None = None
         try:
             reader.read(timeout=60)
             # Attached, not reading: grow B's ring so that it holds every frame queued below.
             loop.set_txqueuelen(loop.tap_b, CEILING_QLEN)
-            writer = Child(loop, child_argv(writer_spec, size, python, native, "writer"), "writer")
+            argv = child_argv(writer_spec, size, python, native, "writer")
+            writer = Child(loop.ns_argv(argv), "writer")
             writer.read(timeout=60)
             loop.wait_forwarding()
             before = loop.counters(loop.tap_b)
@@ -327,21 +263,6 @@ def check_available(spec: ImplSpec, python: str, native: Path) -> str | None:
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
         return f"cannot import {spec.module}: {last}"
-    return None
-
-
-def build_native(native: Path) -> str | None:
-    log("building examples/native_bridge.rs (cargo build --release --example native_bridge)")
-    proc = subprocess.run(
-        ["cargo", "build", "--release", "--example", "native_bridge"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0 or not native.exists():
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        return f"cargo build failed: {tail}"
     return None
 
 
@@ -441,29 +362,13 @@ def render_loop_table(
             f"of {args.seconds:g} s"
         ),
         "",
-        (
-            "| implementation | written | delivered | delivered/s | Gbit/s | loss "
-            "| B TX dropped | noise idle / in run | CPU ns/frame | other CPU | vs native "
-            "| delivered/s range (runs used) |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *table_head(["implementation", *LOOP_COLUMNS], "l" + "r" * 10),
     ]
     for key in args.impls:
         cell = cells.get((key, size))
         if cell is None or key in skipped:
             continue
-        label = IMPLS[key].label
-        run = cell.median_run()
-        if run is None:
-            out.append(f"| {label} | failed: {one_line(cell.error)} |||||||||||")
-            continue
-        ratio = f"{run['rate'] / native_run['rate']:.2f}×" if native_run else "n/a"
-        out.append(
-            f"| {label} | {fmt_count(run['written'])} | {fmt_count(run['delivered'])} "
-            f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} | {run['loss'] * 100:.2f}% "
-            f"| {fmt_count(run['tx_dropped'])} | {first_noise(cell)} / {run['noise_run']} "
-            f"| {cpu_ns(cell)} | {run['other_cpu'] * 100:.0f}% | {ratio} | {cell.rate_range()} |"
-        )
+        out.append(median_row([IMPLS[key].label], cell, native_run, LOOP_COLUMNS))
     out.append("")
     return out
 
@@ -478,34 +383,63 @@ def render_ceiling_table(
             f"{args.repeat} runs"
         ),
         "",
-        (
-            "| implementation | size | delivered | drain seconds | frames/s | Gbit/s "
-            "| reader CPU ns/frame | dropped while queueing | other CPU | vs native "
-            "| frames/s range (runs used) |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *table_head(["implementation", "size", *CEILING_COLUMNS], "l" + "r" * 9),
     ]
     for size in args.sizes:
         nat = ceiling.get(("native", size))
         nat_run = nat.median_run() if nat else None
         for key in CEILING_IMPLS:
             cell = ceiling.get((key, size))
-            if cell is None:
-                continue
-            run = cell.median_run()
-            label = IMPLS[key].label
-            if run is None:
-                out.append(f"| {label} | {size} | failed: {one_line(cell.error)} |||||||||")
-                continue
-            ratio = f"{run['rate'] / nat_run['rate']:.2f}×" if nat_run else "n/a"
-            out.append(
-                f"| {label} | {size} | {fmt_count(run['delivered'])} | {run['seconds']:.3f} "
-                f"| {fmt_rate(run['rate'])} | {run['gbps']:.2f} | {cpu_ns(cell)} "
-                f"| {run['dropped_while_queueing']} | {run['other_cpu'] * 100:.0f}% "
-                f"| {ratio} | {cell.rate_range()} |"
-            )
+            if cell is not None:
+                first = [IMPLS[key].label, str(size)]
+                out.append(median_row(first, cell, nat_run, CEILING_COLUMNS))
     out.append("")
     return out
+
+
+#: How each figure of a cell is shown: (cell, its median run, rate relative to native) -> text.
+Figure = Callable[["Cell", dict[str, Any], str], str]
+FIGURES: dict[str, Figure] = {
+    "written": lambda cell, run, ratio: fmt_count(run["written"]),
+    "delivered": lambda cell, run, ratio: fmt_count(run["delivered"]),
+    "drain seconds": lambda cell, run, ratio: f"{run['seconds']:.3f}",
+    "rate": lambda cell, run, ratio: fmt_rate(run["rate"]),
+    "Gbit/s": lambda cell, run, ratio: f"{run['gbps']:.2f}",
+    "loss": lambda cell, run, ratio: f"{run['loss'] * 100:.2f}%",
+    "B TX dropped": lambda cell, run, ratio: fmt_count(run["tx_dropped"]),
+    "noise idle / in run": lambda cell, run, ratio: f"{first_noise(cell)} / {run['noise_run']}",
+    "CPU ns/frame": lambda cell, run, ratio: cpu_ns(cell),
+    "dropped while queueing": lambda cell, run, ratio: str(run["dropped_while_queueing"]),
+    "other CPU": lambda cell, run, ratio: f"{run['other_cpu'] * 100:.0f}%",
+    "vs native": lambda cell, run, ratio: ratio,
+    "range": lambda cell, run, ratio: cell.rate_range(),
+}
+#: The figure columns of each table: (column title, key in FIGURES).
+LOOP_COLUMNS = {
+    "written": "written", "delivered": "delivered", "delivered/s": "rate", "Gbit/s": "Gbit/s",
+    "loss": "loss", "B TX dropped": "B TX dropped", "noise idle / in run": "noise idle / in run",
+    "CPU ns/frame": "CPU ns/frame", "other CPU": "other CPU", "vs native": "vs native",
+    "delivered/s range (runs used)": "range",
+}  # fmt: skip
+CEILING_COLUMNS = {
+    "delivered": "delivered", "drain seconds": "drain seconds", "frames/s": "rate",
+    "Gbit/s": "Gbit/s", "reader CPU ns/frame": "CPU ns/frame",
+    "dropped while queueing": "dropped while queueing", "other CPU": "other CPU",
+    "vs native": "vs native", "frames/s range (runs used)": "range",
+}  # fmt: skip
+
+
+def median_row(
+    first: list[str], cell: Cell, base: dict[str, Any] | None, columns: dict[str, str]
+) -> str:
+    """A table row: the ``first`` cells, then the ``columns`` of the cell's median run, with
+    its rate relative to ``base``'s (the native run); or ``failed: why`` and empty cells."""
+    run = cell.median_run()
+    if run is None:
+        failed = table_row([*first, f"failed: {one_line(cell.error)}"])
+        return failed + "|" * (len(columns) - 1)
+    ratio = f"{run['rate'] / base['rate']:.2f}×" if base else "n/a"
+    return table_row([*first, *(FIGURES[key](cell, run, ratio) for key in columns.values())])
 
 
 def one_line(error: str | None) -> str:
@@ -527,18 +461,11 @@ def first_noise(cell: Cell) -> str:
     return "—"
 
 
-def _rel(path: str) -> str:
-    """``path`` relative to the repository when inside it (for a reproducible command)."""
-    p = Path(path).absolute()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=float, default=3.0, help="timed window per run (3)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown (3)")
-    p.add_argument("--sizes", default="64,1514", help="frame sizes (64,1514)")
-    p.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
+    p = cli.parser(__doc__, repeat_help="runs per cell; the median is shown", sizes="64,1514")
+    p.add_argument(
+        "--impls", type=cli.str_list, default=list(IMPLS), help=f"subset of {','.join(IMPLS)}"
+    )
     p.add_argument("--noise-seconds", type=float, default=1.0, help="idle-writer noise window (1)")
     p.add_argument(
         "--ceiling-frames", type=int, default=250_000, help="frames queued for the ceiling"
@@ -553,14 +480,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "disturbed: it is run again, and left out of the median if a calm run exists (0.05)",
     )
     p.add_argument("--retries", type=int, default=2, help="reruns of a disturbed run (2)")
-    p.add_argument("--out", type=Path, help="also write the Markdown report here")
-    p.add_argument("--json", type=Path, help="write every run's raw figures here")
     p.add_argument("--python", default=sys.executable, help="interpreter for the children")
     p.add_argument("--native-bin", type=Path, default=NATIVE_BIN)
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     args = p.parse_args(argv)
-    args.sizes = [int(s) for s in args.sizes.split(",") if s]
-    args.impls = [s for s in args.impls.split(",") if s]
     unknown = [s for s in args.impls if s not in IMPLS]
     if unknown:
         p.error(f"unknown implementation(s): {', '.join(unknown)}")
@@ -573,9 +496,10 @@ def select_impls(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """Build the native baseline and probe each implementation: (runnable, skipped)."""
     skipped: dict[str, str] = {}
     if "native" in args.impls and not args.no_build:
-        err = build_native(args.native_bin)
-        if err:
-            skipped["native"] = err
+        try:
+            build_example("native_bridge")
+        except BenchError as exc:
+            skipped["native"] = str(exc)
     for key in args.impls:
         if key not in skipped:
             reason = check_available(IMPLS[key], args.python, args.native_bin)
@@ -609,88 +533,72 @@ def undisturbed(
     return best
 
 
-def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
+def run_cells(
+    args: argparse.Namespace,
+    keys: list[str],
+    label: str,
+    once: Callable[[int, str, int], dict[str, Any]],
+    summary: Callable[[dict[str, Any]], str],
+    cpu_label: str,
+    *,
+    rotate: bool,
+) -> dict[tuple[str, int], Cell]:
+    """``once(round, key, size)`` for every round, size and key, each run undisturbed; one
+    progress line per run: ``summary`` and the CPU figures (``cpu_label``: whose CPU)."""
     cells: dict[tuple[str, int], Cell] = {}
-    for rep in range(args.repeat):
-        # Rotate the order each repeat so no implementation always runs first or last.
-        order = runnable[rep % len(runnable) :] + runnable[: rep % len(runnable)]
+    for rep, order in cli.rounds(args.repeat, keys, rotate=rotate):
         for size in args.sizes:
             for key in order:
                 cell = cells.setdefault((key, size), Cell(max_other_cpu=args.max_other_cpu))
-                tag = f"[{rep + 1}/{args.repeat}] {key:7s} {size:5d} B"
-                noise = args.noise_seconds if rep == 0 else 0.0
+                tag = f"[{rep + 1}/{args.repeat}] {label}{key:7s} {size:5d} B"
                 try:
-                    res = undisturbed(
-                        args,
-                        tag,
-                        functools.partial(
-                            run_loop_once,
-                            IMPLS[key],
-                            size,
-                            args.seconds,
-                            noise,
-                            args.python,
-                            args.native_bin,
-                        ),
-                    )
+                    res = undisturbed(args, tag, functools.partial(once, rep, key, size))
                 except (BenchError, TimeoutError, topology.TopologyError) as exc:
                     cell.error = str(exc)
                     log(f"{tag}  FAILED: {exc}")
                     continue
                 cell.runs.append(res)
                 log(
-                    f"{tag}  delivered {fmt_rate(res['rate'])}/s, written "
-                    f"{fmt_rate(res['written'] / res['write_seconds'])}/s, "
-                    f"loss {res['loss'] * 100:.2f}%, B TX dropped {res['tx_dropped']}, "
-                    f"other CPU {res['other_cpu'] * 100:.0f}%, "
-                    f"CPU {res['cpu_ns_per_frame']:.0f} ns/frame"
+                    f"{tag}  {summary(res)}, other CPU {res['other_cpu'] * 100:.0f}%, "
+                    f"{cpu_label} {res['cpu_ns_per_frame']:.0f} ns/frame"
                 )
     return cells
 
 
+def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
+    def once(rep: int, key: str, size: int) -> dict[str, Any]:
+        noise = args.noise_seconds if rep == 0 else 0.0
+        return run_loop_once(IMPLS[key], size, args.seconds, noise, args.python, args.native_bin)
+
+    def summary(res: dict[str, Any]) -> str:
+        written = fmt_rate(res["written"] / res["write_seconds"])
+        return (
+            f"delivered {fmt_rate(res['rate'])}/s, written {written}/s, "
+            f"loss {res['loss'] * 100:.2f}%, B TX dropped {res['tx_dropped']}"
+        )
+
+    # Rotate the order each round so no implementation always runs first or last.
+    return run_cells(args, runnable, "", once, summary, "CPU", rotate=True)
+
+
 def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
-    ceiling: dict[tuple[str, int], Cell] = {}
+    def once(rep: int, key: str, size: int) -> dict[str, Any]:
+        return run_ceiling_once(IMPLS[key], size, args.ceiling_frames, args.python, args.native_bin)
+
+    def summary(res: dict[str, Any]) -> str:
+        return (
+            f"{fmt_rate(res['rate'])}/s, {res['delivered']} in {res['seconds']:.3f} s, "
+            f"{res['dropped_while_queueing']} dropped while queueing"
+        )
+
     keys = [k for k in CEILING_IMPLS if k in runnable]
-    for rep in range(args.repeat):
-        for size in args.sizes:
-            for key in keys:
-                cell = ceiling.setdefault((key, size), Cell(max_other_cpu=args.max_other_cpu))
-                tag = f"[{rep + 1}/{args.repeat}] ceiling {key:7s} {size:5d} B"
-                try:
-                    res = undisturbed(
-                        args,
-                        tag,
-                        functools.partial(
-                            run_ceiling_once,
-                            IMPLS[key],
-                            size,
-                            args.ceiling_frames,
-                            args.python,
-                            args.native_bin,
-                        ),
-                    )
-                except (BenchError, TimeoutError, topology.TopologyError) as exc:
-                    cell.error = str(exc)
-                    log(f"{tag}  FAILED: {exc}")
-                    continue
-                cell.runs.append(res)
-                log(
-                    f"{tag}  {fmt_rate(res['rate'])}/s ({res['delivered']} in "
-                    f"{res['seconds']:.3f} s, {res['dropped_while_queueing']} dropped while queueing, "
-                    f"other CPU {res['other_cpu'] * 100:.0f}%, "
-                    f"reader CPU {res['cpu_ns_per_frame']:.0f} ns/frame)"
-                )
-    return ceiling
+    return run_cells(args, keys, "ceiling ", once, summary, "reader CPU", rotate=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    shown = sys.argv[1:] if argv is None else argv
-    command = shlex.join([_rel(sys.executable), _rel(sys.argv[0]), *shown])
-    ok, why = topology.have_privileges()
-    if not ok:
-        log(f"bridge_loop: cannot build the bridge loop: {why}")
-        return 2
+    command = command_line(relative(sys.executable), relative(sys.argv[0]))
+    cli.require_privileges("bridge_loop: cannot build the bridge loop")
     t_start = time.monotonic()
     runnable, skipped = select_impls(args)
     if not runnable:
@@ -699,28 +607,14 @@ def main(argv: list[str] | None = None) -> int:
     cells = {} if args.no_loop else run_loops(args, runnable)
     ceiling = {} if args.no_ceiling else run_ceilings(args, runnable)
     report = render(args, command, cells, ceiling, skipped, time.monotonic() - t_start)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        log(f"wrote {args.out}")
-    if args.json:
-        raw = {
-            "loop": {f"{k}/{s}": c.runs for (k, s), c in cells.items()},
-            "ceiling": {f"{k}/{s}": c.runs for (k, s), c in ceiling.items()},
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(raw, indent=1))
+    raw = {
+        "loop": {f"{k}/{s}": c.runs for (k, s), c in cells.items()},
+        "ceiling": {f"{k}/{s}": c.runs for (k, s), c in ceiling.items()},
+    }
+    emit(report, args.out, args.json, raw)
     failed = any(c.error and not c.runs for c in [*cells.values(), *ceiling.values()])
     return 1 if failed else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through every BridgeLoop: namespaces are removed
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    sys.exit(130)
+    cli.run_main(main)

@@ -39,27 +39,28 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import cli
+from harness.child import open_tuntap, reply, restore_sigint
+from harness.procs import EXAMPLES, Child, build_example, log
+from harness.report import emit, per_round_ratios, ratio_cell
+from vnetio._topology import DST_MAC, ETHERTYPE, SRC_MAC, BridgeLoop, mac_bytes
+
 IMPLS = ["vnetio-none", "vnetio", "vnetio-pyloop", "native", "scapy", "os-scapy"]
-NATIVE_BIN = ROOT / "target" / "release" / "examples" / "native_bridge"
-SRC_MAC = bytes.fromhex("02766e100001")
-DST_MAC = bytes.fromhex("02766e100002")
-ETHERTYPE = b"\x88\xb5"
+NATIVE_BIN = EXAMPLES / "native_bridge"
 
 
 def frame(size: int) -> bytes:
-    return DST_MAC + SRC_MAC + ETHERTYPE + bytes(size - 14)
+    """Our MACs and EtherType (``vnetio._topology``), then zeros."""
+    return mac_bytes(DST_MAC) + mac_bytes(SRC_MAC) + ETHERTYPE.to_bytes(2, "big") + bytes(size - 14)
 
 
 # -- children (run inside the namespace) ---------------------------------------------------
@@ -67,38 +68,18 @@ def frame(size: int) -> bytes:
 
 def child_writer(tap: str, size: int, seconds: float) -> None:
     import vnetio
+    from harness.child import flood
 
     with vnetio.Tap(tap) as a:
-        batch = vnetio.Batch.from_frames([frame(size)] * 256)
-        print(json.dumps({"event": "ready"}), flush=True)
-        sys.stdin.readline()  # "go"
-        sent = errors = 0
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                sent += a.send_batch(batch)
-            except OSError as exc:
-                sent += getattr(exc, "sent", 0)
-                errors += 1
-        print(json.dumps({"event": "done", "sent": sent, "errors": errors}), flush=True)
+        flood(a, vnetio.Batch.from_frames([frame(size)] * 256), seconds)
 
 
-def attach_fd(name: str) -> int:
-    import fcntl
-    import struct
-
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    ifreq = struct.pack("16sH22x", name.encode(), 0x0002 | 0x1000)  # IFF_TAP | IFF_NO_PI
-    fcntl.ioctl(fd, 0x400454CA, ifreq)  # TUNSETIFF
-    return fd
-
-
-def _read_none(tap: str, path: str, ready: str) -> int:
+def _read_none(tap: str, path: str) -> int:
     import vnetio
 
     delivered = 0
     with vnetio.Tap(tap) as b:
-        print(ready, flush=True)
+        reply({"event": "ready"})
         try:
             while True:
                 delivered += len(b.recv_batch(256, timeout=0.05))
@@ -106,12 +87,12 @@ def _read_none(tap: str, path: str, ready: str) -> int:
             return delivered
 
 
-def _read_vnetio(tap: str, path: str, ready: str, *, rust_loop: bool) -> int:
+def _read_vnetio(tap: str, path: str, *, rust_loop: bool) -> int:
     import vnetio
     from vnetio.capture import Writer
 
     with vnetio.Tap(tap) as b, Writer(path, interface=b) as w:
-        print(ready, flush=True)
+        reply({"event": "ready"})
         try:
             if rust_loop:
                 w.capture(b)
@@ -122,30 +103,29 @@ def _read_vnetio(tap: str, path: str, ready: str, *, rust_loop: bool) -> int:
     return 0
 
 
-def _read_scapy(tap: str, path: str, ready: str) -> int:
+def _read_scapy(tap: str, path: str) -> int:
     from scapy.layers.tuntap import TunTapInterface
     from scapy.sendrecv import sniff
     from scapy.utils import PcapWriter
 
-    sock = TunTapInterface(tap, mode_tun=False)
+    sock = TunTapInterface(tap, mode_tun=False)  # type: ignore[no-untyped-call]
     with PcapWriter(path, linktype=1, sync=False) as pw:
-        print(ready, flush=True)
+        reply({"event": "ready"})
         sniff(opened_socket=sock, prn=pw.write, store=False)  # returns on SIGINT
     return 0
 
 
-def _read_os_scapy(tap: str, path: str, ready: str) -> int:
+def _read_os_scapy(tap: str, path: str) -> int:
     import select
 
     from scapy.utils import PcapWriter
 
-    fd = attach_fd(tap)
-    os.set_blocking(fd, False)
+    fd = open_tuntap(tap, nonblocking=True)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     try:
         with PcapWriter(path, linktype=1, sync=False) as pw:
-            print(ready, flush=True)
+            reply({"event": "ready"})
             read, write = os.read, pw.write
             try:
                 while True:
@@ -161,11 +141,8 @@ def _read_os_scapy(tap: str, path: str, ready: str) -> int:
 
 
 def child_reader(impl: str, tap: str, path: str) -> None:
-    # The parent stops readers with SIGINT; a shell that started the benchmark in the
-    # background (no job control) hands its children SIGINT ignored, so set it back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    ready = json.dumps({"event": "ready"})
-    readers = {
+    restore_sigint()  # the parent stops readers with SIGINT
+    readers: dict[str, Callable[[str, str], int]] = {
         "vnetio-none": _read_none,
         "vnetio": functools.partial(_read_vnetio, rust_loop=True),
         "vnetio-pyloop": functools.partial(_read_vnetio, rust_loop=False),
@@ -174,8 +151,8 @@ def child_reader(impl: str, tap: str, path: str) -> None:
     }
     if impl not in readers:
         raise SystemExit(f"unknown implementation {impl}")
-    delivered = readers[impl](tap, path, ready)
-    print(json.dumps({"event": "done", "delivered": delivered}), flush=True)
+    delivered = readers[impl](tap, path)
+    reply({"event": "done", "delivered": delivered})
 
 
 # -- parent --------------------------------------------------------------------------------
@@ -184,91 +161,49 @@ def child_reader(impl: str, tap: str, path: str) -> None:
 def ours_in_file(path: str, size: int) -> int:
     from vnetio.capture import Reader
 
+    src = mac_bytes(SRC_MAC)
     n = 0
     with Reader(path) as r:
         for batch in r:
-            n += sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == SRC_MAC)
+            n += sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == src)
     return n
-
-
-def tx_dropped(ns: str, dev: str) -> int:
-    out = subprocess.run(
-        ["ip", "-n", ns, "-j", "-s", "link", "show", "dev", dev],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return int(json.loads(out)[0]["stats64"]["tx"]["dropped"])
-
-
-def expect(proc: subprocess.Popen[str], event: str) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"child ended before {event!r}: exit {proc.wait()}")
-    msg = json.loads(line)
-    if msg.get("event") != event:
-        raise RuntimeError(f"expected {event!r}, got {msg}")
-    return dict(msg)
-
-
-def tell(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
 
 
 def run_one(
     impl: str, size: int, seconds: float, workdir: str, queue: int | None = None
 ) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "python"))
-    from vnetio._topology import BridgeLoop
-
     path = os.path.join(workdir, f"{impl}-{size}.pcap{'ng' if impl.startswith('vnetio') else ''}")
     me = [sys.executable, os.path.abspath(__file__)]
     with BridgeLoop("capture") as loop:
         if queue is not None:
             loop.set_txqueuelen(loop.tap_b, queue)
-        inside = ["ip", "netns", "exec", loop.netns]
         native = impl == "native"
-        child = (
+        argv = (
             [str(NATIVE_BIN), "--reader-only", "--tap-b", loop.tap_b, "--size", str(size)]
             if native
             else [*me, "--child-reader", impl, "--tap", loop.tap_b, "--file", path]
         )
-        reader = subprocess.Popen(
-            [*inside, *child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        writer = None
-        try:
-            expect(reader, "ready")
+        with Child(loop.ns_argv(argv), f"{impl} reader") as reader:
+            reader.expect("ready", timeout=60)
             if native:  # starts reading into the file at once
-                tell(reader, f"capture {path}")
-            writer = subprocess.Popen(
-                [*inside, *me, "--child-writer", "--tap", loop.tap_a, "--size", str(size),
-                 "--seconds", str(seconds)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            expect(writer, "ready")
-            loop.wait_forwarding()
-            dropped0 = tx_dropped(loop.netns, loop.tap_b)
-            tell(writer, "go")
-            sent = expect(writer, "done")["sent"]
-            time.sleep(0.5)  # let the reader drain B's ring
-            dropped = tx_dropped(loop.netns, loop.tap_b) - dropped0
-            if native:
-                tell(reader, "stop")
-            else:
-                reader.send_signal(signal.SIGINT)
-            done = expect(reader, "done")
-            if native:
-                tell(reader, "quit")
-            reader.wait(timeout=30)
-        finally:
-            for p in (reader, writer):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
+                reader.send(f"capture {path}")
+            argv = [*me, "--child-writer", "--tap", loop.tap_a, "--size", str(size),
+                    "--seconds", str(seconds)]  # fmt: skip
+            with Child(loop.ns_argv(argv), "writer") as writer:
+                writer.expect("ready", timeout=60)
+                loop.wait_forwarding()
+                dropped0 = loop.counters(loop.tap_b)["tx_dropped"]
+                writer.send("go")
+                sent = writer.expect("done", timeout=seconds + 60)["sent"]
+                time.sleep(0.5)  # let the reader drain B's ring
+                dropped = loop.counters(loop.tap_b)["tx_dropped"] - dropped0
+                if native:
+                    reader.send("stop")
+                else:
+                    reader.proc.send_signal(signal.SIGINT)
+                done = reader.expect("done", timeout=60)
+                if native:
+                    reader.send("quit")
     kept = done["delivered"] if impl == "vnetio-none" else ours_in_file(path, size)
     if os.path.exists(path):
         os.unlink(path)
@@ -293,22 +228,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = {
-        (r["queue"], r["size"], r["round"]): r["rate"] for r in rows if r["impl"] == "vnetio-none"
-    }
     keys = list(dict.fromkeys((r["queue"], r["size"], r["impl"]) for r in rows))
     for queue, size, impl in keys:
         runs = [r for r in rows if (r["queue"], r["size"], r["impl"]) == (queue, size, impl)]
-        ratios = [
-            r["rate"] / base[(queue, size, r["round"])]
-            for r in runs
-            if base.get((queue, size, r["round"]))
-        ]
-        ratio = ""
-        if ratios:
-            ratio = f"{statistics.median(ratios):.2f}x"
-            if len(ratios) > 1:
-                ratio += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+        base = [r for r in rows if (r["queue"], r["size"], r["impl"]) == (queue, size, IMPLS[0])]
+        ratio = ratio_cell(per_round_ratios(runs, base, "rate"))
         med = statistics.median
         lines.append(
             f"| {queue or 'default'} | {size} B | {impl} | {len(runs)} | "
@@ -322,38 +246,34 @@ def table(rows: list[dict[str, Any]]) -> str:
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
-        for queue in (int(q) for q in args.queues.split(",")):
-            for size in (int(s) for s in args.sizes.split(",")):
-                for round_ in range(args.repeat):
-                    for impl in args.impls.split(","):
+        for queue in args.queues:
+            for size in args.sizes:
+                for round_, impls in cli.rounds(args.repeat, args.impls):
+                    for impl in impls:
                         row = run_one(impl, size, args.seconds, workdir, queue)
                         row["queue"], row["round"] = queue, round_
-                        print(
+                        log(
                             f"q{queue:<5d} {size:5d} B {impl:14s} kept "
                             f"{row['rate'] / 1e3:9,.0f} k/s  loss {row['loss'] * 100:5.2f}%  "
-                            f"kernel dropped {row['kernel_dropped']:,}",
-                            file=sys.stderr,
-                            flush=True,
+                            f"kernel dropped {row['kernel_dropped']:,}"
                         )
                         rows.append(row)
     return rows
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--sizes", default="64,1514")
-    p.add_argument("--impls", default=",".join(IMPLS))
+    p = cli.parser(
+        __doc__, repeat=1, repeat_help="rounds of every reader (medians)", sizes="64,1514"
+    )
+    p.add_argument("--impls", type=cli.str_list, default=IMPLS, help=",".join(IMPLS))
     p.add_argument(
         "--queues",
-        default="1000,8192",
+        type=cli.int_list,
+        default=[1000, 8192],
         help="B's txqueuelen for each set of runs (1000: the kernel's default; 8192: what "
         "vnetio captures raise it to)",
     )
-    p.add_argument("--repeat", type=int, default=1, help="rounds of every reader (medians)")
     p.add_argument("--dir", help="where the capture files go (default: a temporary directory)")
-    p.add_argument("--out", type=Path, help="also write the Markdown table here")
-    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--child-reader", help=argparse.SUPPRESS)
     p.add_argument("--child-writer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tap", help=argparse.SUPPRESS)
@@ -366,24 +286,13 @@ def main() -> int:
     if args.child_reader:
         child_reader(args.child_reader, args.tap, args.file)
         return 0
-    if os.geteuid() != 0:
-        print("capture_loop: needs root (network namespaces and TAPs)", file=sys.stderr)
-        return 1
-    if "native" in args.impls.split(",") and not NATIVE_BIN.exists():
-        subprocess.run(
-            ["cargo", "build", "--release", "--example", "native_bridge"], cwd=ROOT, check=True
-        )
+    cli.require_privileges("capture_loop")
+    if "native" in args.impls:
+        build_example("native_bridge")
     rows = run_all(args)
-    text = table(rows)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    emit(table(rows), args.out, args.json, rows)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)

@@ -31,58 +31,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import subprocess
+import struct
 import sys
-import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import vnetio
-from vnetio._topology import BridgeLoop
+from harness import cli
+from harness.child import flood
+from harness.procs import Child, log
+from harness.report import emit, per_round_ratios
+from vnetio._topology import BridgeLoop, build_frame
 
 EXPR = "udp dst port 53"
 MATCH_EVERY = 100
 
-WRITER = textwrap.dedent(
-    """
-    import struct, sys, time, vnetio
-    from vnetio._topology import build_frame
-    ns, seconds = sys.argv[1], float(sys.argv[2])
+
+def udp_frames() -> list[bytes]:
+    """400 64-byte UDP frames from our MAC, every MATCH_EVERY-th to port 53, the rest to 80."""
     base = bytearray(build_frame(64))
-    def udp(dport):
+
+    def udp(dport: int) -> bytes:
         f = bytearray(base)
-        f[12:14] = b"\\x08\\x00"
+        f[12:14] = b"\x08\x00"
         f[14:34] = bytes([0x45, 0, 0, 50, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2])
         f[34:42] = struct.pack("!HHHH", 4000, dport, 30, 0)
         return bytes(f)
-    frames = [udp(53 if i % {every} == 0 else 80) for i in range(400)]
-    batch = vnetio.Batch.from_frames(frames)
-    with vnetio.Tap("vnA", netns=ns) as a:
-        print("ready", flush=True)
-        sys.stdin.readline()
-        sent = 0
-        start = time.perf_counter()
-        end = start + seconds
-        while time.perf_counter() < end:
-            sent += a.send_batch(batch)
-        elapsed = time.perf_counter() - start
-        print(sent, elapsed, flush=True)
-    """
-).replace("{every}", str(MATCH_EVERY))
+
+    return [udp(53 if i % MATCH_EVERY == 0 else 80) for i in range(400)]
+
+
+def child_writer(netns: str, tap: str, seconds: float) -> None:
+    with vnetio.Tap(tap, netns=netns) as a:
+        flood(a, vnetio.Batch.from_frames(udp_frames()), seconds)
 
 
 def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
     b = vnetio.Tap(loop.tap_b, netns=loop.netns)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, loop.netns, str(seconds)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    me = [sys.executable, os.path.abspath(__file__)]
+    argv = [*me, "--child-writer", loop.netns, "--tap", loop.tap_a, "--seconds", str(seconds)]
+    writer = Child(argv, "writer")
     try:
-        assert writer.stdin and writer.stdout
-        if writer.stdout.readline().strip() != "ready":
-            raise RuntimeError("writer failed to start")
+        writer.expect("ready", timeout=60)
         loop.wait_forwarding(loop.tap_a, loop.tap_b)
         while len(b.recv_batch(512, timeout=0.05)):
             pass
@@ -91,8 +83,7 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         elif method == "userspace":
             assert b.set_filter(EXPR, placement="userspace") == "userspace"
         base = b.stats()
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+        writer.send("go")
         start = time.perf_counter()
         if method == "scapy":
             matched = scapy_reader(b, seconds)
@@ -102,14 +93,11 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         else:
             matched = vnetio_reader(b, seconds, count_matches=method == "none")
         reader_time = time.perf_counter() - start
-        sent_s, elapsed_s = writer.stdout.readline().split()
-        writer.wait(timeout=10)
-        sent, elapsed = int(sent_s), float(elapsed_s)
+        done = writer.expect("done", timeout=seconds + 60)
+        sent, elapsed = int(done["sent"]), float(done["seconds"])
         stats = b.stats()
     finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
+        writer.close()
         b.close()
     matches_sent = (sent + MATCH_EVERY - 1) // MATCH_EVERY
     return {
@@ -155,36 +143,36 @@ def scapy_reader(b: vnetio.Tap, seconds: float) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--methods", default="none,kernel,userspace,scapy,idle,idle-kernel")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--json", type=Path)
+    ap = cli.parser(__doc__)
+    ap.add_argument(
+        "--methods",
+        type=cli.str_list,
+        default=["none", "kernel", "userspace", "scapy", "idle", "idle-kernel"],
+        help="none,kernel,userspace,scapy,idle,idle-kernel",
+    )
+    ap.add_argument("--child-writer", metavar="NETNS", help=argparse.SUPPRESS)
+    ap.add_argument("--tap", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    methods = args.methods.split(",")
+    if args.child_writer:
+        child_writer(args.child_writer, args.tap, args.seconds)
+        return 0
+    cli.require_privileges("filter_loop")
+    methods = args.methods
     results: list[dict[str, Any]] = []
-    for rep in range(args.repeat):
-        for method in methods:
+    for rep, ordered in cli.rounds(args.repeat, methods):
+        for method in ordered:
             with BridgeLoop("filter") as loop:
                 r = run_once(loop, method, args.seconds)
             r["repeat"] = rep
             results.append(r)
-            print(json.dumps(r), file=sys.stderr, flush=True)
-    table = summarize(results, methods, args)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+            log(json.dumps(r))
+    emit(summarize(results, methods, args), args.out, args.json, results)
     return 0
 
 
 def summarize(results: list[dict[str, Any]], methods: list[str], args: Any) -> str:
     def med(method: str, key: str) -> float:
-        return statistics.median(r[key] for r in results if r["method"] == method)
+        return float(statistics.median(r[key] for r in results if r["method"] == method))
 
     base_w = med("none", "written_per_s") if "none" in methods else None
     lines = [
@@ -212,17 +200,16 @@ def summarize(results: list[dict[str, Any]], methods: list[str], args: Any) -> s
         delivered = "-" if idle else f"{med(m, 'delivered_per_s'):,.0f}"
         loss = "-" if idle else f"{med(m, 'match_loss'):.2%}"
         if m == "idle-kernel" and "idle" in methods:
-            pairs = [
-                (k["written_per_s"], i["written_per_s"])
-                for k in results
-                if k["method"] == m
-                for i in results
-                if i["method"] == "idle" and i["repeat"] == k["repeat"]
-            ]
-            ratio = f"{statistics.median(k / i for k, i in pairs):.2f}x idle"
+            ratios = per_round_ratios(
+                [r for r in results if r["method"] == m],
+                [r for r in results if r["method"] == "idle"],
+                "written_per_s",
+                round_key="repeat",
+            )
+            ratio = f"{statistics.median(ratios):.2f}x idle"
         lines.append(f"| {m} | {w:,.0f} | {ratio} | {delivered} | {loss} | {filt_s} | {drop_s} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run_main(main)

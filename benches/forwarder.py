@@ -29,26 +29,29 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
+import dataclasses
 import json
 import os
 import platform
 import secrets
 import shlex
+import signal
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = ROOT / "target" / "release" / "examples" / "native_forwarder"
+from harness import cli
+from harness.child import open_tuntap, reply
+from harness.procs import EXAMPLES, Child, Contention, build_example, cpu_ticks, log, proc_stat
+from harness.report import command_line, emit, write_section
+
+NATIVE = EXAMPLES / "native_forwarder"
 DEV_A, DEV_B = "vnfwa0", "vnfwb0"
 ADDR_A, ADDR_B = "198.51.100.1", "198.51.100.2"
 PORT = 5301
@@ -56,11 +59,6 @@ OTHER_BENCHMARKS = ("bridge_loop", "native_bridge")
 # A run is calm when processes outside the measurement used at most this share of a core.
 FOREIGN_LIMIT = 0.05
 MAX_TRIES = 4
-SECTION_BEGIN = "<!-- forwarder:begin (benches/forwarder.py writes this section) -->"
-SECTION_END = "<!-- forwarder:end -->"
-
-IFF_TUN, IFF_TAP, IFF_NO_PI = 0x0001, 0x0002, 0x1000
-TUNSETIFF = 0x400454CA
 CLONE_NEWNET = 0x40000000
 
 
@@ -112,7 +110,7 @@ def pump_forever(pairs: list[tuple[Callable[[], Any], Callable[[Any], Any]]]) ->
     threads = [threading.Thread(target=loop, args=p, daemon=True) for p in pairs]
     for t in threads:
         t.start()
-    print("ready", flush=True)
+    reply({"event": "ready"})
     for t in threads:
         t.join()
 
@@ -145,13 +143,10 @@ def serve(impl: str, kind: str, a: str, b: str) -> None:
         tb = pytun.TunTapDevice(name=dev_b, flags=flags)
         pump_forever([(lambda: ta.read(65536), tb.write), (lambda: tb.read(65536), ta.write)])
     elif impl == "os":
-        flags = (IFF_TAP if kind == "tap" else IFF_TUN) | IFF_NO_PI
 
         def attach(ns: str, dev: str) -> int:
             enter_netns(ns)
-            fd = os.open("/dev/net/tun", os.O_RDWR)
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", dev.encode(), flags))
-            return fd
+            return open_tuntap(dev, tap=kind == "tap")
 
         fd_a, fd_b = attach(ns_a, dev_a), attach(ns_b, dev_b)
         pump_forever(
@@ -176,31 +171,6 @@ def run(argv: list[str], *, check: bool = True, timeout: float = 30) -> str:
 
 def in_ns(ns: str, *argv: str, **kw: Any) -> str:
     return run(["ip", "netns", "exec", ns, *argv], **kw)
-
-
-def others_running() -> list[str]:
-    out = run(["pgrep", "-af", "|".join(OTHER_BENCHMARKS)], check=False)
-    me = {str(os.getpid())}
-    return [line for line in out.splitlines() if line.split(" ", 1)[0] not in me]
-
-
-@dataclass
-class Contention:
-    waited_s: float = 0.0
-    discarded: int = 0
-    disturbed: int = 0
-    seen: set[str] = field(default_factory=set)
-
-    def wait_calm(self) -> None:
-        """Never measure while another benchmark runs: wait for it to finish."""
-        announced = False
-        while found := others_running():
-            if not announced:
-                print(f"  waiting: another benchmark is running: {found[0][:100]}", flush=True)
-                announced = True
-            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
-            time.sleep(5)
-            self.waited_s += 5
 
 
 @contextmanager
@@ -243,31 +213,14 @@ def forwarder(impl: str, kind: str, ns_a: str, ns_b: str) -> Iterator[int | None
         argv += ["--vnet-hdr"] if impl == "native-vnet" else []
     else:
         argv = [sys.executable, __file__, "--serve", impl, "--kind", kind, "--a", a, "--b", b]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if line != "ready":
-            proc.wait(5)
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"{impl} forwarder did not start: {err[-500:]}")
-        yield proc.pid
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with Child(argv, f"{impl} forwarder", stop_signal=signal.SIGTERM) as child:
+        child.expect("ready", timeout=60)
+        yield child.proc.pid
 
 
 def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    # utime + stime of every thread, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the forwarder process (every thread) so far."""
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK") if pid is not None else 0.0
 
 
 def tx_dropped(ns_a: str, ns_b: str) -> int:
@@ -280,18 +233,11 @@ def tx_dropped(ns_a: str, ns_b: str) -> int:
 def process_ticks() -> dict[int, tuple[str, int]]:
     """CPU ticks (user + system) of every user-space process: pid -> (command, ticks)."""
     ticks = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+        stat = proc_stat(pid)
+        if stat is None or pid == 2 or stat[1] == 2:  # gone, or kthreadd and its kernel threads
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[1] == "2" or entry.name == "2":  # kernel threads (children of kthreadd)
-            continue
-        ticks[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]))
+        ticks[pid] = (stat[0], stat[2])
     return ticks
 
 
@@ -369,14 +315,14 @@ def calm_sample(
     for attempt in range(MAX_TRIES):
         contention.wait_calm()
         sample = iperf_once(ns_a, ns_b, pid, streams, seconds)
-        if others_running():
+        if contention.others_running():
             why = "another benchmark started during the run"
         elif sample.foreign > FOREIGN_LIMIT:
             why = f"other processes used {sample.foreign:.2f} cores ({sample.busiest})"
         else:
             return sample
         contention.discarded += 1
-        print(f"  discarded: {why}", flush=True)
+        log(f"  discarded: {why}")
         if attempt + 1 < MAX_TRIES:
             time.sleep(2)
     contention.disturbed += 1
@@ -408,7 +354,7 @@ def measure(
                 continue
             if impl.key == "veth" and kind != kinds[0]:
                 continue  # one kernel reference serves both tables
-            print(f"{kind} {impl.key}", flush=True)
+            log(f"{kind} {impl.key}")
             per_streams = {n: Result(kind, impl, n, []) for n in streams}
             try:
                 with topology(topo) as (ns_a, ns_b), forwarder(impl.key, kind, ns_a, ns_b) as pid:
@@ -416,13 +362,12 @@ def measure(
                         for n in streams:
                             sample = calm_sample(contention, ns_a, ns_b, pid, n, seconds)
                             per_streams[n].samples.append(sample)
-                            print(f"  {n} stream(s): {sample.gbps:6.2f} Gbit/s, "
-                                  f"{sample.retransmits} retr, {sample.drops} drops, "
-                                  f"cpu {sample.cpu:.2f}, foreign {sample.foreign:.2f}",
-                                  flush=True)  # fmt: skip
+                            log(f"  {n} stream(s): {sample.gbps:6.2f} Gbit/s, "
+                                f"{sample.retransmits} retr, {sample.drops} drops, "
+                                f"cpu {sample.cpu:.2f}, foreign {sample.foreign:.2f}")  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
                 msg = " ".join(str(exc).split())[:200]
-                print(f"  failed: {msg}", flush=True)
+                log(f"  failed: {msg}")
                 for r in per_streams.values():
                     r.error = msg
             results.extend(per_streams.values())
@@ -465,7 +410,7 @@ def table(results: list[Result], kind: str, streams: list[int]) -> list[str]:
 def report(
     results: list[Result], args: argparse.Namespace, contention: Contention, started: str
 ) -> str:
-    cmd = shlex.join(["python", "benches/forwarder.py", *sys.argv[1:]])
+    cmd = command_line()
     streams = args.streams
     out = [
         "## Forwarder: iperf3 TCP through two TUN (or TAP) adapters",
@@ -497,28 +442,11 @@ def report(
     return "\n".join(out)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace our marked section of BENCHMARKS.md (other sections are left alone)."""
-    block = f"{SECTION_BEGIN}\n{section}{SECTION_END}\n"
-    text = path.read_text() if path.exists() else ""
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
-    path.write_text(text)
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
-    p.add_argument("--kinds", type=lambda s: s.split(","), default=["tun", "tap"])
-    p.add_argument("--only", type=lambda s: s.split(","), default=None, help="implementations")
-    p.add_argument("--out", type=Path, help="write the Markdown report here")
-    p.add_argument("--benchmarks-md", type=Path, help="also (re)write our section of this file")
+    p = cli.parser(__doc__, benchmarks_md=True)
+    p.add_argument("--streams", type=cli.int_list, default=[1, 4], help="iperf3 -P for each (1,4)")
+    p.add_argument("--kinds", type=cli.str_list, default=["tun", "tap"], help="tun,tap")
+    p.add_argument("--only", type=cli.str_list, default=None, help="implementations")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--a", help=argparse.SUPPRESS)
@@ -527,28 +455,28 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.kind, args.a, args.b)
         return
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces, TUN/TAP)")
+    cli.require_privileges("forwarder")
     impls = [i for i in IMPLS if args.only is None or i.key in args.only]
     if any(i.key.startswith("native") for i in impls):
-        # Always: a no-op when the example is up to date, and never a stale binary.
-        subprocess.run(
-            ["cargo", "build", "-q", "--release", "--example", "native_forwarder"],
-            cwd=ROOT,
-            check=True,
-            timeout=900,
-        )
+        build_example("native_forwarder")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    contention = Contention()
+    contention = Contention(OTHER_BENCHMARKS)
     results = measure(args.kinds, impls, args.streams, args.repeat, args.seconds, contention)
     text = report(results, args, contention, started)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    raw = [
+        {
+            "kind": r.kind,
+            "impl": r.impl.key,
+            "streams": r.streams,
+            "error": r.error,
+            "samples": [dataclasses.asdict(x) for x in r.samples],
+        }
+        for r in results
+    ]
+    emit(text, args.out, args.json, raw)
     if args.benchmarks_md:
-        write_section(args.benchmarks_md, text)
+        write_section(args.benchmarks_md, text, __file__)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

@@ -25,28 +25,25 @@ alternate ``--repeat`` times; medians and the ratio are reported. Run as root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import shlex
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import vnetio
+from harness import cli
+from harness.procs import EXAMPLES, Contention, build_example, log
+from harness.report import command_line, emit, write_section
 from vnetio._topology import DST_MAC, SRC_MAC, BridgeLoop, mac_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = ROOT / "target" / "release" / "examples" / "native_superframe_loop"
+NATIVE = EXAMPLES / "native_superframe_loop"
 OTHER_BENCHMARKS = ("bridge_loop", "native_bridge", "benches/forwarder.py", "native_forwarder")
-SECTION_BEGIN = "<!-- superframe-loop:begin (benches/superframe_loop.py writes this section) -->"
-SECTION_END = "<!-- superframe-loop:end -->"
 MSS = 1448
 
 
@@ -148,72 +145,32 @@ def native_loop(
     return Sample(r["written"], r["delivered"], r["bytes"], r["seconds"])
 
 
-def others_running() -> list[str]:
-    out = subprocess.run(
-        ["pgrep", "-af", "|".join(OTHER_BENCHMARKS)], capture_output=True, text=True, check=False
-    ).stdout
-    return [line for line in out.splitlines() if line.split(" ", 1)[0] != str(os.getpid())]
-
-
-def wait_calm(seen: set[str]) -> float:
-    waited = 0.0
-    while found := others_running():
-        seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
-        time.sleep(5)
-        waited += 5
-    return waited
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace our marked section of BENCHMARKS.md (other sections are left alone)."""
-    block = f"{SECTION_BEGIN}\n{section}{SECTION_END}\n"
-    text = path.read_text() if path.exists() else ""
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
-    path.write_text(text)
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--payload", type=int, default=65_000)
-    p.add_argument("--batch", type=int, default=64, help="super-frames per send_batch")
-    p.add_argument("--out", type=Path)
-    p.add_argument("--benchmarks-md", type=Path, help="also (re)write our section of this file")
-    args = p.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces, TAP)")
-    # Always: a no-op when the example is up to date, and never a stale binary.
-    subprocess.run(
-        ["cargo", "build", "-q", "--release", "--example", "native_superframe_loop"],
-        cwd=ROOT,
-        check=True,
-        timeout=900,
+    p = cli.parser(
+        __doc__, repeat=5, repeat_help="alternating runs of each loop", benchmarks_md=True
     )
+    p.add_argument("--payload", type=int, default=65_000, help="TCP payload bytes (65000)")
+    p.add_argument("--batch", type=int, default=64, help="super-frames per send_batch (64)")
+    args = p.parse_args()
+    cli.require_privileges("superframe_loop")
+    build_example("native_superframe_loop")
     frame, meta, vnet_hdr = superframe(args.payload)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: dict[str, list[Sample]] = {"python": [], "native": []}
-    seen: set[str] = set()
-    waited = 0.0
+    contention = Contention(OTHER_BENCHMARKS)
     with BridgeLoop("superframe") as loop:
-        for _ in range(args.repeat):
-            for name in ("native", "python"):
-                waited += wait_calm(seen)
+        for _, names in cli.rounds(args.repeat, ("native", "python")):
+            for name in names:
+                contention.wait_calm()
                 if name == "native":
                     s = native_loop(loop, frame, vnet_hdr, args)
                 else:
                     s = python_loop(loop, frame, meta, args)
                 results[name].append(s)
-                print(f"{name:6} {s.gbps:6.1f} Gbit/s {s.per_s / 1e3:6.1f} k/s loss {s.loss:.1%}",
-                      flush=True)  # fmt: skip
+                log(f"{name:6} {s.gbps:6.1f} Gbit/s {s.per_s / 1e3:6.1f} k/s loss {s.loss:.1%}")
     med = {k: statistics.median(s.gbps for s in v) for k, v in results.items()}
     ratios = [p.gbps / n.gbps for p, n in zip(results["python"], results["native"], strict=True)]
-    cmd = shlex.join(["python", "benches/superframe_loop.py", *sys.argv[1:]])
+    cmd = command_line()
     lines = [
         "## Bridge loop with 64 KiB TCP super-frames: Python vs native",
         "",
@@ -248,21 +205,19 @@ def main() -> None:
         ),
         "",
         (
-            f"Contention: waited {waited:.0f} s for {', '.join(sorted(seen))} to finish; no run "
-            "overlapped another benchmark."
-            if seen
+            f"Contention: waited {contention.waited_s:.0f} s for {', '.join(sorted(contention.seen))} "
+            "to finish; no run overlapped another benchmark."
+            if contention.seen
             else "Contention: no other benchmark was running during any run."
         ),
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    raw = {k: [dataclasses.asdict(s) for s in v] for k, v in results.items()}
+    emit(text, args.out, args.json, raw)
     if args.benchmarks_md:
-        write_section(args.benchmarks_md, text)
+        write_section(args.benchmarks_md, text, __file__)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

@@ -1,5 +1,5 @@
 //! Native baseline for the bridge-loop benchmark: plain `write()` / `read()`, one frame per
-//! system call, through the `tun-tap` crate.
+//! system call, on TAPs attached through the `tun-tap` crate (`common/tuntap.rs`).
 //!
 //! Run it inside the namespace that holds the bridge loop (see `python/vnetio/_topology.py`
 //! and `benches/bridge_loop.py`):
@@ -30,22 +30,20 @@
 //! A frame counts as delivered only if it has the benchmark's size and starts with our
 //! source MAC and `EtherType` (bytes `6..14`); anything else on the port is noise.
 
-// The only unsafe code: fcntl(O_NONBLOCK) and poll() on the TAP fd, which tun-tap exposes
-// through AsRawFd but cannot set up itself without its `libc` feature.
-#![allow(unsafe_code)]
 // A command-line tool reports on stdout by design.
 #![allow(clippy::print_stdout)]
 // Frame counts stay far below 2^52, so f64 rates are exact enough.
 #![allow(clippy::cast_precision_loss)]
 
-use std::io::{self, BufRead, ErrorKind, Write};
-use std::os::unix::io::{AsRawFd, RawFd};
+#[path = "common/tuntap.rs"]
+mod tuntap;
+
+use std::fs::File;
+use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use tun_tap::{Iface, Mode};
 
 /// Source MAC of every test frame (locally administered, ours); same as `_topology.SRC_MAC`.
 const SRC_MAC: [u8; 6] = [0x02, 0x76, 0x6e, 0x10, 0x00, 0x01];
@@ -130,32 +128,9 @@ fn signature() -> [u8; 8] {
     sig
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a file descriptor we own (kept open by the Iface) with integer
-    // arguments only; no memory is passed to the kernel.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Wait up to `POLL_MS` for `fd` to become readable.
-fn poll_readable(fd: RawFd) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid, exclusively borrowed pollfd array of length 1 that
-    // outlives the call.
-    let _ = unsafe { libc::poll(&raw mut pfd, 1, POLL_MS) };
-}
-
 /// Reader state shared by the `noise`, `run` and `drain` phases.
 struct Reader {
-    iface: Iface,
+    tap: File,
     buf: Vec<u8>,
     size: usize,
     sig: [u8; 8],
@@ -171,10 +146,10 @@ struct ReadCount {
 
 impl Reader {
     fn open(name: &str, size: usize) -> io::Result<Self> {
-        let iface = Iface::without_packet_info(name, Mode::Tap)?;
-        set_nonblocking(iface.as_raw_fd())?;
+        let tap = tuntap::attach(name, tuntap::Kind::Tap, false)?;
+        tuntap::set_nonblocking(&tap)?;
         Ok(Self {
-            iface,
+            tap,
             buf: vec![0; RX_BUF],
             size,
             sig: signature(),
@@ -184,7 +159,7 @@ impl Reader {
     /// Read one frame if one is queued; `None` when the ring is empty.
     #[inline]
     fn read_one(&mut self) -> io::Result<Option<bool>> {
-        match self.iface.recv(&mut self.buf) {
+        match (&self.tap).read(&mut self.buf) {
             Ok(n) => Ok(Some(n == self.size && self.buf[6..14] == self.sig)),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Some(false)),
@@ -214,7 +189,7 @@ impl Reader {
                 if done.load(Ordering::Acquire) {
                     break;
                 }
-                poll_readable(self.iface.as_raw_fd());
+                tuntap::wait_readable(&self.tap, POLL_MS);
             }
         }
         count.seconds = (end - start).as_secs_f64();
@@ -231,7 +206,7 @@ impl Reader {
         }
         let mut count = ReadCount::default();
         loop {
-            match self.iface.recv(&mut self.buf) {
+            match (&self.tap).read(&mut self.buf) {
                 Ok(n) => {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -251,7 +226,7 @@ impl Reader {
                     if done.load(Ordering::Acquire) {
                         break;
                     }
-                    poll_readable(self.iface.as_raw_fd());
+                    tuntap::wait_readable(&self.tap, POLL_MS);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -276,7 +251,7 @@ impl Reader {
                     if since.elapsed() > Duration::from_secs(1) {
                         break;
                     }
-                    poll_readable(self.iface.as_raw_fd());
+                    tuntap::wait_readable(&self.tap, POLL_MS);
                     continue;
                 }
             }
@@ -288,7 +263,7 @@ impl Reader {
 }
 
 struct Writer {
-    iface: Iface,
+    tap: File,
     frame: Vec<u8>,
 }
 
@@ -302,7 +277,7 @@ struct WriteCount {
 impl Writer {
     fn open(name: &str, size: usize) -> io::Result<Self> {
         Ok(Self {
-            iface: Iface::without_packet_info(name, Mode::Tap)?,
+            tap: tuntap::attach(name, tuntap::Kind::Tap, false)?,
             frame: build_frame(size),
         })
     }
@@ -311,9 +286,11 @@ impl Writer {
         let start = Instant::now();
         let mut count = WriteCount::default();
         while !stop.load(Ordering::Relaxed) {
-            match self.iface.send(&self.frame) {
-                Ok(_) => count.written += 1,
-                Err(_) => count.errors += 1,
+            // A TAP takes a frame whole or not at all: Ok is one frame written.
+            if (&self.tap).write(&self.frame).is_ok() {
+                count.written += 1;
+            } else {
+                count.errors += 1;
             }
         }
         count.seconds = start.elapsed().as_secs_f64();
@@ -324,7 +301,7 @@ impl Writer {
         let start = Instant::now();
         let mut count = WriteCount::default();
         while count.written < n {
-            if self.iface.send(&self.frame).is_ok() {
+            if (&self.tap).write(&self.frame).is_ok() {
                 count.written += 1;
             } else {
                 count.errors += 1;

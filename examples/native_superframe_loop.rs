@@ -1,6 +1,7 @@
 //! Native baseline for `benches/superframe_loop.py`: 64 KiB TCP super-frames written into
 //! TAP A and read from TAP B of a bridge loop, both attached with IFF_VNET_HDR and
-//! TUNSETOFFLOAD(CSUM | TSO4 | TSO6), one frame per `write()` / `read()`, std and libc only.
+//! TUNSETOFFLOAD(CSUM | TSO4 | TSO6) by `common/tuntap.rs`, one frame per `write()` /
+//! `read()`, std only.
 //!
 //! ```text
 //! ip netns exec NS target/release/examples/native_superframe_loop \
@@ -13,16 +14,15 @@
 //! one JSON line: `{"written": W, "delivered": D, "bytes": B, "seconds": S}` (bytes of
 //! delivered frames, without the header).
 
-// The only unsafe code: the TUN ioctls and poll(), which std does not wrap.
-#![allow(unsafe_code)]
 // A command-line tool reports on stdout by design.
 #![allow(clippy::print_stdout)]
 // Counts stay far below 2^52, so f64 is exact enough.
 #![allow(clippy::cast_precision_loss)]
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+#[path = "common/tuntap.rs"]
+mod tuntap;
+
+use std::io::{Read, Write};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -30,66 +30,9 @@ use std::time::{Duration, Instant};
 
 const VNET_HDR_LEN: usize = 10;
 
-/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags (the rest is padding).
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 fn usage() -> ! {
     eprintln!("usage: native_superframe_loop --a TAP --b TAP --frame FILE [--seconds S]");
     exit(2)
-}
-
-/// Attach to TAP `dev` (this namespace) with the virtio-net header and TSO on.
-fn attach(dev: &str) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    if dev.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
-    }
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
-        _pad: [0; 22],
-    };
-    req.name[..dev.len()].copy_from_slice(dev.as_bytes());
-    // SAFETY: TUNSETIFF reads a `struct ifreq` (40 bytes; IfReq has that layout and size)
-    // through a pointer valid for the call. Not guaranteed: that the kernel accepts it
-    // (errno is checked).
-    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mask = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-    // SAFETY: TUNSETOFFLOAD takes its argument by value on an attached descriptor. Not
-    // guaranteed: that the kernel accepts the mask (errno is checked).
-    if unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            libc::TUNSETOFFLOAD,
-            libc::c_ulong::from(mask),
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file)
-}
-
-/// Wait up to 100 ms for `file` to be readable.
-fn readable(file: &File) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: file.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call. Not guaranteed: nothing;
-    // an error or timeout returns <= 0 and the caller simply checks its flags again.
-    unsafe { libc::poll(&raw mut pfd, 1, 100) > 0 }
 }
 
 fn main() {
@@ -118,7 +61,7 @@ fn main() {
     });
     let want = buf.len() - VNET_HDR_LEN;
     let open = |dev: &str| {
-        attach(dev).unwrap_or_else(|e| {
+        tuntap::attach(dev, tuntap::Kind::Tap, true).unwrap_or_else(|e| {
             eprintln!("native_superframe_loop: attach {dev}: {e}");
             exit(1)
         })
@@ -143,7 +86,7 @@ fn main() {
             let start = Instant::now();
             let end = start + Duration::from_secs_f64(seconds);
             while Instant::now() < end {
-                if !readable(&fb) {
+                if !tuntap::wait_readable(&fb, 100) {
                     continue;
                 }
                 if let Ok(len) = fb.read(&mut rx) {

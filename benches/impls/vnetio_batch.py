@@ -14,11 +14,15 @@ frame-by-frame check only for a batch with foreign frames mixed in.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import vnetio
-from _driver import Flag, Impl, serve, topology
+from vnetio import _topology as topology
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benches/
+from harness.child import Flag, Impl, serve
 
 BATCH = 256
 
@@ -30,9 +34,11 @@ class VnetioBatch(Impl):
 
     def open_reader(self, tap: str) -> None:
         self.b = vnetio.Tap(tap)
+        self.on_close.append(self.b.close)
 
     def open_writer(self, tap: str) -> None:
         self.a = vnetio.Tap(tap)
+        self.on_close.append(self.a.close)
         self.batch = vnetio.Batch.from_frames([self.frame] * BATCH)
 
     def count_own(self, batch: vnetio.Batch) -> int:
@@ -102,11 +108,6 @@ class VnetioBatch(Impl):
             own += k
             other += len(batch) - k
         return own, other
-
-    def close(self) -> None:
-        for tap in (self.a, self.b):
-            if tap is not None:
-                tap.close()
 
 
 if __name__ == "__main__":
