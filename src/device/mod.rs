@@ -293,6 +293,35 @@ pub(crate) fn send_in_software<D: Device + ?Sized>(
     }
 }
 
+/// Receive timestamps for a burst of frames read back to back: one clock read per
+/// [`BurstClock::EVERY`] frames instead of one per frame.
+///
+/// Why: a clock read (CLOCK_REALTIME through the vDSO, ~20–25 ns here) per frame was a
+/// measurable share of the reader's cost at 64-byte frames, where the whole per-frame
+/// budget is ~1 µs. A frame's timestamp is the time the reader took it from the kernel,
+/// to within the time it takes to read `EVERY` frames (tens of µs at most): frames read
+/// in one go share the time taken at the first of each run of `EVERY`.
+#[derive(Debug, Default)]
+pub struct BurstClock {
+    now: u64,
+    left: u32,
+}
+
+impl BurstClock {
+    /// Frames stamped with one clock read.
+    pub const EVERY: u32 = 16;
+
+    /// The timestamp for the next frame of the burst.
+    pub fn stamp(&mut self) -> u64 {
+        if self.left == 0 {
+            self.now = now_ns();
+            self.left = Self::EVERY;
+        }
+        self.left -= 1;
+        self.now
+    }
+}
+
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME through the vDSO: ~20 ns).
 pub fn now_ns() -> u64 {
     SystemTime::now()

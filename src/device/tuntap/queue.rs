@@ -5,7 +5,7 @@
 use super::config::Link;
 use super::RxMode;
 use crate::batch::{PacketBatch, MAX_FRAME};
-use crate::device::{check_meta, now_ns, send_in_software, Counters, Device, Stats};
+use crate::device::{check_meta, send_in_software, BurstClock, Counters, Device, Stats};
 use crate::error::{Error, VnetResult};
 use crate::offload::gro;
 use crate::offload::gso::segment;
@@ -190,8 +190,9 @@ impl Queue {
         let file = guard.as_ref().ok_or(Error::Closed)?;
         let deadline = Instant::now() + wait;
         let mut n = 0;
+        let mut clock = BurstClock::default();
         while n < max {
-            match self.read_one(file, batch) {
+            match self.read_one(file, batch, &mut clock) {
                 Ok((frames, _)) => n += frames,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A malformed frame from the kernel: counted in rx_errors, skipped.
@@ -201,6 +202,7 @@ impl Queue {
                     if n > 0 {
                         break;
                     }
+                    clock = BurstClock::default(); // a new burst after the wait
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() || !self.wait_for(file, libc::POLLIN, left)? {
                         break;
@@ -220,10 +222,15 @@ impl Queue {
 
     /// Read one frame into `batch`: (frames appended, bytes appended). On an offload
     /// adapter in segments mode one read may append many frames.
-    fn read_one(&self, file: &File, batch: &mut PacketBatch) -> io::Result<(usize, usize)> {
+    fn read_one(
+        &self,
+        file: &File,
+        batch: &mut PacketBatch,
+        clock: &mut BurstClock,
+    ) -> io::Result<(usize, usize)> {
         let Some(v) = &self.vnet else {
             let len = (&*file).read(batch.recv_slot(MAX_FRAME))?;
-            batch.commit(len, now_ns());
+            batch.commit(len, clock.stamp());
             return Ok((1, len));
         };
         let mut raw_hdr = [0u8; VNET_HDR_LEN];
@@ -231,7 +238,7 @@ impl Queue {
         let slot = batch.recv_slot(MAX_FRAME);
         let n =
             (&*file).read_vectored(&mut [IoSliceMut::new(&mut raw_hdr), IoSliceMut::new(slot)])?;
-        let ts = now_ns();
+        let ts = clock.stamp();
         let len = n.saturating_sub(VNET_HDR_LEN);
         let hdr = VnetHdr::parse(&raw_hdr).unwrap_or_default();
         let invalid = |why: String| {
