@@ -14,9 +14,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use vnetio::batch::PacketBatch;
-use vnetio::wire::checksum::{fix_frame, verify_frame};
 use vnetio::offload::gro::{merge, plan, Allow};
 use vnetio::offload::gso::segment;
+use vnetio::wire::checksum::{fix_frame, verify_frame};
 use vnetio::wire::{locate, Ip};
 use vnetio::Medium;
 

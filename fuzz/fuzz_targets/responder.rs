@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vnetio::wire::checksum::verify_frame;
 use vnetio::responder::{Config, Counters, Responder, REPLY_GROWTH};
+use vnetio::wire::checksum::verify_frame;
 use vnetio::{Medium, PacketBatch};
 
 const CONFIG: Config = Config {

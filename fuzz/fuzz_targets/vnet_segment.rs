@@ -11,8 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vnetio::batch::PacketBatch;
-use vnetio::wire::checksum::verify_frame;
 use vnetio::offload::gso::segment;
+use vnetio::wire::checksum::verify_frame;
 use vnetio::wire::vnet::{gso, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
 use vnetio::wire::{locate, proto, Ip};
 use vnetio::Medium;
