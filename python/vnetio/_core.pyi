@@ -29,7 +29,7 @@ __all__ = [
     "__version__",
     "_panic_for_test",
     "build_profile",
-    "delete_adapter",
+    "delete_link",
     "fix_checksums",
     "internet_checksum",
     "list_links",
@@ -70,8 +70,9 @@ def list_links(netns: str | None = None) -> list[dict[str, Any]]:
     only, so they are None for single-queue ones).
     """
 
-def delete_adapter(name: str, *, netns: str | None = None) -> None:
-    """Delete the TUN/TAP adapter ``name``; refuses any other kind of interface."""
+def delete_link(name: str, *, netns: str | None = None) -> None:
+    """Delete the TUN/TAP adapter ``name`` over rtnetlink, even while a process holds it;
+    refuses any other kind of interface (``vnetio.delete_adapter`` is the public API)."""
 
 def internet_checksum(data: Buffer) -> int:
     """The Internet checksum (RFC 1071) of ``data``: the value a checksum field holds."""

@@ -29,7 +29,7 @@ mod _core {
         fix_checksums, internet_checksum, update_checksum, update_checksum32, verify_checksums,
     };
     #[pymodule_export]
-    use super::links::{delete_adapter, list_links};
+    use super::links::{delete_link, list_links};
     #[pymodule_export]
     use super::responder::PyEchoResponder;
 
