@@ -152,7 +152,9 @@ else:
     from . import capture as capture
     from . import checksum as checksum
     from . import inspect as inspect
+    from . import kernel_loop as kernel_loop
     from . import loopback as loopback
+    from . import responder as responder
     from ._core import (
         Adapter,
         Batch,
@@ -176,4 +178,5 @@ else:
         list_adapters,
         parse_duration,
     )
-    from .loopback import EchoResponder, KernelLoop
+    from .kernel_loop import KernelLoop
+    from .responder import EchoResponder

@@ -320,7 +320,7 @@ def loopback_pair(
 @final
 class EchoResponder:
     """Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC
-    and IPv4 and/or IPv6 address (see vnetio.loopback.EchoResponder)."""
+    and IPv4 and/or IPv6 address (see vnetio.responder.EchoResponder)."""
 
     def __new__(
         cls,
