@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-from vnetio import EXPECTED_ABI
+from vnetio._corecheck import EXPECTED_ABI, normalize_version
 
 __all__ = ["Finding", "main", "run_checks"]
 
@@ -140,18 +140,6 @@ def _reinstall_fix() -> str:
 # --- checks ---------------------------------------------------------------------------------
 
 
-def _normalize_version(version: str) -> tuple[str, str]:
-    """Split ``version`` into (release, pre-release) comparable across Cargo and PEP 440.
-
-    maturin turns Cargo's ``0.2.0-alpha.1`` into the wheel version ``0.2.0a1``.
-    """
-    match = re.fullmatch(r"(\d+(?:\.\d+)*)(.*)", version.strip())
-    if match is None:
-        return version.strip(), ""
-    pre = match.group(2).lower().replace("alpha", "a").replace("beta", "b")
-    return match.group(1), re.sub(r"[-._]", "", pre)
-
-
 def check_versions() -> list[Finding]:
     """The Python package and the Rust core come from the same build."""
     fix = _reinstall_fix()
@@ -186,7 +174,7 @@ def check_versions() -> list[Finding]:
                 fix,
             )
         )
-    elif _normalize_version(package_version) != _normalize_version(core_version):
+    elif normalize_version(package_version) != normalize_version(core_version):
         findings.append(
             Finding(
                 "versions",

@@ -11,7 +11,7 @@ an in-memory ``vnetio.loopback_pair()`` and says why in one line.
 
 Heavy imports (the extension, the doctor) happen inside the subcommands, so ``--version``
 and ``doctor`` keep working when something is wrong with the extension: ``import vnetio``
-defers its core check while it runs as this command (see ``vnetio._running_as_cli``), and
+defers its core check while it runs as this command (see ``vnetio._corecheck``), and
 ``main`` reports the deferred error for every other subcommand.
 """
 
@@ -209,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _core_error() -> ImportError | None:
     """The Rust core problem ``import vnetio`` deferred for this command (None: all fine)."""
-    import vnetio
+    from vnetio import _corecheck
 
-    return vnetio._CORE_ERROR
+    return _corecheck.core_error
 
 
 # -- create / delete / list / cleanup ------------------------------------------------------
