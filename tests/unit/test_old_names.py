@@ -1,10 +1,11 @@
-"""Names that moved keep working where they were: ``vnetio.loopback``."""
+"""Names that moved keep working where they were: ``vnetio.loopback`` and ``vnetio._doctor``."""
 
 from __future__ import annotations
 
 import vnetio
 import vnetio.loopback
-from vnetio import kernel_loop, responder
+from vnetio import _doctor, kernel_loop, responder
+from vnetio.cli import doctor
 
 
 def test_loopback_module_re_exports_the_old_names() -> None:
@@ -16,3 +17,9 @@ def test_loopback_module_re_exports_the_old_names() -> None:
     assert {"EchoResponder", "KernelLoop", "Loopback", "loopback_pair"} <= set(
         vnetio.loopback.__all__
     )
+
+
+def test_old_doctor_module_is_the_doctor() -> None:
+    assert _doctor.main is doctor.main
+    assert _doctor.run_checks is doctor.run_checks
+    assert _doctor.Finding is doctor.Finding
