@@ -501,16 +501,16 @@ def test_target_namespaces_listing_fails(system: FakeSystem) -> None:
 
 
 def test_check_offload_parses_the_probe(system: FakeSystem) -> None:
-    system.outputs["unshare"] = (0, '["CSUM", "TSO4", "TSO6", "TSO_ECN", "USO"]')
+    system.outputs["unshare"] = (0, '["csum", "tso4", "tso6", "uso4", "uso6"]')
     (f,) = adapters.check_offload()
     assert (f.status, f.summary) == (
         "ok",
         "kernel offload (TUNSETOFFLOAD) accepts: CSUM TSO4 TSO6 TSO_ECN USO",
     )
-    system.outputs["unshare"] = (0, '["CSUM", "TSO4", "TSO6", "TSO_ECN"]')
+    system.outputs["unshare"] = (0, '["csum", "tso4", "tso6"]')
     (f,) = adapters.check_offload()
     assert f.status == "ok" and "needs Linux 6.2" in f.summary
-    system.outputs["unshare"] = (0, '["CSUM"]')
+    system.outputs["unshare"] = (0, '["csum"]')
     (f,) = adapters.check_offload()
     assert f.status == "warn" and "missing: TSO4 TSO6" in f.summary
     system.outputs["unshare"] = (1, "")
@@ -518,16 +518,20 @@ def test_check_offload_parses_the_probe(system: FakeSystem) -> None:
     assert f.status == "warn" and "could not be probed" in f.summary
 
 
+def test_offload_flags_names_what_the_library_probe_accepted() -> None:
+    assert adapters.offload_flags(["csum", "tso4", "tso6", "uso4", "uso6"]) == [
+        "CSUM", "TSO4", "TSO6", "TSO_ECN", "USO",
+    ]  # fmt: skip
+    assert adapters.offload_flags(["csum", "tso4", "tso6", "uso4"]) == [
+        "CSUM", "TSO4", "TSO6", "TSO_ECN",
+    ]  # fmt: skip
+    assert adapters.offload_flags([]) == []
+
+
 def test_check_offload_without_root(system: FakeSystem) -> None:
     (f,) = adapters.check_offload(cred=USER)
     assert f.status == "warn" and "not checked" in f.summary
     assert system.commands == []
-
-
-def test_ioctl_numbers() -> None:
-    if adapters.platform.machine() in ("x86_64", "aarch64"):
-        assert adapters._iow_tun(202) == 0x400454CA  # TUNSETIFF
-        assert adapters._iow_tun(208) == 0x400454D0  # TUNSETOFFLOAD
 
 
 def test_run_checks_examines_each_namespace(system: FakeSystem) -> None:

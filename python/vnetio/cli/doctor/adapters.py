@@ -34,7 +34,6 @@ import grp
 import importlib
 import json
 import os
-import platform
 import pwd
 import shlex
 import subprocess
@@ -51,6 +50,7 @@ __all__ = [
     "analyze_namespace",
     "check_adapters",
     "check_offload",
+    "offload_flags",
     "parse_ethtool_features",
     "parse_link_details",
     "parse_netns_list",
@@ -765,40 +765,32 @@ def target_namespaces(
 
 # --- kernel offload support (TUNSETOFFLOAD flags) -------------------------------------------
 
-# TUN_F_* (include/uapi/linux/if_tun.h).
-TUN_F = {"CSUM": 0x01, "TSO4": 0x02, "TSO6": 0x04, "TSO_ECN": 0x08, "USO4": 0x20, "USO6": 0x40}
-# What is probed, and with which flags: the kernel takes TSO and USO only together with
-# CSUM, TSO_ECN only with a TSO flag, and USO4 only together with USO6.
-OFFLOAD_TRIES = {
-    "CSUM": ("CSUM",),
-    "TSO4": ("CSUM", "TSO4"),
-    "TSO6": ("CSUM", "TSO6"),
-    "TSO_ECN": ("CSUM", "TSO4", "TSO_ECN"),
-    "USO": ("CSUM", "USO4", "USO6"),
-}
+# What the finding names, in order: the TUN_F_* flags (include/uapi/linux/if_tun.h), with
+# USO4 and USO6 as one (the kernel takes them only together).
+OFFLOAD_NAMES = ("CSUM", "TSO4", "TSO6", "TSO_ECN", "USO")
+
+# The probe is the library's own: vnetio.Tap(offload=True) offers the kernel the richest
+# TUNSETOFFLOAD mask first and falls back to smaller ones; Tap.offloads is what it took. It
+# runs in a child in a throwaway network namespace (unshare --net), so the probe TAP never
+# appears among the caller's interfaces, and goes with the namespace even if the child dies.
+_OFFLOAD_PROBE = (
+    "import json, vnetio; print(json.dumps(vnetio.Tap('vnprobe0', offload=True).offloads))"
+)
 
 
-def _iow_tun(nr: int) -> int:
-    """_IOW('T', nr, int) for this architecture (the direction bits differ on a few)."""
-    write = 0x80000000 if platform.machine().startswith(("ppc", "mips", "sparc")) else 0x40000000
-    return write | 4 << 16 | ord("T") << 8 | nr
-
-
-# Runs in a throwaway network namespace (unshare --net): one TAP, every flag tried alone.
-_OFFLOAD_PROBE = """
-import fcntl, json, os, struct, sys
-setiff, setoffload, flags = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, setiff, struct.pack("16sH22x", b"vnprobe0", 0x0002 | 0x1000 | 0x4000))
-ok = []
-for name, bits in flags.items():
-    try:
-        fcntl.ioctl(fd, setoffload, bits)
-    except OSError:
-        continue
-    ok.append(name)
-print(json.dumps(ok))
-"""
+def offload_flags(offloads: Iterable[str]) -> list[str]:
+    """:data:`OFFLOAD_NAMES` that an adapter's ``offloads`` ("csum", "tso4", "tso6", "uso4",
+    "uso6") cover. vnetio never offers TSO_ECN, but the kernel's tun_set_offload() takes it
+    exactly when it takes TSO4 or TSO6 with it, so it is reported with TSO4."""
+    took = set(offloads)
+    accepted = {
+        "CSUM": "csum" in took,
+        "TSO4": "tso4" in took,
+        "TSO6": "tso6" in took,
+        "TSO_ECN": "tso4" in took,
+        "USO": {"uso4", "uso6"} <= took,
+    }
+    return [name for name in OFFLOAD_NAMES if accepted[name]]
 
 
 def check_offload(cred: Cred | None = None) -> list[Finding]:
@@ -816,20 +808,18 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
                 common.as_root("vnetio doctor"),
             )
         ]
-    tries = {name: sum(TUN_F[f] for f in flags) for name, flags in OFFLOAD_TRIES.items()}
-    argv = [
-        unshare, "--net", sys.executable, "-c", _OFFLOAD_PROBE,
-        str(_iow_tun(202)), str(_iow_tun(208)), json.dumps(tries),
-    ]  # fmt: skip
-    accepted: object = None
+    argv = [unshare, "--net", sys.executable, "-c", _OFFLOAD_PROBE]
+    accepted: list[str] | None = None
     try:
         proc = _run(argv)
         error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         if proc.returncode == 0:
-            accepted = json.loads(proc.stdout)
+            offloads = json.loads(proc.stdout)
+            if isinstance(offloads, list):
+                accepted = offload_flags(str(name) for name in offloads)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         error = str(exc)
-    if not isinstance(accepted, list):
+    if accepted is None:
         return [
             Finding(
                 "offload",
@@ -839,7 +829,7 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
                 "see the 'tun-features' and 'tun-open' findings",
             )
         ]
-    missing = [n for n in OFFLOAD_TRIES if n not in accepted]
+    missing = [n for n in OFFLOAD_NAMES if n not in accepted]
     summary = "kernel offload (TUNSETOFFLOAD) accepts: " + (" ".join(accepted) or "nothing")
     basic = [n for n in ("CSUM", "TSO4", "TSO6") if n in missing]
     if basic:
