@@ -56,9 +56,17 @@ lint-rust: ## rustfmt check, clippy (warnings are errors), pyo3-only-in-bindings
 	  || (echo "pyo3 used outside src/bindings/"; exit 1)
 
 .PHONY: lint-python
-lint-python: $(STAMP) ## ruff lint + format check
+lint-python: $(STAMP) ## ruff lint + format check, library-never-imports-the-CLI rule
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
+	@# vnetio._doctor is no library module: it only keeps `python -m vnetio._doctor` working.
+	@! grep -rnE '^\s*(from|import)\s+(vnetio\.cli|\.cli)\b|^\s*from\s+(vnetio|\.)\s+import\s+cli\b|import_module\(.vnetio\.cli' \
+	  python/vnetio --include='*.py' | grep -v '^python/vnetio/cli/' | grep -v '^python/vnetio/_doctor\.py:' \
+	  || (echo "a library module imports vnetio.cli (only the command line may)"; exit 1)
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## strict mypy over the Python package (settings in pyproject.toml)
+	$(VENV)/bin/mypy python/vnetio
 
 .PHONY: stubtest
 stubtest: build ## check _core.pyi against the built extension
@@ -87,7 +95,7 @@ format: $(STAMP) ## format Rust and Python
 	$(VENV)/bin/ruff check --fix python tests benches
 
 .PHONY: test
-test: system-deps build test-rust lint-rust lint-python stubtest ## everything CI runs (privileged tests included)
+test: system-deps build test-rust lint-rust lint-python typecheck stubtest ## everything CI runs (privileged tests included)
 	$(PY) -m pytest tests
 	$(MAKE) --no-print-directory fuzz
 

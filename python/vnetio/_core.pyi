@@ -39,7 +39,7 @@ __all__ = [
     "_install_python_layer",
     "_panic_for_test",
     "build_profile",
-    "delete_adapter",
+    "delete_link",
     "fix_checksums",
     "internet_checksum",
     "list_links",
@@ -84,8 +84,9 @@ def list_links(netns: str | None = None) -> list[dict[str, Any]]:
     only, so they are None for single-queue ones).
     """
 
-def delete_adapter(name: str, *, netns: str | None = None) -> None:
-    """Delete the TUN/TAP adapter ``name``; refuses any other kind of interface."""
+def delete_link(name: str, *, netns: str | None = None) -> None:
+    """Delete the TUN/TAP adapter ``name`` over rtnetlink, even while a process holds it;
+    refuses any other kind of interface (``vnetio.delete_adapter`` is the public API)."""
 
 def internet_checksum(data: Buffer) -> int:
     """The Internet checksum (RFC 1071) of ``data``: the value a checksum field holds."""
@@ -381,7 +382,7 @@ def loopback_pair(
 @final
 class EchoResponder:
     """Answers ARP, IPv6 neighbour solicitations and ICMP/ICMPv6 echo requests for one MAC
-    and IPv4 and/or IPv6 address (see vnetio.loopback.EchoResponder)."""
+    and IPv4 and/or IPv6 address (see vnetio.responder.EchoResponder)."""
 
     def __new__(
         cls,

@@ -216,11 +216,15 @@ def capture_to(
     )
 
 
-def _restore_filter(adapter: Adapter, expression: str | None, placement: str | None) -> None:
+def _restore_filter(
+    adapter: Adapter,
+    expression: str | None,
+    placement: Literal["kernel", "classic", "userspace"] | None,
+) -> None:
     if adapter.closed:
         return
     if placement is not None and expression is not None:
-        adapter.set_filter(expression, placement=placement)  # type: ignore[arg-type]
+        adapter.set_filter(expression, placement=placement)
     else:  # none before (or a raw program, which cannot be recovered by name: removed)
         adapter.set_filter(None)
 

@@ -52,9 +52,11 @@ def _need(feature: str) -> None:
 
 
 def _check_kind(kind: str) -> Kind:
-    if kind not in ("tap", "tun"):
-        raise ValueError(f"kind must be 'tap' or 'tun', not {kind!r}")
-    return kind  # type: ignore[return-value]
+    if kind == "tap":
+        return "tap"
+    if kind == "tun":
+        return "tun"
+    raise ValueError(f"kind must be 'tap' or 'tun', not {kind!r}")
 
 
 def _dissect(frame: bytes, kind: Kind) -> Any:
@@ -101,8 +103,9 @@ class ScapyFrames(Sequence[Any]):
         packet = self._cache[i]
         if packet is None:
             packet = _dissect(bytes(self._frames[i]), self.kind)
-            if self._times and self._times[i]:
-                packet.time = self._times[i] / 1e9
+            stamp = self._times[i] if self._times else None
+            if stamp:  # 0: built in memory; None: the source recorded no time
+                packet.time = stamp / 1e9
             self._cache[i] = packet
         return packet
 
@@ -229,7 +232,7 @@ def frame_filter(filter: object, kind: Kind) -> FramePredicate | None:
     if isinstance(filter, str | list | tuple):
         return BpfFilter(filter, kind)
     if callable(filter):
-        return filter  # type: ignore[no-any-return]
+        return filter
     raise TypeError(
         "filter must be None, a tcpdump expression, a BPF program or a callable, "
         f"not {type(filter).__name__}"
@@ -308,6 +311,7 @@ class _VnetioSocketBase:
     def recv(self, x: int = 65535, **kwargs: Any) -> Any:
         """The next packet that passes ``filter`` and ``lfilter``, or None (no waiting)."""
         while True:
+            # super() is scapy's SuperSocket, the other base _socket_class() joins at run time.
             packet = super().recv(x, **kwargs)  # type: ignore[misc]
             if packet is None or self.lfilter is None or self.lfilter(packet):
                 return packet
@@ -332,11 +336,11 @@ class _VnetioSocketBase:
 
     def srp(self, *args: Any, **kwargs: Any) -> Any:
         """Same as ``sr``: the socket's layer is the adapter's."""
-        return self.sr(*args, **kwargs)  # type: ignore[attr-defined]
+        return self.sr(*args, **kwargs)  # type: ignore[attr-defined]  # scapy's SuperSocket.sr
 
     def srp1(self, *args: Any, **kwargs: Any) -> Any:
         """Same as ``sr1``: the socket's layer is the adapter's."""
-        return self.sr1(*args, **kwargs)  # type: ignore[attr-defined]
+        return self.sr1(*args, **kwargs)  # type: ignore[attr-defined]  # SuperSocket.sr1
 
     @property
     def pending(self) -> int:
@@ -355,7 +359,8 @@ class _VnetioSocketBase:
         if ready:
             return ready
         base = scapy_module("scapy.supersocket").SuperSocket
-        return base.select(sockets, remain)  # type: ignore[no-any-return]
+        waited: list[Any] = base.select(sockets, remain)
+        return waited
 
     def close(self) -> None:
         if self.closed:
@@ -385,12 +390,12 @@ def _layer_class(data: bytes, kind: Kind) -> Any:
 def _socket_class() -> type:
     """VnetioSocket: the methods above on top of scapy's SuperSocket (imported now)."""
     base = scapy_module("scapy.supersocket", "VnetioSocket").SuperSocket
-    cls = type(base)(
+    cls: type = type(base)(
         "VnetioSocket",
         (_VnetioSocketBase, base),
         {"__module__": __name__, "__doc__": _VnetioSocketBase.__doc__},
     )
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-//! `list_links()` and `delete_adapter()`: rtnetlink views used by the hygiene tools.
+//! `list_links()` and `delete_link()`: rtnetlink views used by the hygiene tools.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -56,10 +56,11 @@ pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'
     Ok(out)
 }
 
-/// Delete the TUN/TAP adapter `name` (refuses any other kind of interface).
+/// Delete the TUN/TAP adapter `name` over rtnetlink, even while a process holds it; refuses
+/// any other kind of interface (`vnetio.delete_adapter` is the public API).
 #[pyfunction]
 #[pyo3(signature = (name, *, netns = None))]
-pub fn delete_adapter(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
+pub fn delete_link(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
     detached(py, || links::delete_tuntap(name, netns))
 }
 

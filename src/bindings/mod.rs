@@ -32,7 +32,7 @@ mod _core {
         fix_checksums, internet_checksum, update_checksum, update_checksum32, verify_checksums,
     };
     #[pymodule_export]
-    use super::links::{delete_adapter, list_links, tun_fd_netns};
+    use super::links::{delete_link, list_links, tun_fd_netns};
     #[pymodule_export]
     use super::loopback::{loopback_pair, PyLoopback};
     #[pymodule_export]

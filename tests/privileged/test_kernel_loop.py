@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from vnetio.loopback import KernelLoop
+from vnetio.kernel_loop import KernelLoop
 
 from tests.netutil import NETNS_PREFIX, random_suffix
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 import vnetio
-from vnetio.loopback import EchoResponder
+from vnetio.responder import EchoResponder
 
 from tests.netutil import Netns
 

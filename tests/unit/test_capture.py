@@ -491,7 +491,7 @@ def test_replay_counts_the_frames_a_failed_send_got_out(
     counted frame by frame in the summary, not as the whole batch or nothing."""
     import argparse
 
-    from vnetio._capture_cli import _replay
+    from vnetio.cli.capture import _replay
 
     frames, times = frames_and_times(20)
     path = tmp_path / "r.pcapng"

@@ -10,9 +10,9 @@ import subprocess
 from typing import Any
 
 import pytest
-from vnetio import _doctor, _doctor_adapters
-from vnetio._doctor import Finding
-from vnetio._doctor_adapters import (
+from vnetio.cli import doctor
+from vnetio.cli.doctor import Finding, adapters, common
+from vnetio.cli.doctor.adapters import (
     BridgePort,
     Cred,
     Features,
@@ -80,12 +80,12 @@ def held(name: str = "vn0", **kwargs: Any) -> dict[str, Any]:
 @pytest.fixture
 def as_user(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fix commands get ``sudo`` (decided by the process's euid)."""
-    monkeypatch.setattr(_doctor, "_geteuid", lambda: 1000)
+    monkeypatch.setattr(common, "geteuid", lambda: 1000)
 
 
 @pytest.fixture(autouse=True)
 def as_root_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_doctor, "_geteuid", lambda: 0)
+    monkeypatch.setattr(common, "geteuid", lambda: 0)
 
 
 def analyze(
@@ -137,13 +137,13 @@ def test_parse_ethtool_features() -> None:
     assert features["rx-checksumming"] is False
     assert features["tx-udp-segmentation"] is False  # requested, not active
     assert "Features for vnoff" not in features
-    assert _doctor_adapters.offload_words(features) == ("tx", "tso")
+    assert adapters.offload_words(features) == ("tx", "tso")
 
 
 def test_offload_words_of_a_plain_tap() -> None:
-    assert _doctor_adapters.offload_words(parse_ethtool_features(PLAIN_K)) == ()
+    assert adapters.offload_words(parse_ethtool_features(PLAIN_K)) == ()
     uso = {"tx-udp-segmentation": True}
-    assert _doctor_adapters.offload_words(uso) == ("tx-udp-segmentation",)
+    assert adapters.offload_words(uso) == ("tx-udp-segmentation",)
 
 
 IP_D_J = [
@@ -388,11 +388,11 @@ class FakeSystem:
         self.tools = {"ip", "ethtool", "unshare"}
         self.outputs: dict[str, tuple[int, str]] = {}
         self.commands: list[list[str]] = []
-        monkeypatch.setattr(_doctor_adapters, "_list_links", self.list_links)
-        monkeypatch.setattr(_doctor_adapters, "_run", self.run)
-        monkeypatch.setattr(_doctor_adapters, "_which", self.which)
-        monkeypatch.setattr(_doctor_adapters, "_cred", lambda: ROOT)
-        monkeypatch.setattr(_doctor_adapters, "_same_netns_as_caller", lambda name: False)
+        monkeypatch.setattr(adapters, "_list_links", self.list_links)
+        monkeypatch.setattr(adapters, "_run", self.run)
+        monkeypatch.setattr(common, "which", self.which)
+        monkeypatch.setattr(adapters, "_cred", lambda: ROOT)
+        monkeypatch.setattr(adapters, "_same_netns_as_caller", lambda name: False)
 
     def list_links(self, netns: str | None) -> list[dict[str, Any]]:
         links = self.links[netns]
@@ -418,7 +418,7 @@ def system(monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
 
 def test_no_adapters_runs_no_tool(system: FakeSystem) -> None:
     system.links[None] = [{"ifindex": 1, "name": "lo", "tun": None, "master": None}]
-    (ok,) = _doctor_adapters.check_adapters(None)
+    (ok,) = adapters.check_adapters(None)
     assert ok.status == "ok"
     assert system.commands == []
 
@@ -426,7 +426,7 @@ def test_no_adapters_runs_no_tool(system: FakeSystem) -> None:
 def test_ethtool_asked_inside_the_namespace(system: FakeSystem) -> None:
     system.links["blue"] = [tap("vnoff")]
     system.outputs["ethtool -k vnoff"] = (0, ETHTOOL_K)
-    (f,) = _doctor_adapters.check_adapters("blue")
+    (f,) = adapters.check_adapters("blue")
     assert f.check == "adapter-offload"
     assert system.commands == [
         ["/usr/sbin/ip", "netns", "exec", "blue", "/usr/sbin/ethtool", "-k", "vnoff"]
@@ -435,7 +435,7 @@ def test_ethtool_asked_inside_the_namespace(system: FakeSystem) -> None:
 
 def test_held_vnet_hdr_adapter_needs_no_ethtool(system: FakeSystem) -> None:
     system.links[None] = [held(vnet_hdr=True)]
-    (ok,) = _doctor_adapters.check_adapters(None)
+    (ok,) = adapters.check_adapters(None)
     assert ok.status == "ok"
     assert system.commands == []
 
@@ -443,7 +443,7 @@ def test_held_vnet_hdr_adapter_needs_no_ethtool(system: FakeSystem) -> None:
 def test_ethtool_missing_is_not_a_crash(system: FakeSystem) -> None:
     system.tools.discard("ethtool")
     system.links[None] = [tap("vnoff"), held("vnok")]
-    (f,) = _doctor_adapters.check_adapters(None)
+    (f,) = adapters.check_adapters(None)
     assert (f.check, f.status, f.adapter) == ("adapter-offload", "warn", "vnoff")
     assert "not checked" in f.summary
 
@@ -455,7 +455,7 @@ def test_bridge_ports_read_with_ip(system: FakeSystem) -> None:
     system.links["blue"] = [bridge, port]
     system.outputs["-d -j link show"] = (0, json.dumps(IP_D_J))
     system.outputs["ethtool -k vnstp"] = (0, PLAIN_K)
-    (f,) = _doctor_adapters.check_adapters("blue")
+    (f,) = adapters.check_adapters("blue")
     assert (f.check, f.adapter) == ("bridge-port", "vnstp")
     assert system.commands[0] == ["/usr/sbin/ip", "-n", "blue", "-d", "-j", "link", "show"]
 
@@ -467,73 +467,77 @@ def test_bridge_ports_unreadable(system: FakeSystem) -> None:
     system.links[None] = [bridge, port]
     system.outputs["-d -j link show"] = (1, "")
     system.outputs["ethtool -k vnstp"] = (0, PLAIN_K)
-    (f,) = _doctor_adapters.check_adapters(None)
+    (f,) = adapters.check_adapters(None)
     assert (f.check, f.status) == ("bridge-port", "warn")
     assert "not checked" in f.summary
 
 
 def test_namespace_that_cannot_be_entered(system: FakeSystem) -> None:
     system.links["nope"] = FileNotFoundError(2, "No such file or directory")
-    (f,) = _doctor_adapters.check_adapters("nope")
+    (f,) = adapters.check_adapters("nope")
     assert (f.check, f.status, f.netns) == ("adapters", "fail", "nope")
     assert "ip netns list" in f.fix
 
 
 def test_namespace_needs_root(system: FakeSystem) -> None:
     system.links["blue"] = PermissionError(1, "Operation not permitted")
-    (f,) = _doctor_adapters.check_adapters("blue", cred=USER)
+    (f,) = adapters.check_adapters("blue", cred=USER)
     assert f.status == "fail"
     assert "vnetio doctor --netns blue" in f.fix
 
 
 def test_target_namespaces(system: FakeSystem) -> None:
-    assert _doctor_adapters.target_namespaces(None, False) == ([None], [])
-    assert _doctor_adapters.target_namespaces(["a", "b", "a"], False) == (["a", "b"], [])
+    assert adapters.target_namespaces(None, False) == ([None], [])
+    assert adapters.target_namespaces(["a", "b", "a"], False) == (["a", "b"], [])
     system.outputs["netns list"] = (0, "blue (id: 0)\nred\n")
-    assert _doctor_adapters.target_namespaces(None, True) == ([None, "blue", "red"], [])
+    assert adapters.target_namespaces(None, True) == ([None, "blue", "red"], [])
 
 
 def test_target_namespaces_listing_fails(system: FakeSystem) -> None:
     system.outputs["netns list"] = (1, "")
-    targets, (f,) = _doctor_adapters.target_namespaces(None, True)
+    targets, (f,) = adapters.target_namespaces(None, True)
     assert targets == [None]
     assert f.status == "warn" and "only this one is examined" in f.summary
 
 
 def test_check_offload_parses_the_probe(system: FakeSystem) -> None:
-    system.outputs["unshare"] = (0, '["CSUM", "TSO4", "TSO6", "TSO_ECN", "USO"]')
-    (f,) = _doctor_adapters.check_offload()
+    system.outputs["unshare"] = (0, '["csum", "tso4", "tso6", "uso4", "uso6"]')
+    (f,) = adapters.check_offload()
     assert (f.status, f.summary) == (
         "ok",
         "kernel offload (TUNSETOFFLOAD) accepts: CSUM TSO4 TSO6 TSO_ECN USO",
     )
-    system.outputs["unshare"] = (0, '["CSUM", "TSO4", "TSO6", "TSO_ECN"]')
-    (f,) = _doctor_adapters.check_offload()
+    system.outputs["unshare"] = (0, '["csum", "tso4", "tso6"]')
+    (f,) = adapters.check_offload()
     assert f.status == "ok" and "needs Linux 6.2" in f.summary
-    system.outputs["unshare"] = (0, '["CSUM"]')
-    (f,) = _doctor_adapters.check_offload()
+    system.outputs["unshare"] = (0, '["csum"]')
+    (f,) = adapters.check_offload()
     assert f.status == "warn" and "missing: TSO4 TSO6" in f.summary
     system.outputs["unshare"] = (1, "")
-    (f,) = _doctor_adapters.check_offload()
+    (f,) = adapters.check_offload()
     assert f.status == "warn" and "could not be probed" in f.summary
 
 
+def test_offload_flags_names_what_the_library_probe_accepted() -> None:
+    assert adapters.offload_flags(["csum", "tso4", "tso6", "uso4", "uso6"]) == [
+        "CSUM", "TSO4", "TSO6", "TSO_ECN", "USO",
+    ]  # fmt: skip
+    assert adapters.offload_flags(["csum", "tso4", "tso6", "uso4"]) == [
+        "CSUM", "TSO4", "TSO6", "TSO_ECN",
+    ]  # fmt: skip
+    assert adapters.offload_flags([]) == []
+
+
 def test_check_offload_without_root(system: FakeSystem) -> None:
-    (f,) = _doctor_adapters.check_offload(cred=USER)
+    (f,) = adapters.check_offload(cred=USER)
     assert f.status == "warn" and "not checked" in f.summary
     assert system.commands == []
-
-
-def test_ioctl_numbers() -> None:
-    if _doctor_adapters.platform.machine() in ("x86_64", "aarch64"):
-        assert _doctor_adapters._iow_tun(202) == 0x400454CA  # TUNSETIFF
-        assert _doctor_adapters._iow_tun(208) == 0x400454D0  # TUNSETOFFLOAD
 
 
 def test_run_checks_examines_each_namespace(system: FakeSystem) -> None:
     system.links["a"] = []
     system.links["b"] = RuntimeError("bug")
-    found = _doctor.check_namespaces(["a", "b"], False)
+    found = doctor.check_namespaces(["a", "b"], False)
     assert [(f.check, f.status, f.netns) for f in found] == [
         ("adapters", "ok", "a"),
         ("adapters", "warn", "b"),  # a crash in one namespace does not stop the others
@@ -545,7 +549,7 @@ def test_every_adapter_check_is_documented() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text()
-    source = Path(_doctor_adapters.__file__).read_text()
+    source = Path(adapters.__file__).read_text()
     ids = {
         "adapters",
         "adapter-owner",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import vnetio
 from vnetio import cli, hygiene
+from vnetio.cli import adapters as cli_adapters
 from vnetio.hygiene import AdapterInfo, Holder, ledger, model, ops, scan
 
 # --- durations ---------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_cli_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_table_lists_every_column() -> None:
     held = adapter(queues=1, carrier=True, holders=(Holder(42, "qemu", (5,)),))
-    text = cli._adapter_table([adapter(), held], show_netns=True)
+    text = cli_adapters._adapter_table([adapter(), held], show_netns=True)
     header, first, second = text.splitlines()
     assert header.split() == [
         "NAME", "NETNS", "MODE", "FLAGS", "OWNER", "GROUP", "PERSIST", "CARRIER", "MTU",

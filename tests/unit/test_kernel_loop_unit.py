@@ -12,7 +12,7 @@ import sys
 import pytest
 import vnetio
 from vnetio import _topology
-from vnetio.loopback import KernelLoop
+from vnetio.kernel_loop import KernelLoop
 
 
 def namespaces() -> set[str]:

@@ -1,4 +1,4 @@
-"""The echo responder (vnetio.loopback.EchoResponder) against scapy's dissection.
+"""The echo responder (vnetio.responder.EchoResponder) against scapy's dissection.
 
 Requests are built with scapy; each reply is dissected by scapy and its fields compared
 with what RFC 826 / RFC 792 / RFC 4443 / RFC 4861 require. A checksum is right when
@@ -29,7 +29,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from vnetio import checksum
-from vnetio.loopback import EchoResponder
+from vnetio.responder import EchoResponder
 
 MAC = "02:00:00:00:00:22"
 PEER_MAC = "02:00:00:00:00:11"
@@ -230,7 +230,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="needs an adapter"):
         EchoResponder()
     with pytest.raises(ValueError, match="needs mac="):
-        vnetio.loopback._CoreResponder(None, ipv4=IP4)
+        vnetio.responder._CoreResponder(None, ipv4=IP4)
 
     class FakeTap:
         kind = "tap"

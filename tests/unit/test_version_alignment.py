@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import vnetio
+from vnetio import _corecheck
 
 PACKAGE = Path(vnetio.__file__).resolve().parent
 CORE_VERSION = vnetio._core.__version__
@@ -26,12 +27,12 @@ def copy_package(dest: Path, *, abi: int | None = None) -> Path:
     """A copy of the package (the built extension included) under ``dest``; returns dest."""
     shutil.copytree(PACKAGE, dest / "vnetio", ignore=shutil.ignore_patterns("__pycache__"))
     if abi is not None:
-        init = dest / "vnetio" / "__init__.py"
+        corecheck = dest / "vnetio" / "_corecheck.py"
         text, count = re.subn(
-            r"(?m)^EXPECTED_ABI = \d+$", f"EXPECTED_ABI = {abi}", init.read_text()
+            r"(?m)^EXPECTED_ABI = \d+$", f"EXPECTED_ABI = {abi}", corecheck.read_text()
         )
         assert count == 1
-        init.write_text(text)
+        corecheck.write_text(text)
     return dest
 
 
@@ -172,7 +173,7 @@ def test_running_as_cli(
     monkeypatch: pytest.MonkeyPatch, orig_argv: list[str], expected: bool
 ) -> None:
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
-    assert vnetio._running_as_cli() is expected
+    assert _corecheck.running_as_cli() is expected
 
 
 @pytest.mark.parametrize(
@@ -180,5 +181,5 @@ def test_running_as_cli(
     [("0.1.0", "0.1.0"), ("0.2.0-alpha.1", "0.2.0a1"), ("1.0.0-beta.2", "1.0.0b2")],
 )
 def test_cargo_and_pep440_versions_compare_equal(cargo: str, pep440: str) -> None:
-    assert vnetio._normalize_version(cargo) == vnetio._normalize_version(pep440)
-    assert vnetio._normalize_version("0.2.0") != vnetio._normalize_version("0.2.0a1")
+    assert _corecheck.normalize_version(cargo) == _corecheck.normalize_version(pep440)
+    assert _corecheck.normalize_version("0.2.0") != _corecheck.normalize_version("0.2.0a1")

@@ -122,7 +122,7 @@ def delete_adapter(name: str, *, netns: str | None = None, force: bool = False) 
                 )
         raise FileNotFoundError(errno.ENOENT, f"no adapter named {name}{where}")
     if force:
-        _core.delete_adapter(name, netns=netns)
+        _core.delete_link(name, netns=netns)
     else:
         try:
             _release(info)

@@ -34,7 +34,6 @@ import grp
 import importlib
 import json
 import os
-import platform
 import pwd
 import shlex
 import subprocess
@@ -42,19 +41,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vnetio._doctor import (
-    CAP_NET_ADMIN,
-    NETNS_RUN_DIR,
-    NETNS_SELF,
-    PROC_STATUS,
-    Finding,
-    Status,
-    _as_root,
-    _cap_mask,
-    _read_text,
-    _reinstall_fix,
-    _which,
-)
+from vnetio.cli.doctor import common
+from vnetio.cli.doctor.common import Finding, Status
 
 __all__ = [
     "BridgePort",
@@ -62,6 +50,7 @@ __all__ = [
     "analyze_namespace",
     "check_adapters",
     "check_offload",
+    "offload_flags",
     "parse_ethtool_features",
     "parse_link_details",
     "parse_netns_list",
@@ -82,7 +71,7 @@ OFFLOAD_FEATURES: dict[str, tuple[str, ...]] = {
 BRIDGE_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
 
 
-# --- seams: everything read from the system goes through these ------------------------------
+# --- seams: what only these checks read from the system (the shared ones are in common) ---
 
 
 def _list_links(netns: str | None) -> list[dict[str, Any]]:
@@ -97,15 +86,15 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _cred() -> Cred:
     try:
-        text = _read_text(PROC_STATUS)
+        text = common.read_text(common.PROC_STATUS)
     except OSError:
         text = ""
-    effective = _cap_mask(text, "CapEff") or 0
+    effective = common.cap_mask(text, "CapEff") or 0
     return Cred(
         euid=os.geteuid(),
         egid=os.getegid(),
         groups=frozenset(os.getgroups()),
-        net_admin=bool(effective >> CAP_NET_ADMIN & 1),
+        net_admin=bool(effective >> common.CAP_NET_ADMIN & 1),
         sys_admin=bool(effective >> CAP_SYS_ADMIN & 1),
     )
 
@@ -113,8 +102,8 @@ def _cred() -> Cred:
 def _same_netns_as_caller(name: str) -> bool:
     """True when the named namespace is the one this process runs in (listed once)."""
     try:
-        mine = os.stat(NETNS_SELF)
-        theirs = os.stat(os.path.join(NETNS_RUN_DIR, name))
+        mine = os.stat(common.NETNS_SELF)
+        theirs = os.stat(os.path.join(common.NETNS_RUN_DIR, name))
     except OSError:
         return False
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
@@ -200,17 +189,17 @@ def _where(netns: str | None) -> str:
 
 def _ip(netns: str | None, *args: str) -> str:
     ns = () if netns is None else ("-n", netns)
-    return _as_root(shlex.join(("ip", *ns, *args)))
+    return common.as_root(shlex.join(("ip", *ns, *args)))
 
 
 def _in_ns(netns: str | None, *argv: str) -> str:
     ns = () if netns is None else ("ip", "netns", "exec", netns)
-    return _as_root(shlex.join((*ns, *argv)))
+    return common.as_root(shlex.join((*ns, *argv)))
 
 
 def _delete(name: str, netns: str | None) -> str:
     vnetio = ("vnetio", "delete", name) + (() if netns is None else ("--netns", netns))
-    return f"{_as_root(shlex.join(vnetio))} (or: {_ip(netns, 'link', 'del', 'dev', name)})"
+    return f"{common.as_root(shlex.join(vnetio))} (or: {_ip(netns, 'link', 'del', 'dev', name)})"
 
 
 def _python_open(mode: str, name: str, netns: str | None, **options: object) -> str:
@@ -369,7 +358,7 @@ def _owner_finding(a: _Adapter) -> Finding | None:
         "when its effective uid is the adapter's owner and its groups include the adapter's "
         "group, for whichever of the two is set.",
         f"run as {who}; or have root hand the adapter over (attaching as root with owner= "
-        f"sets the new owner): {_as_root(handover)}",
+        f"sets the new owner): {common.as_root(handover)}",
     )
 
 
@@ -401,7 +390,7 @@ def _offload_finding(a: _Adapter, features: Features | None) -> Finding | None:
             f"{a.at}: offload mask not checked: {features.error}",
             "A persistent adapter keeps the offload mask of its last user (TUNSETOFFLOAD); "
             "ethtool -k shows it.",
-            f"install ethtool (Debian/Ubuntu: {_as_root('apt-get install ethtool')}) and run "
+            f"install ethtool (Debian/Ubuntu: {common.as_root('apt-get install ethtool')}) and run "
             "vnetio doctor again",
         )
     off = _ethtool_off(a.name, a.netns, features.active)
@@ -532,7 +521,7 @@ def bridge_port_finding(name: str, port: BridgePort, netns: str | None) -> Findi
     """An up bridge port (with carrier) that is not forwarding."""
     at, bridge = _at(name, netns), port.bridge
     ns = () if netns is None else ("-n", netns)
-    forward = _as_root(shlex.join(("bridge", *ns, "link", "set", "dev", name, "state", "3")))
+    forward = common.as_root(shlex.join(("bridge", *ns, "link", "set", "dev", name, "state", "3")))
     # Turning STP off leaves a port in the state it had; with STP off it may then be set to
     # forwarding by hand (the kernel refuses that while STP runs).
     stp_off = _ip(netns, "link", "set", "dev", bridge, "type", "bridge", "stp_state", "0")
@@ -638,7 +627,7 @@ def _summary(tuns: list[dict[str, Any]], netns: str | None) -> Finding:
 
 def _link_ports(netns: str | None) -> dict[str, BridgePort] | str:
     """Bridge ports of a namespace, or why they cannot be read."""
-    ip = _which("ip")
+    ip = common.which("ip")
     if ip is None:
         return "iproute2 ('ip') is not installed"
     argv = [ip, *(["-n", netns] if netns else []), "-d", "-j", "link", "show"]
@@ -655,12 +644,12 @@ def _link_ports(netns: str | None) -> dict[str, BridgePort] | str:
 
 
 def _features(name: str, netns: str | None) -> Features:
-    ethtool = _which("ethtool")
+    ethtool = common.which("ethtool")
     if ethtool is None:
         return Features(error="ethtool is not installed")
     argv = [ethtool, "-k", name]
     if netns is not None:
-        ip = _which("ip")
+        ip = common.which("ip")
         if ip is None:
             return Features(error="iproute2 ('ip') is not installed")
         argv = [ip, "netns", "exec", netns, *argv]
@@ -686,13 +675,13 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
                 "warn",
                 f"{where}: adapters not checked: the Rust core cannot be imported",
                 f"{type(exc).__name__}: {exc}. See the 'versions' finding.",
-                _reinstall_fix(),
+                common.reinstall_fix(),
                 netns=netns,
             )
         ]
     except (OSError, ValueError) as exc:
         if netns is not None and not cred.sys_admin:
-            fix = f"run as root: {_as_root(f'vnetio doctor --netns {shlex.quote(netns)}')}"
+            fix = f"run as root: {common.as_root(f'vnetio doctor --netns {shlex.quote(netns)}')}"
         else:
             fix = "ip netns list  # shows the names of the namespaces that exist"
         return [
@@ -722,7 +711,7 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
                     "warn",
                     f"{where}: bridge port states not checked: {got}",
                     "Ports of a bridge that are not forwarding drop every frame silently.",
-                    f"install iproute2 (Debian/Ubuntu: {_as_root('apt-get install iproute2')})",
+                    f"install iproute2 (Debian/Ubuntu: {common.as_root('apt-get install iproute2')})",
                     netns=netns,
                 )
             )
@@ -747,7 +736,7 @@ def target_namespaces(
         return list(dict.fromkeys(names)), []
     if not all_namespaces:
         return [None], []
-    ip = _which("ip")
+    ip = common.which("ip")
     problem = None
     if ip is None:
         problem = "iproute2 ('ip') is not installed"
@@ -767,7 +756,7 @@ def target_namespaces(
                 f"named network namespaces not listed ('ip netns list' failed: {problem}); "
                 "only this one is examined",
                 "",
-                f"install iproute2 (Debian/Ubuntu: {_as_root('apt-get install iproute2')})",
+                f"install iproute2 (Debian/Ubuntu: {common.as_root('apt-get install iproute2')})",
             )
         ]
     named = [n for n in parse_netns_list(proc.stdout) if not _same_netns_as_caller(n)]
@@ -776,46 +765,38 @@ def target_namespaces(
 
 # --- kernel offload support (TUNSETOFFLOAD flags) -------------------------------------------
 
-# TUN_F_* (include/uapi/linux/if_tun.h).
-TUN_F = {"CSUM": 0x01, "TSO4": 0x02, "TSO6": 0x04, "TSO_ECN": 0x08, "USO4": 0x20, "USO6": 0x40}
-# What is probed, and with which flags: the kernel takes TSO and USO only together with
-# CSUM, TSO_ECN only with a TSO flag, and USO4 only together with USO6.
-OFFLOAD_TRIES = {
-    "CSUM": ("CSUM",),
-    "TSO4": ("CSUM", "TSO4"),
-    "TSO6": ("CSUM", "TSO6"),
-    "TSO_ECN": ("CSUM", "TSO4", "TSO_ECN"),
-    "USO": ("CSUM", "USO4", "USO6"),
-}
+# What the finding names, in order: the TUN_F_* flags (include/uapi/linux/if_tun.h), with
+# USO4 and USO6 as one (the kernel takes them only together).
+OFFLOAD_NAMES = ("CSUM", "TSO4", "TSO6", "TSO_ECN", "USO")
+
+# The probe is the library's own: vnetio.Tap(offload=True) offers the kernel the richest
+# TUNSETOFFLOAD mask first and falls back to smaller ones; Tap.offloads is what it took. It
+# runs in a child in a throwaway network namespace (unshare --net), so the probe TAP never
+# appears among the caller's interfaces, and goes with the namespace even if the child dies.
+_OFFLOAD_PROBE = (
+    "import json, vnetio; print(json.dumps(vnetio.Tap('vnprobe0', offload=True).offloads))"
+)
 
 
-def _iow_tun(nr: int) -> int:
-    """_IOW('T', nr, int) for this architecture (the direction bits differ on a few)."""
-    write = 0x80000000 if platform.machine().startswith(("ppc", "mips", "sparc")) else 0x40000000
-    return write | 4 << 16 | ord("T") << 8 | nr
-
-
-# Runs in a throwaway network namespace (unshare --net): one TAP, every flag tried alone.
-_OFFLOAD_PROBE = """
-import fcntl, json, os, struct, sys
-setiff, setoffload, flags = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, setiff, struct.pack("16sH22x", b"vnprobe0", 0x0002 | 0x1000 | 0x4000))
-ok = []
-for name, bits in flags.items():
-    try:
-        fcntl.ioctl(fd, setoffload, bits)
-    except OSError:
-        continue
-    ok.append(name)
-print(json.dumps(ok))
-"""
+def offload_flags(offloads: Iterable[str]) -> list[str]:
+    """:data:`OFFLOAD_NAMES` that an adapter's ``offloads`` ("csum", "tso4", "tso6", "uso4",
+    "uso6") cover. vnetio never offers TSO_ECN, but the kernel's tun_set_offload() takes it
+    exactly when it takes TSO4 or TSO6 with it, so it is reported with TSO4."""
+    took = set(offloads)
+    accepted = {
+        "CSUM": "csum" in took,
+        "TSO4": "tso4" in took,
+        "TSO6": "tso6" in took,
+        "TSO_ECN": "tso4" in took,
+        "USO": {"uso4", "uso6"} <= took,
+    }
+    return [name for name in OFFLOAD_NAMES if accepted[name]]
 
 
 def check_offload(cred: Cred | None = None) -> list[Finding]:
     """Which TUNSETOFFLOAD flags this kernel accepts (probed on a TAP in a private namespace)."""
     cred = cred or _cred()
-    unshare = _which("unshare")
+    unshare = common.which("unshare")
     if not (cred.net_admin and cred.sys_admin) or unshare is None:
         why = "needs root" if unshare else "'unshare' (util-linux) is not installed"
         return [
@@ -824,23 +805,21 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
                 "warn",
                 f"kernel offload support (TUNSETOFFLOAD) not checked: probing {why}",
                 "The probe opens a TAP with IFF_VNET_HDR in a private network namespace.",
-                _as_root("vnetio doctor"),
+                common.as_root("vnetio doctor"),
             )
         ]
-    tries = {name: sum(TUN_F[f] for f in flags) for name, flags in OFFLOAD_TRIES.items()}
-    argv = [
-        unshare, "--net", sys.executable, "-c", _OFFLOAD_PROBE,
-        str(_iow_tun(202)), str(_iow_tun(208)), json.dumps(tries),
-    ]  # fmt: skip
-    accepted: object = None
+    argv = [unshare, "--net", sys.executable, "-c", _OFFLOAD_PROBE]
+    accepted: list[str] | None = None
     try:
         proc = _run(argv)
         error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         if proc.returncode == 0:
-            accepted = json.loads(proc.stdout)
+            offloads = json.loads(proc.stdout)
+            if isinstance(offloads, list):
+                accepted = offload_flags(str(name) for name in offloads)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         error = str(exc)
-    if not isinstance(accepted, list):
+    if accepted is None:
         return [
             Finding(
                 "offload",
@@ -850,7 +829,7 @@ def check_offload(cred: Cred | None = None) -> list[Finding]:
                 "see the 'tun-features' and 'tun-open' findings",
             )
         ]
-    missing = [n for n in OFFLOAD_TRIES if n not in accepted]
+    missing = [n for n in OFFLOAD_NAMES if n not in accepted]
     summary = "kernel offload (TUNSETOFFLOAD) accepts: " + (" ".join(accepted) or "nothing")
     basic = [n for n in ("CSUM", "TSO4", "TSO6") if n in missing]
     if basic:

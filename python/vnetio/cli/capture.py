@@ -22,13 +22,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 if TYPE_CHECKING:
     from vnetio import Adapter
     from vnetio.capture import Writer
 
-__all__ = ["add_parsers", "cmd_capture", "cmd_replay"]
+__all__ = ["COMMANDS", "add_parsers", "cmd_capture", "cmd_replay"]
 
 STATUS_INTERVAL = 0.25
 
@@ -38,6 +38,7 @@ class Terminated(Exception):
 
 
 def add_parsers(sub: Any) -> None:
+    """Add ``capture`` and ``replay`` to the subcommands."""
     cap = sub.add_parser(
         "capture",
         help="capture frames from a TUN/TAP adapter to a pcapng/pcap file (like tcpdump)",
@@ -255,7 +256,7 @@ def _check_capture_args(args: argparse.Namespace, parser: argparse.ArgumentParse
 
 def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_capture_args(args, parser)
-    queue: int | str | None = "auto" if args.queue is None else (args.queue or None)
+    queue: int | Literal["auto"] | None = "auto" if args.queue is None else (args.queue or None)
     expression = " ".join(args.expression) or None
     try:
         adapter = _open_adapter(
@@ -270,7 +271,7 @@ def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         if problem is not None:
             return _fail("capture", problem)
         try:
-            with raised_queue(adapter, queue):  # type: ignore[arg-type]
+            with raised_queue(adapter, queue):
                 if args.file:
                     return _capture_to_files(adapter, args, expression)
                 return _print_frames(adapter, args, expression)
@@ -551,3 +552,7 @@ def _sleep_until(deadline: float) -> None:
     delay = deadline - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+
+
+#: The subcommands of this module and what runs each (see ``vnetio.cli.main``).
+COMMANDS = {"capture": cmd_capture, "replay": cmd_replay}
