@@ -113,15 +113,18 @@ Blob = tuple[Path, str, int]  # host file, sha256, size
 
 
 @pytest.fixture(scope="module")
-def blobs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Blob]:
-    """Random host files of each stream size, with their sha256."""
+def blobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Blob]]:
+    """Random host files of each stream size, with their sha256 (deleted afterwards: pytest
+    keeps the temporary directories of recent runs)."""
     out = {}
     for size in (STREAM_BYTES, SHORT_STREAM_BYTES):
         data = os.urandom(size)
         path = tmp_path_factory.mktemp("vnvm") / f"blob-{size}"
         path.write_bytes(data)
         out[size] = (path, hashlib.sha256(data).hexdigest(), size)
-    return out
+    yield out
+    for path, _, _ in out.values():
+        path.unlink(missing_ok=True)
 
 
 def _assert_all_replies(output: str) -> None:
