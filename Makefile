@@ -11,6 +11,10 @@ EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
 # tshark (with capinfos/editcap from wireshark-common) checks the capture files vnetio writes.
 DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
+# The guest rig (tests/vm/rig.py): QEMU, Debian's kernel with its modules, static busybox.
+# Installed without recommends (QEMU's are the GUI, OVMF, qemu-utils, block drivers: unused).
+DEB_PACKAGES_NO_RECOMMENDS := qemu-system-x86 linux-image-amd64 busybox-static
+APT_GET ?= apt-get
 
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml pyproject.toml
 
@@ -20,12 +24,19 @@ help: ## list the targets
 
 .PHONY: system-deps
 system-deps: ## install the Debian packages the tests need (root; skipped when present)
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	@# Status "installed" only: `dpkg -s` also succeeds for a removed package whose
+	@# configuration files remain, which would then never be reinstalled.
+	@installed() { [ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$1" 2>/dev/null)" = installed ]; }; \
+	missing=""; for p in $(DEB_PACKAGES); do installed $$p || missing="$$missing $$p"; done; \
+	missing_nr=""; for p in $(DEB_PACKAGES_NO_RECOMMENDS); do installed $$p || missing_nr="$$missing_nr $$p"; done; \
+	if [ -n "$$missing$$missing_nr" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing$$missing_nr"; \
 	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 1; \
-	  else echo "warning: missing Debian packages:$$missing (run 'sudo make system-deps')"; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; $(APT_GET) update -qq || exit 1; \
+	    if [ -n "$$missing" ]; then $(APT_GET) install -y -qq $$missing >/dev/null || exit 1; fi; \
+	    if [ -n "$$missing_nr" ]; then \
+	      $(APT_GET) install -y -qq --no-install-recommends $$missing_nr >/dev/null || exit 1; fi; \
+	  else echo "warning: missing Debian packages:$$missing$$missing_nr (run 'sudo make system-deps')"; fi; \
 	fi
 
 $(STAMP): requirements-dev.txt pyproject.toml
@@ -122,4 +133,4 @@ bench-rust: ## criterion benchmarks of the Rust core's in-memory paths
 .PHONY: clean
 clean: ## remove build products and the virtualenv
 	cargo clean
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results .cache/vm

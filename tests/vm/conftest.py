@@ -1,0 +1,48 @@
+"""Marker policy and leak guard for the guest-rig tests (tests/vm).
+
+A test marked ``vm`` boots a guest under QEMU (see tests/vm/rig.py). When QEMU, a kernel
+image with its modules, static busybox or dash is missing, it is skipped with the reason —
+unless ``CI`` is set, in which case it *fails* with the reason, as for ``privileged`` tests
+(tests/conftest.py). Tests that also need a network namespace carry ``privileged`` too.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ci_is_set
+from tests.vm import rig
+
+
+@functools.cache
+def _vm_problem() -> str | None:
+    return rig.vm_problem()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("vm") is None:
+        return
+    problem = _vm_problem()
+    if problem is None:
+        return
+    if ci_is_set():
+        pytest.fail(f"VM test cannot run and CI is set: {problem}", pytrace=False)
+    pytest.skip(f"VM test skipped: {problem} (with CI set it would fail)")
+
+
+@pytest.fixture(autouse=True)
+def guest_leak_guard() -> Iterator[None]:
+    """Fail the test that leaves a guest running (module-scoped guests are set up before
+    this fixture and torn down after it, so they are not counted). Leaks are killed."""
+    before = set(rig.live_guests())
+    yield
+    leaked = {pid: g for pid, g in rig.live_guests().items() if pid not in before}
+    if not leaked:
+        return
+    for guest in leaked.values():
+        guest.kill()
+    pytest.fail(f"test left guests running: {sorted(leaked)} (killed now)", pytrace=False)
