@@ -27,6 +27,7 @@ mod backend;
 pub mod features;
 pub mod ring;
 mod server;
+mod shim;
 
 use std::fs::File;
 use std::io::{Read, Write};

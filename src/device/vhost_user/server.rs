@@ -1,11 +1,13 @@
 //! The supervisor thread: waits for a frontend (accepts, or connects in client mode),
-//! runs one `VhostUserDaemon` per connection, and when the connection ends counts what
-//! it left behind and goes back to waiting. One daemon per connection keeps nothing of a
-//! previous guest (rings, memory table, acknowledged features) in the next session.
+//! runs one `VhostUserDaemon` per connection behind the ordering relay (`shim`), and when
+//! the connection ends counts what it left behind and goes back to waiting. One daemon
+//! per connection keeps nothing of a previous guest (rings, memory table, acknowledged
+//! features) in the next session.
 
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 
 use super::backend::{Conn, NetBackend};
+use super::shim::Relay;
 use super::{sys, Shared};
 
 /// How long the supervisor sleeps between checks for `close` while it waits.
@@ -51,29 +54,58 @@ fn pause(shared: &Shared, d: Duration) {
     );
 }
 
+/// The next frontend connection: accepted (server) or made (client). `None` when there
+/// is none yet (try again) or the adapter is closing.
+fn next_frontend(shared: &Shared, endpoint: &Endpoint) -> Option<UnixStream> {
+    match endpoint {
+        Endpoint::Server(l) => {
+            if !wait_for_connection(shared, l, POLL_MS) {
+                return None;
+            }
+            match l.accept() {
+                Ok((stream, _)) => Some(stream),
+                Err(e) => {
+                    shared.record_error(format!("accept a vhost-user connection: {e}"));
+                    None
+                }
+            }
+        }
+        Endpoint::Client(path) => {
+            let stream = UnixStream::connect(path).ok();
+            if stream.is_none() {
+                // QEMU not (yet, or no longer) listening: try again shortly.
+                pause(shared, RECONNECT);
+            }
+            stream
+        }
+    }
+}
+
+/// A listener on a private (abstract, per-process) address, and a stream already
+/// connected to it: the backend crate accepts that stream, the relay holds the other end.
+fn private_pair() -> std::io::Result<(Listener, UnixStream)> {
+    use std::os::linux::net::SocketAddrExt;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "vnetio-vhost-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    let ours = UnixStream::connect_addr(&addr)?;
+    Ok((Listener::from(listener), ours))
+}
+
 /// The supervisor loop; returns when the adapter is closed.
 pub(super) fn run(shared: &Arc<Shared>, endpoint: &Endpoint) {
-    // The crate's listener wraps a duplicate of our socket: we poll ours (with the close
-    // eventfd), the crate accepts on its own.
-    let mut listener = match endpoint {
-        Endpoint::Server(l) => match l.try_clone() {
-            Ok(dup) => {
-                let _ = dup.set_nonblocking(true);
-                Some(Listener::from(dup))
-            }
-            Err(e) => {
-                shared.record_error(format!("duplicate the vhost-user socket: {e}"));
-                return;
-            }
-        },
-        Endpoint::Client(_) => None,
-    };
     let nvrings = 2 * shared.pairs.len();
     while !shared.is_closed() {
-        if let Endpoint::Server(l) = endpoint {
-            if !wait_for_connection(shared, l, POLL_MS) {
-                continue;
-            }
+        let Some(frontend) = next_frontend(shared, endpoint) else {
+            continue;
+        };
+        if shared.is_closed() {
+            break;
         }
         let conn = Arc::new(Conn::new(nvrings));
         let backend = Arc::new(NetBackend::new(Arc::clone(shared), Arc::clone(&conn)));
@@ -86,25 +118,33 @@ pub(super) fn run(shared: &Arc<Shared>, endpoint: &Endpoint) {
                     continue;
                 }
             };
-        let started = match (endpoint, listener.as_mut()) {
-            (Endpoint::Server(_), Some(l)) => daemon.start(l),
-            (Endpoint::Client(path), _) => daemon.start_client(path.to_str().unwrap_or_default()),
-            (Endpoint::Server(_), None) => return,
-        };
-        if let Err(e) = started {
-            stop_workers(&daemon);
-            if matches!(endpoint, Endpoint::Server(_)) {
-                shared.record_error(format!("accept a vhost-user connection: {e}"));
+        let relay = private_pair().and_then(|(mut listener, ours)| {
+            let relay = Relay::start(frontend, ours)?;
+            // The connection is already queued: this accepts it at once.
+            match daemon.start(&mut listener) {
+                Ok(()) => Ok(relay),
+                Err(e) => {
+                    relay.stop();
+                    Err(std::io::Error::other(e.to_string()))
+                }
             }
-            pause(shared, RECONNECT);
-            continue;
-        }
+        });
+        let relay = match relay {
+            Ok(r) => r,
+            Err(e) => {
+                stop_workers(&daemon);
+                shared.record_error(format!("set up the vhost-user connection: {e}"));
+                pause(shared, RECONNECT);
+                continue;
+            }
+        };
         shared.attach(&conn, daemon.shutdown_handle());
         if shared.is_closed() {
             // close() ran before the shutdown handle was published.
             daemon.request_shutdown();
         }
         let result = daemon.wait();
+        relay.stop();
         shared.detach(&conn);
         stop_workers(&daemon);
         if let Err(e) = result {
