@@ -133,25 +133,13 @@ fn main() -> ExitCode {
     println!("listening socket={} tap={}", args.socket, args.tap);
     let stop = Arc::new(AtomicBool::new(false));
     let (gso_from_guest, gso_to_guest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let spawn = |from: Arc<dyn Device>, to: Arc<dyn Device>, gso: &Arc<AtomicU64>| {
+        let (s, g) = (Arc::clone(&stop), Arc::clone(gso));
+        thread::spawn(move || pump(&*from, &*to, &s, &g))
+    };
     let threads = [
-        {
-            let (v, t, s, g) = (
-                Arc::clone(&vhost),
-                Arc::clone(&tap),
-                Arc::clone(&stop),
-                Arc::clone(&gso_from_guest),
-            );
-            thread::spawn(move || pump(&*v, &*t, &s, &g))
-        },
-        {
-            let (v, t, s, g) = (
-                Arc::clone(&vhost),
-                Arc::clone(&tap),
-                Arc::clone(&stop),
-                Arc::clone(&gso_to_guest),
-            );
-            thread::spawn(move || pump(&*t, &*v, &s, &g))
-        },
+        spawn(vhost.clone(), tap.clone(), &gso_from_guest),
+        spawn(tap.clone(), vhost.clone(), &gso_to_guest),
     ];
     let end = Instant::now() + Duration::from_secs(args.seconds);
     let mut was = false;
