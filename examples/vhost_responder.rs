@@ -12,7 +12,9 @@
 //! Prints one line per event (`listening`, `connected` with the negotiated features,
 //! `disconnected`), a summary of the first frames the guest sends, and, at the end, the
 //! adapter's counters. Runs for `--seconds` (or until `--connections N` connections have
-//! ended), in server mode unless `--client`.
+//! ended), in server mode unless `--client`. `--stall-after N` stops reading after N
+//! frames, so frames pile up on the guest's TX ring (they are counted as lost when the
+//! guest goes away).
 
 // A command-line tool reports on stdout by design.
 #![allow(clippy::print_stdout)]
@@ -38,12 +40,13 @@ struct Args {
     offload: bool,
     superframes: bool,
     show: usize,
+    stall_after: u64,
 }
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vhost_responder SOCKET [--client] [--ip A.B.C.D] [--ip6 ADDR] [--mac MAC] \
-         [--seconds N] [--connections N] [--queues N] [--no-offload] [--superframes] [--show N]"
+         [--seconds N] [--connections N] [--queues N] [--no-offload] [--superframes] [--show N] [--stall-after FRAMES]"
     );
     ExitCode::from(2)
 }
@@ -62,6 +65,7 @@ fn parse() -> Option<Args> {
         offload: true,
         superframes: false,
         show: 20,
+        stall_after: 0,
     };
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -81,6 +85,7 @@ fn parse() -> Option<Args> {
             "--connections" => a.connections = it.next()?.parse().ok()?,
             "--queues" => a.queues = it.next()?.parse().ok()?,
             "--show" => a.show = it.next()?.parse().ok()?,
+            "--stall-after" => a.stall_after = it.next()?.parse().ok()?,
             _ => return None,
         }
     }
@@ -172,6 +177,12 @@ fn main() -> ExitCode {
         }
         input.clear();
         output.clear();
+        let taken = dev.stats().map_or(0, |s| s.rx_frames);
+        if args.stall_after > 0 && taken >= args.stall_after {
+            // Stop reading (to leave frames on the guest's TX ring, for the lost count).
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         // Every queue pair: the guest spreads its flows over them.
         for q in dev.queues() {
             match q.recv_batch(&mut input, 64, Duration::from_millis(20)) {
@@ -198,6 +209,15 @@ fn main() -> ExitCode {
     }
     println!("responder {counters:?}");
     println!("stats {:?}", dev.stats().unwrap_or_default());
+    for q in dev.queues() {
+        let s = q.stats().unwrap_or_default();
+        println!(
+            "queue {} rx_frames={} tx_frames={}",
+            q.index(),
+            s.rx_frames,
+            s.tx_frames
+        );
+    }
     println!("vhost {:?}", dev.vhost_stats());
     if let Some(e) = dev.last_error() {
         println!("last_error {e}");
