@@ -117,6 +117,25 @@ fn describe(frame: &[u8], batch: &PacketBatch, index: usize) -> String {
     )
 }
 
+/// The final counters: the responder's, the adapter's, per queue pair, vhost-user's.
+fn report(dev: &VhostUserNet, counters: &Counters) {
+    println!("responder {counters:?}");
+    println!("stats {:?}", dev.stats().unwrap_or_default());
+    for q in dev.queues() {
+        let s = q.stats().unwrap_or_default();
+        println!(
+            "queue {} rx_frames={} tx_frames={}",
+            q.index(),
+            s.rx_frames,
+            s.tx_frames
+        );
+    }
+    println!("vhost {:?}", dev.vhost_stats());
+    if let Some(e) = dev.last_error() {
+        println!("last_error {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let Some(args) = parse() else {
         return usage();
@@ -207,21 +226,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!("responder {counters:?}");
-    println!("stats {:?}", dev.stats().unwrap_or_default());
-    for q in dev.queues() {
-        let s = q.stats().unwrap_or_default();
-        println!(
-            "queue {} rx_frames={} tx_frames={}",
-            q.index(),
-            s.rx_frames,
-            s.tx_frames
-        );
-    }
-    println!("vhost {:?}", dev.vhost_stats());
-    if let Some(e) = dev.last_error() {
-        println!("last_error {e}");
-    }
+    report(&dev, &counters);
     dev.close();
     ExitCode::SUCCESS
 }
