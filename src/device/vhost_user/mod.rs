@@ -470,6 +470,7 @@ impl VhostQueue {
             let mut st = vring.get_mut();
             let mem = conn.mem.memory();
             let mut tally = RxTally::default();
+            let used_before = st.get_queue().next_used();
             let round = self.fill(
                 st.get_queue_mut(),
                 &*mem,
@@ -479,7 +480,9 @@ impl VhostQueue {
                 &mut local,
                 &mut tally,
             );
-            if tally.chains > 0 && st.needs_notification().unwrap_or(true) {
+            // Merged frames are published with one index update (see ring::push_rx), so
+            // the ring's own needs_notification would not count them: decide here.
+            if ring::used_needs_notification(st.get_queue(), &*mem, used_before) {
                 let _ = st.signal_used_queue();
             }
             self.shared.stat(|s| s.guest_rx_faults.add(&tally.faults));

@@ -509,11 +509,68 @@ pub fn push_rx<M: GuestMemory>(
             }
         }
     }
-    for &(head, len) in used.iter() {
-        queue.add_used(mem, head, len)?;
-        tally.chains += 1;
-    }
+    publish_used(queue, mem, used)?;
+    tally.chains += used.len();
     Ok(Pushed::Done)
+}
+
+/// Put `entries` on the used ring at once: all elements first, then a single update of
+/// the used index. `Queue::add_used` moves the index after every element, and a driver
+/// polling meanwhile would see the first buffer of a merged frame (with `num_buffers` =
+/// N) before the other N-1, which Linux counts as a length error and drops ("buffers
+/// missing"); virtio 1.x requires the buffers of one packet to be used together.
+///
+/// Notification is then decided by [`used_needs_notification`] (the queue's own
+/// `needs_notification` only knows of elements `add_used` put there).
+fn publish_used<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    entries: &[(u16, u32)],
+) -> Result<(), RingFault> {
+    let size = queue.size();
+    if size == 0 || queue.used_ring() == 0 {
+        return Err(RingFault::NotReady);
+    }
+    let base = GuestAddress(queue.used_ring());
+    let mut idx = Wrapping(queue.next_used());
+    for &(head, len) in entries {
+        let slot = u64::from(idx.0 % size);
+        let addr = base.checked_add(4 + slot * 8).ok_or(RingFault::Memory)?;
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write_slice(&elem, addr)
+            .map_err(|_| RingFault::Memory)?;
+        idx += Wrapping(1);
+    }
+    let idx_addr = base.checked_add(2).ok_or(RingFault::Memory)?;
+    mem.store(idx.0.to_le(), idx_addr, Ordering::Release)
+        .map_err(|_| RingFault::Memory)?;
+    queue.set_next_used(idx.0);
+    Ok(())
+}
+
+/// Whether the driver wants an interrupt for the used elements published since the used
+/// index was `old`: always without EVENT_IDX; with it, when the index crossed the
+/// driver's `used_event` (the `vring_need_event` rule).
+pub fn used_needs_notification<M: GuestMemory>(queue: &Queue, mem: &M, old: u16) -> bool {
+    let new = queue.next_used();
+    if new == old {
+        return false;
+    }
+    if !queue.event_idx_enabled() {
+        return true;
+    }
+    // The used index store must be visible before the driver's used_event is read.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let Some(addr) = GuestAddress(queue.avail_ring()).checked_add(4 + 2 * u64::from(queue.size()))
+    else {
+        return true;
+    };
+    let Ok(event) = mem.load::<u16>(addr, Ordering::Acquire).map(u16::from_le) else {
+        return true;
+    };
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 #[cfg(test)]
@@ -1009,6 +1066,61 @@ mod tests {
         );
         assert_eq!(q.next_avail(), 3);
         assert_eq!(used_entries(&mem, &vq).len(), 3);
+    }
+
+    #[test]
+    fn rx_merged_frame_is_published_with_one_index_update_and_notifies_by_event_idx() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let descs: Vec<_> = (0..8u64)
+            .map(|i| desc(BUF + i * 0x1000, 1536, WRITE, 0))
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        // The mock places its used ring over the tail of its available ring (where
+        // `used_event` lives); give this queue a used ring of its own.
+        let used = GuestAddress(0x4000);
+        q.try_set_used_ring_address(used).unwrap();
+        q.set_event_idx(true);
+        // The driver wants an interrupt once used index 2 has been passed.
+        let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
+        mem.write_obj(2u16.to_le(), used_event).unwrap();
+        let (f, hdr) = tcp4_superframe(4000); // three buffers
+        let mut tally = RxTally::default();
+        let old = q.next_used();
+        assert_eq!(
+            push(&mut q, &mem, &rx_cfg(true), hdr, &f, &mut tally),
+            Ok(Pushed::Done)
+        );
+        let idx: u16 = mem.read_obj(used.unchecked_add(2)).unwrap();
+        assert_eq!((idx, q.next_used()), (3, 3), "all three published");
+        assert!(
+            used_needs_notification(&q, &mem, old),
+            "0 -> 3 crosses used_event 2"
+        );
+        let old = q.next_used();
+        let small = udp_frame(100, 1);
+        assert_eq!(
+            push(
+                &mut q,
+                &mem,
+                &rx_cfg(true),
+                VnetHdr::default(),
+                &small,
+                &mut tally
+            ),
+            Ok(Pushed::Done)
+        );
+        assert!(!used_needs_notification(&q, &mem, old), "3 -> 4 does not");
+        q.set_event_idx(false);
+        assert!(
+            used_needs_notification(&q, &mem, old),
+            "without EVENT_IDX: always"
+        );
+        assert!(
+            !used_needs_notification(&q, &mem, q.next_used()),
+            "nothing new: never"
+        );
     }
 
     #[test]
