@@ -53,6 +53,9 @@ use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
 use crate::vnet::{segment, VnetHdr};
 
+/// How often a waiting receiver looks at the guest's ring without being signalled.
+const RECHECK: Duration = Duration::from_millis(100);
+
 /// Most queue pairs a backend serves (the backend crate maps vrings to its worker
 /// thread with a 32-bit mask: 16 pairs).
 pub const MAX_QUEUE_PAIRS: usize = 16;
@@ -384,27 +387,40 @@ impl VhostQueue {
                 if now >= deadline {
                     return Ok(0);
                 }
-                f = sig
+                // Bounded slices: a frame left on the ring without a signal (one raced
+                // with a ring restart) is still found within RECHECK.
+                let (g, timeout) = sig
                     .cond
-                    .wait_timeout(f, deadline - now)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
+                    .wait_timeout(f, (deadline - now).min(RECHECK))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f = g;
+                if timeout.timed_out() {
+                    break;
+                }
             }
         }
     }
 
     /// Take what the guest's TX ring holds, up to `max` frames. Returns frames appended.
     fn drain(&self, batch: &mut PacketBatch, max: usize) -> usize {
+        // With no ring to read, a raised signal (a kick before a stop or a disconnect)
+        // means nothing: lower it, or a waiting receiver would spin on it. The ring
+        // raises it again when it is set up.
+        let idle = || {
+            self.signals().set_tx_pending(false);
+            0
+        };
         let Some(conn) = self.shared.current() else {
-            return 0;
+            return idle();
         };
         let Some(vring) = conn.vring(2 * self.index + 1) else {
-            return 0;
+            return idle();
         };
         let mut scratch = lock(&self.recv_scratch);
         let mut st = vring.get_mut();
         if !st.get_queue().ready() || !st.is_enabled() {
-            return 0;
+            drop(st);
+            return idle();
         }
         // Cleared before the ring is looked at: a kick from now on raises it again.
         self.signals().set_tx_pending(false);
@@ -460,6 +476,9 @@ impl VhostQueue {
         let stop = loop {
             if cur.next == frames.len() {
                 break None;
+            }
+            if self.closed() {
+                break Some(Stop::NoGuest); // finish_send reports the close
             }
             let Some(conn) = self.shared.current().filter(|c| c.live(2 * self.index)) else {
                 break Some(Stop::NoGuest);
@@ -1207,6 +1226,23 @@ mod tests {
         let file = std::os::fd::AsFd::as_fd(&dev.shared.pairs[0].ready);
         let (ready, _) = sys::poll2(file, libc::POLLIN, file, 0).unwrap();
         assert!(ready.readable);
+    }
+
+    #[test]
+    fn closing_a_queue_closes_only_that_queue() {
+        let mut o = Options::new(socket("qclose"));
+        o.queues = 2;
+        let dev = VhostUserNet::new(&o).unwrap();
+        let frame = [0u8; 60];
+        dev.queues()[1].close();
+        assert!(dev.queues()[1].is_closed());
+        assert!(matches!(
+            dev.queues()[1].send_frames(&[&frame]),
+            Err(Error::Closed)
+        ));
+        assert!(matches!(dev.queues()[1].raw_fd(), Err(Error::Closed)));
+        assert!(!dev.is_closed());
+        assert_eq!(dev.queues()[0].send_frames(&[&frame]).unwrap(), 1);
     }
 
     #[test]
