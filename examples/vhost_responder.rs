@@ -6,8 +6,15 @@
 //! qemu-system-x86_64 -accel tcg -m 256M \
 //!   -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
 //!   -chardev socket,id=c0,path=/tmp/vhost.sock \
-//!   -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0 …
+//!   -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,vectors=0 …
 //! ```
+//!
+//! `vectors=0` (no MSI-X): QEMU 7.2 under TCG (no KVM) crashes in
+//! `msix_set_vector_notifiers` when it starts any vhost-user net device with MSI-X; with
+//! KVM it is not needed. For client mode (`--client`) QEMU listens:
+//! `-chardev socket,id=c0,path=/tmp/vhost.sock,server=on,wait=off`. With `--queues N`:
+//! `-netdev vhost-user,…,queues=N -device virtio-net-pci,…,mq=on` and `-smp` ≥ N (the
+//! guest uses one queue pair per vCPU).
 //!
 //! Prints one line per event (`listening`, `connected` with the negotiated features,
 //! `disconnected`), a summary of the first frames the guest sends, and, at the end, the
