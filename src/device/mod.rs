@@ -8,6 +8,7 @@ mod netlink;
 mod netns;
 
 pub mod tuntap;
+pub mod vhost_user;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
