@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use vnetio::batch::PacketBatch;
 use vnetio::device::tuntap::{parse_cidr, Adapter, OpenOptions, RxMode};
 use vnetio::device::vhost_user::{features, Options, VhostUserNet};
-use vnetio::vnet::VnetHdr;
+use vnetio::wire::vnet::VnetHdr;
 use vnetio::{Device, Medium};
 
 struct Args {

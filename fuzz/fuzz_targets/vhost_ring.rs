@@ -18,7 +18,7 @@ use vnetio::device::tuntap::RxMode;
 use vnetio::device::vhost_user::ring::{
     pop_tx, push_rx, RxConfig, RxTally, TxConfig, TxTally, MAX_GUEST_FRAME,
 };
-use vnetio::vnet::VnetHdr;
+use vnetio::wire::vnet::VnetHdr;
 use vnetio::{Medium, PacketBatch};
 
 const MEM: usize = 0x1_0000;

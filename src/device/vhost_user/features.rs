@@ -7,7 +7,7 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 
-use crate::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
+use crate::wire::vnet::{gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
 
 const fn bit(n: u32) -> u64 {
     1 << n

@@ -47,11 +47,15 @@ use self::backend::Conn;
 use self::ring::{FaultCounts, Pushed, RingFault, RxConfig, RxTally, TxConfig, TxTally};
 use super::loopback::Overflow;
 use super::tuntap::RxMode;
-use super::{now_ns, sys, Counters, Device, Medium, Placement, Stats, UserFilter};
+use super::{now_ns, Counters, Device, Stats};
 use crate::batch::PacketBatch;
-use crate::bpf::Program;
 use crate::error::{Error, VnetResult};
-use crate::vnet::{segment, VnetHdr};
+use crate::filter::bpf::Program;
+use crate::filter::{Placement, UserFilter};
+use crate::offload::gso::segment;
+use crate::sys;
+use crate::wire::vnet::VnetHdr;
+use crate::wire::Medium;
 
 /// How often a waiting receiver looks at the guest's ring without being signalled.
 const RECHECK: Duration = Duration::from_millis(100);
@@ -751,7 +755,9 @@ impl Device for VhostQueue {
         let (n, bytes) = self
             .shared
             .filter
-            .recv(batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
+            .recv(self.index, batch, max, wait, |b, m, w| {
+                self.recv_raw(b, m, w)
+            })?;
         self.counters.rx(n, bytes);
         Ok(n)
     }

@@ -24,8 +24,9 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use crate::batch::{PacketBatch, MAX_FRAME};
 use crate::device::tuntap::RxMode;
-use crate::device::Medium;
-use crate::vnet::{complete_csum, segment, VnetHdr, F_NEEDS_CSUM};
+use crate::offload::gso::segment;
+use crate::wire::vnet::{complete_csum, VnetHdr, F_NEEDS_CSUM};
+use crate::wire::Medium;
 
 /// Longest frame (after the virtio-net header) accepted from a guest: a 64 KiB IP
 /// super-frame behind an Ethernet header and one VLAN tag.
@@ -576,8 +577,8 @@ pub fn used_needs_notification<M: GuestMemory>(queue: &Queue, mem: &M, old: u16)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::verify_frame;
-    use crate::vnet::gso;
+    use crate::wire::checksum::verify_frame;
+    use crate::wire::vnet::gso;
     use virtio_bindings::bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
@@ -640,7 +641,7 @@ mod tests {
             0,
         ]);
         f.resize(len, tag);
-        crate::checksum::fix_frame(&mut f, Medium::Ethernet).unwrap();
+        crate::wire::checksum::fix_frame(&mut f, Medium::Ethernet).unwrap();
         f
     }
 
@@ -924,14 +925,14 @@ mod tests {
         f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00, 0x50]);
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
         f.extend((0..payload).map(|i| (i % 251) as u8));
-        let pseudo = crate::checksum::pseudo_header_v4(
+        let pseudo = crate::wire::checksum::pseudo_header_v4(
             [192, 0, 2, 1],
             [192, 0, 2, 2],
             6,
             (20 + payload) as u32,
         );
         f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-        let c = crate::checksum::checksum(&f[14..34]);
+        let c = crate::wire::checksum::checksum(&f[14..34]);
         f[24..26].copy_from_slice(&c.to_be_bytes());
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,

@@ -16,7 +16,8 @@ use vhost_user_backend::VhostUserDaemon;
 
 use super::backend::{Conn, NetBackend};
 use super::shim::Relay;
-use super::{sys, Shared};
+use super::Shared;
+use crate::sys;
 
 /// How long the supervisor sleeps between checks for `close` while it waits.
 const POLL_MS: libc::c_int = 200;
