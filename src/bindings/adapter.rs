@@ -403,6 +403,38 @@ impl PyAdapter {
     }
 }
 
+/// One queue of a multi-queue adapter (a descriptor of a TUN/TAP adapter, a queue pair
+/// of a vhost-user adapter): the whole `Adapter` interface on that queue alone.
+#[pyclass(name = "Queue", module = "vnetio._core", extends = PyAdapter, frozen)]
+pub struct PyQueue {
+    index: usize,
+}
+
+impl PyQueue {
+    /// The Python objects of an adapter's queues, in order: `(device, name)` each.
+    pub(super) fn tuple(
+        py: Python<'_>,
+        queues: impl Iterator<Item = (Arc<dyn Device>, String)>,
+    ) -> PyResult<Py<PyTuple>> {
+        let mut objects = Vec::new();
+        for (index, (dev, name)) in queues.enumerate() {
+            let init = PyClassInitializer::from(PyAdapter::new(dev, name, "Queue"))
+                .add_subclass(PyQueue { index });
+            objects.push(Py::new(py, init)?);
+        }
+        Ok(PyTuple::new(py, objects)?.unbind())
+    }
+}
+
+#[pymethods]
+impl PyQueue {
+    /// Position of this queue in its adapter.
+    #[getter]
+    fn index(&self) -> usize {
+        self.index
+    }
+}
+
 /// Raise ValueError if `name` is not a valid interface name (or `%d` pattern).
 #[pyfunction]
 pub fn validate_ifname(name: &str) -> PyResult<()> {

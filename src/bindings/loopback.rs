@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::adapter::PyAdapter;
-use crate::device::loopback::{self, LoopbackEnd, Overflow};
+use crate::device::loopback::{self, LoopbackEnd};
 use crate::device::Device;
 
 /// One end of an in-memory adapter pair.
@@ -48,15 +47,7 @@ pub fn loopback_pair(
     overflow: &str,
 ) -> PyResult<(Py<PyLoopback>, Py<PyLoopback>)> {
     let medium = super::convert::medium(kind)?;
-    let overflow = match overflow {
-        "drop" => Overflow::Drop,
-        "error" => Overflow::Error,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "overflow must be \"drop\" or \"error\", not {other:?}"
-            )))
-        }
-    };
+    let overflow = super::convert::overflow(overflow)?;
     let (a, b) = loopback::pair(capacity, medium, mtu, overflow)?;
     let make = |end: LoopbackEnd, name: &str| -> PyResult<Py<PyLoopback>> {
         let end = Arc::new(end);

@@ -13,6 +13,7 @@ mod offload;
 mod python_layer;
 mod responder;
 mod tuntap;
+mod vhost_user;
 
 use pyo3::prelude::*;
 
@@ -22,7 +23,7 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::adapter::{_panic_for_test, validate_ifname, PyAdapter, PyStats};
+    use super::adapter::{_panic_for_test, validate_ifname, PyAdapter, PyQueue, PyStats};
     #[pymodule_export]
     use super::batch::PyBatch;
     #[pymodule_export]
@@ -42,7 +43,9 @@ mod _core {
     #[pymodule_export]
     use super::responder::PyEchoResponder;
     #[pymodule_export]
-    use super::tuntap::{tun_features, PyKernelAdapter, PyQueue, PyTap, PyTun};
+    use super::tuntap::{tun_features, PyKernelAdapter, PyTap, PyTun};
+    #[pymodule_export]
+    use super::vhost_user::{PyVhostStats, PyVhostUserNet};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,32 +3,15 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::adapter::PyAdapter;
+use super::adapter::{PyAdapter, PyQueue};
+use super::convert::rx_mode as parse_rx_mode;
 use super::gil::detached;
-use crate::device::tuntap::{
-    self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions, RxMode,
-};
+use crate::device::tuntap::{self, format_mac, offload_names, parse_cidr, parse_mac, OpenOptions};
 use crate::device::Device;
 use crate::wire::Medium;
-
-/// One queue (descriptor) of a multi-queue adapter.
-#[pyclass(name = "Queue", module = "vnetio._core", extends = PyAdapter, frozen)]
-pub struct PyQueue {
-    index: usize,
-}
-
-#[pymethods]
-impl PyQueue {
-    /// Position of this queue in its adapter.
-    #[getter]
-    fn index(&self) -> usize {
-        self.index
-    }
-}
 
 /// Shared by Tap and Tun: configuration of a kernel adapter.
 #[pyclass(name = "_KernelAdapter", module = "vnetio._core", extends = PyAdapter, subclass, frozen)]
@@ -37,36 +20,19 @@ pub struct PyKernelAdapter {
     queues: Py<PyTuple>,
 }
 
-fn parse_rx_mode(mode: &str, offload: bool) -> PyResult<RxMode> {
-    if mode == "superframes" && !offload {
-        return Err(PyValueError::new_err(
-            "rx_mode=\"superframes\" needs offload=True (without offload the kernel hands out \
-             only wire-sized frames)",
-        ));
-    }
-    match mode {
-        "segments" => Ok(RxMode::Segments),
-        "superframes" => Ok(RxMode::Superframes),
-        other => Err(PyValueError::new_err(format!(
-            "rx_mode must be \"segments\" or \"superframes\", not {other:?}"
-        ))),
-    }
-}
-
 fn open_kernel(
     py: Python<'_>,
     class: &'static str,
     opts: &OpenOptions,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
     let adapter = Arc::new(detached(py, || tuntap::Adapter::open(opts))?);
-    let mut qs = Vec::with_capacity(adapter.queues().len());
-    for q in adapter.queues() {
-        let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
-        let init = PyClassInitializer::from(PyAdapter::new(dev, q.name().to_owned(), "Queue"))
-            .add_subclass(PyQueue { index: q.index() });
-        qs.push(Py::new(py, init)?);
-    }
-    let queues = PyTuple::new(py, qs)?.unbind();
+    let queues = PyQueue::tuple(
+        py,
+        adapter.queues().iter().map(|q| {
+            let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
+            (dev, q.name().to_owned())
+        }),
+    )?;
     let dev: Arc<dyn Device> = Arc::clone(&adapter) as Arc<dyn Device>;
     let base = PyAdapter::new(dev, adapter.name().to_owned(), class);
     Ok(PyClassInitializer::from(base).add_subclass(PyKernelAdapter { adapter, queues }))

@@ -1,0 +1,248 @@
+"""vnetio as the other end of a real guest's virtio-net NIC: a ``VhostUserNet`` backend,
+forwarded to a vnetio ``Tap`` in a host namespace by ``examples/vhost_forward.py``.
+
+One guest boot serves most tests (module-scoped): pings both ways over IPv4 and IPv6, TCP
+streams both ways with sha256 at both ends (32 MiB over IPv4, 8 MiB over IPv6), no TCP
+checksum errors on either side, and the guest's TSO super-frames reaching the TAP whole
+(``superframes`` mode, counted by the forwarder). Then the guest is killed mid-stream and
+a new one boots on the same socket: the backend accepts it and traffic resumes. A second
+guest runs with every offload off on its NIC and the forwarder in ``segments`` mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netutil import Netns, create_netns, delete_netns, run
+from tests.vm import rig
+from tests.vm.hostnet import StreamReceiver, send_stream
+
+pytestmark = [pytest.mark.vm, pytest.mark.privileged]
+
+ROOT = Path(__file__).resolve().parents[2]
+FORWARDER = ROOT / "examples" / "vhost_forward.py"
+TAP = "vnvhu0"
+GUEST_MAC = "52:54:00:76:68:01"
+HOST = {"ipv4": "192.0.2.1", "ipv6": "2001:db8:5::1"}
+GUEST = {"ipv4": "192.0.2.2", "ipv6": "2001:db8:5::2"}
+STREAM = 32 << 20
+SHORT = 8 << 20
+
+
+class Forwarder:
+    """examples/vhost_forward.py in a child process: started, waited for, stopped by PID."""
+
+    def __init__(self, socket_path: Path, ns: Netns, *extra: str) -> None:
+        argv = [sys.executable, str(FORWARDER), str(socket_path), TAP, "--netns", ns.name]
+        argv += ["--address", f"{HOST['ipv4']}/24", "--address", f"{HOST['ipv6']}/64"]
+        argv += ["--count-superframes", *extra]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"forwarder failed to start (exit {self.proc.returncode})")
+        assert json.loads(line)["event"] == "ready", line
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM; the counters it printed on the way out."""
+        assert self.proc.stdout is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=20)
+        reports = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        stopped = [r for r in reports if r.get("event") == "stopped"]
+        assert stopped, out
+        return dict(stopped[-1])
+
+
+def boot(socket_path: Path, *, offloads: bool = True, name: str = "vhu") -> rig.Guest:
+    device: dict[str, str | int | bool] = {}
+    if not offloads:  # the guest driver then negotiates none of them
+        for flag in ("csum", "guest_csum", "guest_tso4", "guest_tso6", "guest_ecn",
+                     "guest_ufo", "host_tso4", "host_tso6", "host_ecn", "host_ufo",
+                     "mrg_rxbuf"):  # fmt: skip
+            device[flag] = "off"
+    guest = rig.Guest(
+        nics=[rig.VhostUserNic(str(socket_path), GUEST_MAC, device=device)],
+        programs=["ip"],
+        name=name,
+    ).start()
+    ifname = guest.ifname(GUEST_MAC)
+    guest.run(
+        f"ip addr add {GUEST['ipv4']}/24 dev {ifname} && "
+        f"ip -6 addr add {GUEST['ipv6']}/64 dev {ifname} nodad && ip link set dev {ifname} up"
+        f" && for i in $(seq 100); do [ $(cat /sys/class/net/{ifname}/carrier) = 1 ] && exit 0;"
+        f" usleep 50000; done; exit 1",
+        check=True,
+    )
+    return guest
+
+
+@dataclass
+class Peer:
+    ns: Netns
+    socket: Path
+    forwarder: Forwarder
+    guest: rig.Guest
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    ns = create_netns(ipv6=True)
+    sock = tmp_path_factory.mktemp("vnvhu") / "vm.sock"
+    forwarder = guest = None
+    try:
+        forwarder = Forwarder(sock, ns)
+        guest = boot(sock)
+        yield Peer(ns, sock, forwarder, guest)
+    finally:
+        if guest is not None:
+            guest.close()
+        if forwarder is not None and forwarder.proc.poll() is None:
+            forwarder.proc.kill()
+            forwarder.proc.wait()
+        delete_netns(ns.name)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, tuple[Path, str]]]:
+    out = {}
+    for size in (STREAM, SHORT):
+        data = os.urandom(size)
+        path = tmp_path_factory.mktemp("vnvhu-blob") / f"blob-{size}"
+        path.write_bytes(data)
+        out[size] = (path, hashlib.sha256(data).hexdigest())
+    yield out
+    for path, _ in out.values():
+        path.unlink(missing_ok=True)
+
+
+def all_replies(output: str) -> bool:
+    match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
+    return bool(match) and match.group(1) == match.group(2)
+
+
+def stream_both_ways(peer: Peer, blob: tuple[Path, str], size: int, family: str) -> None:
+    path, digest = blob
+    port = 5101 if family == "ipv4" else 5111
+    g = peer.guest
+    server = g.run_bg(f"nc -l -p {port} > /tmp/rx")
+    send_stream(peer.ns.name, GUEST[family], port, path)
+    server.wait(timeout=60)
+    got = g.run("wc -c < /tmp/rx; sha256sum /tmp/rx", timeout=60, check=True).stdout.split()
+    assert got[:2] == [str(size), digest], "host->guest stream corrupted"
+    receiver = StreamReceiver(peer.ns.name, HOST[family], port + 1)
+    g.run(f"nc {HOST[family]} {port + 1} < /tmp/rx", timeout=120, check=True)
+    back = receiver.result()
+    g.run("rm -f /tmp/rx", check=True)
+    assert (back.bytes, back.sha256) == (size, digest), "guest->host stream corrupted"
+
+
+def assert_no_checksum_errors(peer: Peer) -> None:
+    guest_tcp = peer.guest.read_snmp("Tcp")
+    host_tcp = rig.parse_snmp(peer.ns.exec("cat", "/proc/net/snmp"), "Tcp")
+    assert guest_tcp["InCsumErrors"] == 0 and guest_tcp["InErrs"] == 0, guest_tcp
+    assert host_tcp["InCsumErrors"] == 0, host_tcp
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_ping_both_ways(peer: Peer, family: str) -> None:
+    flag = "-6" if family == "ipv6" else "-4"
+    out = peer.guest.run(f"ping {flag} -c 3 -i 0.2 -w 10 {HOST[family]}", timeout=15)
+    assert out.ok and all_replies(out.stdout), out
+    host = run(
+        ["ip", "netns", "exec", peer.ns.name, "ping", flag, "-c", "3", "-i", "0.2", "-w", "10",
+         GUEST[family]],
+        timeout=15,
+    )  # fmt: skip
+    assert all_replies(host), host
+
+
+@pytest.mark.parametrize(("family", "size"), [("ipv4", STREAM), ("ipv6", SHORT)])
+def test_tcp_stream_both_ways(
+    peer: Peer, blobs: dict[int, tuple[Path, str]], family: str, size: int
+) -> None:
+    stream_both_ways(peer, blobs[size], size, family)
+    assert_no_checksum_errors(peer)
+
+
+def test_guest_killed_mid_stream_then_a_new_guest_is_served(
+    peer: Peer, blobs: dict[int, tuple[Path, str]]
+) -> None:
+    """Runs last of the tests on the module's guest: it kills it."""
+    path, _ = blobs[STREAM]
+    server = peer.guest.run_bg("nc -l -p 5201 > /dev/null")
+    sender = subprocess.Popen(
+        ["ip", "netns", "exec", peer.ns.name, "sh", "-c",
+         f"cat {path} {path} {path} | nc -q 1 {GUEST['ipv4']} 5201"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # mid-stream
+        assert server.alive()
+        peer.guest.kill()
+    finally:
+        sender.kill()
+        sender.wait()
+    again = boot(peer.socket, name="vhu2")  # the same backend, a new connection
+    try:
+        out = again.run(f"ping -c 3 -i 0.2 -w 15 {HOST['ipv4']}", timeout=20)
+        assert all_replies(out.stdout), out
+        report = peer.forwarder.stop()  # while the new guest is connected (its features)
+    finally:
+        again.close()
+    vhost = report["vhost"]
+    assert vhost["connections"] == 2 and vhost["disconnects"] >= 1, vhost
+    # The first guest's TSO super-frames reached the TAP whole (superframes mode).
+    assert report["guest_to_tap"]["superframes"] > 0, report
+    assert vhost["superframes"] > 0, vhost
+    assert {"csum", "guest_tso4", "host_tso4", "mrg_rxbuf"} <= set(report["features"])
+    assert report["guest_to_tap"]["send_errors"] == 0, report
+    refused = {k: v for k, v in vhost.items() if k.startswith("guest_") and v}
+    assert refused == {}, refused
+
+
+@pytest.mark.parametrize(("offloads", "mode"), [(False, "superframes"), (True, "segments")])
+def test_offloads_resolved_in_software(
+    tmp_path: Path, blobs: dict[int, tuple[Path, str]], offloads: bool, mode: str
+) -> None:
+    """A guest that negotiated no offload gets the host's super-frames split and completed
+    in software; in ``segments`` mode the guest's own super-frames are split on receipt."""
+    ns = create_netns(ipv6=True)
+    sock = tmp_path / "vm.sock"
+    forwarder = guest = None
+    try:
+        forwarder = Forwarder(sock, ns, "--mode", mode)
+        guest = boot(sock, offloads=offloads, name=f"vhu-{mode}")
+        p = Peer(ns, sock, forwarder, guest)
+        stream_both_ways(p, blobs[SHORT], SHORT, "ipv4")
+        assert_no_checksum_errors(p)
+        report = forwarder.stop()
+        vhost = report["vhost"]
+        assert report["guest_to_tap"]["superframes"] == 0, report  # split, or never made
+        if offloads:
+            assert vhost["superframes"] > 0, vhost  # the guest made them; vnetio split them
+        else:
+            assert not {"csum", "guest_csum", "guest_tso4", "host_tso4"} & set(report["features"])
+            assert vhost["superframes"] == 0, vhost
+            assert vhost["sent_in_software"] > 0, vhost  # the host's, split for this guest
+    finally:
+        if guest is not None:
+            guest.close()
+        if forwarder is not None and forwarder.proc.poll() is None:
+            forwarder.proc.kill()
+            forwarder.proc.wait()
+        delete_netns(ns.name)
