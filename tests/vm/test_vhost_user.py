@@ -56,6 +56,14 @@ class Forwarder:
             raise AssertionError(f"forwarder failed to start (exit {self.proc.returncode})")
         assert json.loads(line)["event"] == "ready", line
 
+    def kill(self) -> None:
+        """End it by PID if it still runs (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def stop(self) -> dict[str, Any]:
         """SIGTERM; the counters it printed on the way out."""
         assert self.proc.stdout is not None
@@ -111,9 +119,8 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     finally:
         if guest is not None:
             guest.close()
-        if forwarder is not None and forwarder.proc.poll() is None:
-            forwarder.proc.kill()
-            forwarder.proc.wait()
+        if forwarder is not None:
+            forwarder.kill()
         delete_netns(ns.name)
 
 
@@ -242,7 +249,63 @@ def test_offloads_resolved_in_software(
     finally:
         if guest is not None:
             guest.close()
-        if forwarder is not None and forwarder.proc.poll() is None:
-            forwarder.proc.kill()
-            forwarder.proc.wait()
+        if forwarder is not None:
+            forwarder.kill()
         delete_netns(ns.name)
+
+
+def test_two_guests_through_the_python_learning_switch(tmp_path: Path) -> None:
+    """examples/learning_switch.py joins two guests' NICs: ping and TCP between them."""
+    socks = [tmp_path / "a.sock", tmp_path / "b.sock"]
+    macs = ["52:54:00:76:68:0a", "52:54:00:76:68:0b"]
+    addrs = ["192.0.2.10", "192.0.2.11"]
+    switch = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "learning_switch.py"), *map(str, socks)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    guests: list[rig.Guest] = []
+    try:
+        assert switch.stdout is not None
+        assert json.loads(switch.stdout.readline())["event"] == "ready"
+        for sock, mac, addr, name in zip(socks, macs, addrs, ("swa", "swb"), strict=True):
+            g = rig.Guest(nics=[rig.VhostUserNic(str(sock), mac)], programs=["ip"], name=name)
+            guests.append(g.start())
+            ifname = g.ifname(mac)
+            g.run(f"ip addr add {addr}/24 dev {ifname} && ip link set dev {ifname} up", check=True)
+        a, b = guests
+        out = a.run(f"ping -c 3 -i 0.2 -w 15 {addrs[1]}", timeout=20)
+        assert all_replies(out.stdout), out
+        # busybox nc shuts its socket down when its stdin ends, and a busybox nc client
+        # stops at the first FIN it reads: keep the server's stdin open.
+        server = b.run_bg("sleep 300 | nc -l -p 5301 > /tmp/rx")
+        # Made in the guest: the command channel is too slow to carry it there.
+        a.run(f"head -c {SHORT} /dev/urandom > /tmp/tx", check=True)
+        size, sent = a.run("wc -c < /tmp/tx; sha256sum /tmp/tx", check=True).stdout.split()[:2]
+        assert size == str(SHORT)
+        a.run(f"nc {addrs[1]} 5301 < /tmp/tx", timeout=120, check=True)
+        b.run(  # nc exits at the FIN; the sleep feeding it goes on
+            "for i in $(seq 200); do pidof nc >/dev/null || exit 0; usleep 100000; done; exit 1",
+            timeout=30,
+            check=True,
+        )
+        server.kill()
+        got = b.run("wc -c < /tmp/rx; sha256sum /tmp/rx", check=True).stdout.split()
+        assert got[:2] == [str(SHORT), sent]
+        switch.terminate()
+        out_text, _ = switch.communicate(timeout=20)
+        report = json.loads(out_text.splitlines()[-1])
+        assert report["learnt"] == {macs[0]: 0, macs[1]: 1}, report
+        assert report["forwarded"] > 0, report
+        refused = [
+            {k: v for k, v in p["vhost"].items() if k.startswith("guest_") and v}
+            for p in report["ports"]
+        ]
+        assert refused == [{}, {}], refused
+    finally:
+        for g in guests:
+            g.close()
+        if switch.poll() is None:
+            switch.kill()
+            switch.wait()
+        if switch.stdout is not None:
+            switch.stdout.close()
