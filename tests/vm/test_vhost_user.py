@@ -186,6 +186,24 @@ def test_tcp_stream_both_ways(
     assert_no_checksum_errors(peer)
 
 
+def test_driver_reloaded_in_the_guest(peer: Peer) -> None:
+    """rmmod/insmod virtio_net: the guest resets its rings on the same connection; the
+    backend follows and traffic resumes."""
+    g = peer.guest
+    before = g.run("cat /sys/class/net/*/address").stdout
+    g.run("rmmod virtio_net && insmod /lib/modules/vnvm/virtio_net.ko", check=True, timeout=30)
+    ifname = g.ifname(GUEST_MAC)
+    g.run(
+        f"ip addr add {GUEST['ipv4']}/24 dev {ifname} && ip link set dev {ifname} up && "
+        f"for i in $(seq 100); do [ $(cat /sys/class/net/{ifname}/carrier) = 1 ] && exit 0; "
+        f"usleep 50000; done; exit 1",
+        check=True,
+    )
+    assert g.run("cat /sys/class/net/*/address").stdout == before
+    out = g.run(f"ping -c 3 -i 0.2 -w 15 {HOST['ipv4']}", timeout=20)
+    assert all_replies(out.stdout), out
+
+
 def test_guest_killed_mid_stream_then_a_new_guest_is_served(
     peer: Peer, blobs: dict[int, tuple[Path, str]]
 ) -> None:
