@@ -61,7 +61,7 @@ pub fn list_links<'py>(py: Python<'py>, netns: Option<&str>) -> PyResult<Bound<'
 #[pyfunction]
 #[pyo3(signature = (name, *, netns = None))]
 pub fn delete_link(py: Python<'_>, name: &str, netns: Option<&str>) -> PyResult<()> {
-    detached(py, || links::delete_tuntap(name, netns))
+    detached(py, || links::delete(name, netns, None))
 }
 
 /// The network namespace, as (st_dev, st_ino), of the adapter behind descriptor `fd` of
