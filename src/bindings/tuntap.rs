@@ -30,14 +30,21 @@ impl PyQueue {
     }
 }
 
-/// Shared by Tap and Tun: configuration of a kernel adapter.
+/// Shared by Tap, Tun and Macvtap: configuration of a kernel adapter.
 #[pyclass(name = "_KernelAdapter", module = "vnetio._core", extends = PyAdapter, subclass, frozen)]
 pub struct PyKernelAdapter {
     adapter: Arc<tuntap::Adapter>,
     queues: Py<PyTuple>,
 }
 
-fn parse_rx_mode(mode: &str, offload: bool) -> PyResult<RxMode> {
+impl PyKernelAdapter {
+    /// The core adapter.
+    pub(super) fn adapter(&self) -> &Arc<tuntap::Adapter> {
+        &self.adapter
+    }
+}
+
+pub(super) fn parse_rx_mode(mode: &str, offload: bool) -> PyResult<RxMode> {
     if mode == "superframes" && !offload {
         return Err(PyValueError::new_err(
             "rx_mode=\"superframes\" needs offload=True (without offload the kernel hands out \
@@ -58,7 +65,18 @@ fn open_kernel(
     class: &'static str,
     opts: &OpenOptions,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
-    let adapter = Arc::new(detached(py, || tuntap::Adapter::open(opts))?);
+    let adapter = detached(py, || tuntap::Adapter::open(opts))?;
+    kernel_adapter(py, class, adapter)
+}
+
+/// The Python objects of an open kernel adapter: the adapter (named `class` in reprs) and
+/// one `Queue` per descriptor.
+pub(super) fn kernel_adapter(
+    py: Python<'_>,
+    class: &'static str,
+    adapter: tuntap::Adapter,
+) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
+    let adapter = Arc::new(adapter);
     let mut qs = Vec::with_capacity(adapter.queues().len());
     for q in adapter.queues() {
         let dev: Arc<dyn Device> = Arc::clone(q) as Arc<dyn Device>;
