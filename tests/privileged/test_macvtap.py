@@ -387,7 +387,9 @@ def test_list_shows_the_macvtap_and_its_holder(wire: Wire) -> None:
         assert "macvtap" in row and f"lower={LOWER}" in row and f"{os.getpid()}/" in row
         # Not ours to clean up while held.
         out = cli("cleanup", "--netns", wire.ns.name).stdout
-        assert re.search(rf"^kept\s+{m.name} .*held open by PID {os.getpid()}", out, re.M), out
+        assert re.search(
+            rf"^kept\s+{m.name} .*held open by PID {os.getpid()}", out, re.MULTILINE
+        ), out
         assert m.name in wire.macvtaps()
 
 
@@ -399,10 +401,10 @@ def test_cleanup_removes_an_orphaned_macvtap(wire: Wire) -> None:
         entry = listed(wire.ns)[name]
         assert entry["orphaned"] and not entry["held"] and entry["holders"] == []
         dry = cli("cleanup", "--netns", wire.ns.name, "--dry-run").stdout
-        assert re.search(rf"^would remove\s+{name} .*orphaned", dry, re.M), dry
+        assert re.search(rf"^would remove\s+{name} .*orphaned", dry, re.MULTILINE), dry
         assert name in wire.macvtaps()
         out = cli("cleanup", "--netns", wire.ns.name).stdout
-        assert re.search(rf"^removed\s+{name} ", out, re.M), out
+        assert re.search(rf"^removed\s+{name} ", out, re.MULTILINE), out
         assert wire.macvtaps() == {} and wire.ns.has_link(LOWER)
     finally:
         wire.ns.ip("link", "del", "dev", name, check=False)
