@@ -437,6 +437,8 @@ impl Sysfs {
         Ok(Sysfs { private: true })
     }
 
+    /// Takes `self` as proof that this thread's `/sys` was set up (or knowingly left).
+    #[allow(clippy::unused_self)]
     fn dev(&self, name: &str, ifindex: u32) -> io::Result<(u32, u32)> {
         read_dev(Path::new("/sys/class/net"), name, ifindex)
     }
