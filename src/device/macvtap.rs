@@ -424,17 +424,22 @@ fn read_dev(sys_class_net: &Path, name: &str, ifindex: u32) -> io::Result<(u32, 
 /// This thread's view of sysfs: a private mount of this network namespace's sysfs when
 /// the thread could get a mount namespace of its own, else the machine's `/sys`.
 struct Sysfs {
+    /// The thread has a mount namespace of its own (mounts made now are private).
     private: bool,
 }
 
 impl Sysfs {
-    /// Call on a thread of vnetio's own only (see `sys::mounts`).
-    fn for_this_thread() -> io::Result<Sysfs> {
+    /// Call on a thread of vnetio's own only (see `sys::mounts`). Never fails: where a
+    /// private sysfs cannot be had, the machine's is read (and checked against the
+    /// ifindex by `dev`).
+    fn for_this_thread() -> Sysfs {
         if mounts::unshare_private_mounts().is_err() {
-            return Ok(Sysfs { private: false });
+            return Sysfs { private: false };
         }
-        mounts::mount_fresh(c"sysfs", Path::new("/sys"))?;
-        Ok(Sysfs { private: true })
+        // EBUSY: /sys already is this namespace's sysfs (the same superblock cannot be
+        // mounted on itself), as under `ip netns exec`. Any other failure: /sys stays.
+        let _ = mounts::mount_fresh(c"sysfs", Path::new("/sys"));
+        Sysfs { private: true }
     }
 
     /// Takes `self` as proof that this thread's `/sys` was set up (or knowingly left).
@@ -480,7 +485,7 @@ fn open_char(path: &Path) -> io::Result<File> {
 /// Open the character device of macvtap `name` (ifindex `ifindex`) `count` times. Runs on
 /// a thread of vnetio's own, in the link's namespace.
 fn open_node(name: &str, ifindex: u32, count: usize) -> VnetResult<Vec<File>> {
-    let sysfs = Sysfs::for_this_thread().map_err(|e| node_error(name, "mount sysfs", e))?;
+    let sysfs = Sysfs::for_this_thread();
     let (major, minor) = sysfs
         .dev(name, ifindex)
         .map_err(|e| node_error(name, "read the device numbers", e))?;
@@ -548,10 +553,10 @@ pub fn char_devs(
     links: &[(String, u32)],
 ) -> VnetResult<Vec<Option<(u32, u32)>>> {
     netns::run_on_thread(netns, || {
-        let sysfs = Sysfs::for_this_thread().ok();
+        let sysfs = Sysfs::for_this_thread();
         Ok(links
             .iter()
-            .map(|(name, ifindex)| sysfs.as_ref()?.dev(name, *ifindex).ok())
+            .map(|(name, ifindex)| sysfs.dev(name, *ifindex).ok())
             .collect())
     })
 }

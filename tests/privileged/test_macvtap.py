@@ -382,6 +382,16 @@ def test_list_shows_the_macvtap_and_its_holder(wire: Wire) -> None:
         assert entry["queues"] == 2
         ((pid, fds),) = [(h["pid"], h["fds"]) for h in entry["holders"]]
         assert pid == os.getpid() and len(fds) == 2
+        # The same from inside the namespace (`ip netns exec` mounts that namespace's sysfs).
+        inside = subprocess.run(
+            ["ip", "netns", "exec", wire.ns.name, *VNETIO, "list", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        (seen,) = [e for e in json.loads(inside.stdout) if e["name"] == m.name]
+        assert [h["pid"] for h in seen["holders"]] == [os.getpid()]
         table = cli("list", "--netns", wire.ns.name).stdout
         (row,) = [line for line in table.splitlines() if line.startswith(m.name)]
         assert "macvtap" in row and f"lower={LOWER}" in row and f"{os.getpid()}/" in row
