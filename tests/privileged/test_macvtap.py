@@ -259,6 +259,19 @@ def test_echo_responder_answers_ping_and_arp_through_the_macvtap(wire: Wire) -> 
         assert counts["arp"] >= 1 and counts["echo4"] == 3
 
 
+def test_kernel_drops_for_a_slow_reader_are_counted(wire: Wire) -> None:
+    with open_macvtap(wire) as m:
+        m.queue_length = 16
+        assert wire.ns.link(m.name)["txqlen"] == 16
+        wire.peer.ip("neigh", "replace", OUR_IP, "lladdr", m.mac, "dev", PEER_END)
+        communicate(in_ns(wire.peer, UDP_SENDER, OUR_IP, 7500, 200, "flood"))  # nobody reads
+        time.sleep(0.2)
+        got, _ = recv_until([m], lambda f: f.endswith(b"flood"), 200, timeout=1)
+        stats = m.stats()
+        assert stats.rx_dropped > 0 and len(got) + stats.rx_dropped >= 200, (len(got), stats)
+        assert stats.tx_dropped == 0
+
+
 def test_queues_share_the_flows(wire: Wire) -> None:
     with open_macvtap(wire, queues=2) as m:
         assert [q.index for q in m.queues] == [0, 1]
@@ -323,32 +336,47 @@ def test_capture_to_a_file(wire: Wire, tmp_path: Path) -> None:
 STREAM = 8 * 1024 * 1024
 
 
-@pytest.mark.parametrize("rx_mode", ["superframes", "segments"])
-def test_tcp_stream_with_offload(wire: Wire, rx_mode: str) -> None:
-    """The peer's kernel sends a TCP stream (TSO over the veth) to 192.0.2.2; vnetio forwards
+@pytest.mark.parametrize(
+    ("rx_mode", "sender"),
+    [("superframes", "peer"), ("segments", "peer"), ("superframes", "server")],
+)
+def test_tcp_stream_with_offload(wire: Wire, rx_mode: str, sender: str) -> None:
+    """A TCP stream between the peer's kernel and a server behind vnetio: vnetio forwards
     between the macvtap and a TAP whose kernel side is the server (in a third namespace,
-    with the macvtap's MAC address). Super-frames must reach Python whole in superframes
-    mode and split in segments mode; the bytes arrive intact and no checksum error or
-    stall shows in either kernel's counters."""
+    with the macvtap's MAC address). From the peer (TSO over the veth), super-frames must
+    reach Python whole in superframes mode and split in segments mode; from the server,
+    the TAP's super-frames are written into the macvtap with their metadata. Either way
+    the bytes arrive intact and no checksum error or stall shows in either kernel."""
     from tests.privileged.test_offload import Forwarder, assert_clean, tcp_stream
 
     with ExitStack() as stack:
         server = create_netns(ipv6=False)
         stack.callback(delete_netns, server.name)
+        # tcp_stream sends to 192.0.2.2: the server's address, or the peer's when it sends.
+        server_ip, peer_ip = (OUR_IP, PEER_IP) if sender == "peer" else (PEER_IP, OUR_IP)
+        if sender == "server":
+            wire.peer.ip("addr", "flush", "dev", PEER_END)
+            wire.peer.ip("addr", "add", f"{peer_ip}/24", "dev", PEER_END)
         m = stack.enter_context(open_macvtap(wire, offload=True, rx_mode=rx_mode))
         assert {"csum", "tso4"} <= set(m.offloads)
         tap = stack.enter_context(
             vnetio.Tap("vnmvsrv0", netns=server.name, offload=True, rx_mode="superframes")
         )
         tap.mac = m.mac  # the server answers for the macvtap's address
-        tap.add_address(f"{OUR_IP}/24")
+        tap.add_address(f"{server_ip}/24")
         tap.up()
         fwd = stack.enter_context(Forwarder(m, tap))
-        result = tcp_stream(wire.peer, server, 4, size=STREAM)
+        if sender == "peer":
+            result = tcp_stream(wire.peer, server, 4, size=STREAM)
+        else:
+            result = tcp_stream(server, wire.peer, 4, size=STREAM)
         fwd.stop.set()
         fwd.check()
         assert_clean(result, fwd)
-        if rx_mode == "superframes":
+        if sender == "server":  # into the macvtap: the TAP's super-frames, metadata kept
+            assert fwd.ba.oversized > 0 and "tcpv4" in fwd.ba.gso_types, fwd.ba
+            assert m.stats().tx_dropped == 0
+        elif rx_mode == "superframes":
             assert fwd.ab.oversized > 0 and "tcpv4" in fwd.ab.gso_types, fwd.ab
         else:
             assert fwd.ab.oversized == 0 and fwd.ab.frames > STREAM // 1500, fwd.ab

@@ -247,11 +247,6 @@ impl Drop for Adapter {
 }
 
 impl Adapter {
-    /// Whether this is a macvtap link's adapter (rather than a TUN/TAP one).
-    pub fn is_macvtap(&self) -> bool {
-        matches!(self.backend, Backend::Macvtap { .. })
-    }
-
     /// A macvtap link this adapter created and does not keep (`persistent` false) is
     /// deleted once its descriptors are closed. Only a macvtap still of this name and
     /// kind at this ifindex is deleted; errors (already gone) are ignored.
