@@ -459,3 +459,35 @@ def test_delete_refuses_a_held_macvtap_unless_forced(wire: Wire) -> None:
     m2.close()
     info = vnetio.delete_adapter(m2.name, netns=wire.ns.name)
     assert info.mode == "macvtap" and wire.macvtaps() == {}
+
+
+def doctor_findings(ns: Netns) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [*VNETIO, "doctor", "--json", "--netns", ns.name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    findings: list[dict[str, Any]] = json.loads(proc.stdout)
+    return [f for f in findings if f["netns"] == ns.name]
+
+
+def test_doctor_reports_macvtap_links(wire: Wire) -> None:
+    with open_macvtap(wire) as m:
+        (ok,) = doctor_findings(wire.ns)
+        assert (ok["check"], ok["status"]) == ("adapters", "ok")
+        assert f"1 macvtap link ({m.name})" in ok["summary"]
+        assert f"held by PID {os.getpid()}" in ok["detail"]
+        wire.ns.ip("link", "set", "dev", LOWER, "down")
+        (f,) = doctor_findings(wire.ns)
+        assert (f["check"], f["adapter"]) == ("macvtap-no-carrier", m.name)
+        assert f"ip -n {wire.ns.name} link set dev {LOWER} up" in f["fix"]
+        wire.ns.ip("link", "set", "dev", LOWER, "up")
+        m.set_persistent(True)
+    try:
+        (f,) = doctor_findings(wire.ns)
+        assert (f["check"], f["status"], f["adapter"]) == ("macvtap-orphan", "warn", m.name)
+        assert f"vnetio delete {m.name} --netns {wire.ns.name}" in f["fix"]
+    finally:
+        wire.ns.ip("link", "del", "dev", m.name, check=False)
