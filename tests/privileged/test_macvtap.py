@@ -206,6 +206,68 @@ def test_bad_arguments_are_clear_errors_and_leave_nothing(
     assert wire.ns.links() == before
 
 
+OPEN_AND_SHOW = r"""
+import json, os, vnetio
+m = vnetio.Macvtap(os.environ["LOWER"])
+fd = m.queues[0].fileno()
+st = os.fstat(fd)
+print(json.dumps({"ifindex": m.ifindex, "dev": [os.major(st.st_rdev), os.minor(st.st_rdev)],
+                  "path": os.readlink(f"/proc/self/fd/{fd}")}))
+m.close()
+"""
+
+
+def rdev_of(adapter: vnetio.Macvtap) -> tuple[int, int]:
+    st = os.fstat(adapter.queues[0].fileno())
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def test_the_device_node_is_never_another_namespaces_tap_n(wire: Wire) -> None:
+    """/dev/tapN is named after an ifindex, unique only per namespace: with a macvtap of the
+    same ifindex in another namespace, /dev/tapN (made by devtmpfs) is that one. vnetio
+    opens its own link's device: through a private sysfs and node as root, and by checking
+    the device numbers without CAP_SYS_ADMIN (then a node of its own in a temporary dir)."""
+    other = create_netns(ipv6=False)
+    try:
+        # The next ifindexes in wire.ns are 3 and 4 (after lo and the lower device): take
+        # them over there first.
+        other.ip("link", "add", "name", "vnmvx0", "index", "20", "type", "veth", "peer", "name",
+                 "vnmvx1", "index", "21")  # fmt: skip
+        for index in ("3", "4"):
+            other.ip("link", "add", "link", "vnmvx0", "index", index, "type", "macvtap")
+        theirs = {
+            tuple(link["macvtap"]["dev"])
+            for link in vnetio._core.list_links(other.name)
+            if link["macvtap"]
+        }
+        assert len(theirs) == 2
+        with vnetio.Macvtap(LOWER, netns=wire.ns.name) as m:
+            assert m.ifindex == 3
+            (ours,) = [
+                tuple(link["macvtap"]["dev"])
+                for link in vnetio._core.list_links(wire.ns.name)
+                if link["name"] == m.name
+            ]
+            assert ours not in theirs and rdev_of(m) == ours
+        # Without CAP_SYS_ADMIN, inside the namespace: /sys is checked, /dev/tap4 refused.
+        proc = subprocess.run(
+            ["ip", "netns", "exec", wire.ns.name, "setpriv", "--bounding-set=-sys_admin",
+             "--inh-caps=-sys_admin", sys.executable, "-c", OPEN_AND_SHOW],
+            env={**os.environ, "LOWER": LOWER},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        shown = json.loads(proc.stdout)
+        assert shown["ifindex"] == 4 and tuple(shown["dev"]) not in theirs
+        assert "vnetio-macvtap-" in shown["path"], shown  # a node of its own
+        assert wire.macvtaps() == {}
+    finally:
+        delete_netns(other.name)
+
+
 def test_close_wakes_a_blocked_reader(wire: Wire) -> None:
     m = open_macvtap(wire)
     job = blocked_then_closed(lambda: m.recv_batch(timeout=None), m.close)
