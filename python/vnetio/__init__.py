@@ -1,4 +1,4 @@
-"""vnetio: high-speed packet I/O through Linux TUN/TAP adapters.
+"""vnetio: high-speed packet I/O through Linux TUN/TAP adapters and macvtap links.
 
 >>> import vnetio
 >>> a, b = vnetio.loopback_pair()
@@ -24,6 +24,7 @@ __all__ = [
     "Holder",
     "KernelLoop",
     "Loopback",
+    "Macvtap",
     "Offload",
     "Queue",
     "QueueFullError",
@@ -65,6 +66,7 @@ else:
         Adapter,
         Batch,
         Loopback,
+        Macvtap,
         Offload,
         Queue,
         Stats,

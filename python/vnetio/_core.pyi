@@ -27,6 +27,7 @@ __all__ = [
     "Batch",
     "EchoResponder",
     "Loopback",
+    "Macvtap",
     "Offload",
     "Queue",
     "Reader",
@@ -81,14 +82,18 @@ def list_links(netns: str | None = None) -> list[dict[str, Any]]:
     """Every interface of a network namespace (None: the caller's), as dicts.
 
     Keys: ifindex, name, kind, flags, up, mtu, txqlen, operstate, carrier, master, mac,
-    and tun (None, or a dict: mode, owner, group, pi, vnet_hdr, persist, multi_queue,
-    queues, disabled_queues; the kernel reports the queue counts for multi-queue adapters
-    only, so they are None for single-queue ones).
+    link (IFLA_LINK: the index of the link it sits on, or None), link_netnsid, tun (None,
+    or a dict: mode, owner, group, pi, vnet_hdr, persist, multi_queue, queues,
+    disabled_queues; the kernel reports the queue counts for multi-queue adapters only, so
+    they are None for single-queue ones), and macvtap (None, or a dict: mode, lower (its
+    name, None when in another namespace), dev (the character device's (major, minor),
+    None when sysfs does not tell)).
     """
 
-def delete_link(name: str, *, netns: str | None = None) -> None:
-    """Delete the TUN/TAP adapter ``name`` over rtnetlink, even while a process holds it;
-    refuses any other kind of interface (``vnetio.delete_adapter`` is the public API)."""
+def delete_link(name: str, *, netns: str | None = None, ifindex: int | None = None) -> None:
+    """Delete the TUN/TAP adapter or macvtap link ``name`` over rtnetlink, even while a
+    process holds it (only while its index is ``ifindex``, when given); refuses any other
+    kind of interface (``vnetio.delete_adapter`` is the public API)."""
 
 def internet_checksum(data: Buffer) -> int:
     """The Internet checksum (RFC 1071) of ``data``: the value a checksum field holds."""
@@ -445,6 +450,41 @@ class VhostStats:
     @property
     def refused_chains(self) -> int: ...
     def as_dict(self) -> dict[str, int]: ...
+
+@final
+class Macvtap(_KernelAdapter):
+    """A macvtap link on a lower Ethernet device, created by vnetio and opened through its
+    character device: Ethernet frames, with the I/O, offload and configuration of a Tap.
+
+    The link is deleted on close unless ``persist=True`` (``persistent`` is settable with
+    ``set_persistent``). Filters run in this process: a macvtap descriptor takes no kernel
+    filter, so ``set_filter(..., placement="kernel"/"classic")`` raises ValueError.
+    """
+
+    def __new__(
+        cls,
+        lower: str,
+        *,
+        name: str = "vnmvt%d",
+        mode: Literal["private", "vepa", "bridge", "passthru", "source"] = "bridge",
+        netns: str | None = None,
+        mac: str | None = None,
+        mtu: int | None = None,
+        queues: int = 1,
+        persist: bool = False,
+        offload: bool = False,
+        rx_mode: Literal["segments", "superframes"] = "segments",
+    ) -> Self: ...
+    @property
+    def lower(self) -> str:
+        """The lower device the link sits on."""
+    @property
+    def mode(self) -> Literal["private", "vepa", "bridge", "passthru", "source"]: ...
+    @property
+    def mac(self) -> str:
+        """The link's Ethernet address: frames to it (and broadcasts) reach this adapter."""
+    @mac.setter
+    def mac(self, value: str) -> None: ...
 
 @final
 class Loopback(Adapter):

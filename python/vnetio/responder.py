@@ -11,7 +11,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from ._core import Batch
+from ._core import Batch, Macvtap
 from ._core import EchoResponder as _CoreResponder
 from .exceptions import AdapterClosedError
 
@@ -35,8 +35,10 @@ class EchoResponder:
     ``EchoResponder(adapter, ipv4="192.0.2.2", ipv6="2001:db8::2", mac=None)``: either
     address may be None (not both). On a TAP the responder has a MAC address of its own
     (``mac``, by default a random locally administered one), different from the TAP's,
-    which is the kernel's side of the link. On a TUN it answers echo requests only (there
-    is no link layer to resolve).
+    which is the kernel's side of the link. On a :class:`~vnetio.Macvtap` it is the host
+    behind the link and takes the link's own MAC by default (frames to other addresses
+    never reach a macvtap, except in passthru mode). On a TUN it answers echo requests
+    only (there is no link layer to resolve).
 
     Two ways to use it:
 
@@ -66,9 +68,12 @@ class EchoResponder:
             kind = adapter.kind
         elif adapter is not None and adapter.kind != kind:
             raise ValueError(f"kind={kind!r} does not match the adapter's kind {adapter.kind!r}")
+        macvtap = isinstance(adapter, Macvtap)
+        if isinstance(adapter, Macvtap) and mac is None:
+            mac = adapter.mac  # the link's address is the responder's own
         if kind == "tap" and mac is None:
             mac = random_mac()
-        own = getattr(adapter, "mac", None) if kind == "tap" else None
+        own = getattr(adapter, "mac", None) if kind == "tap" and not macvtap else None
         if mac is not None and isinstance(own, str) and own.lower() == mac.lower():
             raise ValueError(
                 f"mac={mac!r} is the TAP's own MAC address, which belongs to the kernel's side "

@@ -9,6 +9,7 @@ mod errors;
 mod gil;
 mod links;
 mod loopback;
+mod macvtap;
 mod offload;
 mod python_layer;
 mod responder;
@@ -36,6 +37,8 @@ mod _core {
     use super::links::{delete_link, list_links, tun_fd_netns};
     #[pymodule_export]
     use super::loopback::{loopback_pair, PyLoopback};
+    #[pymodule_export]
+    use super::macvtap::PyMacvtap;
     #[pymodule_export]
     use super::offload::PyOffload;
     #[pymodule_export]

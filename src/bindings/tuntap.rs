@@ -13,11 +13,18 @@ use crate::device::tuntap::{self, format_mac, offload_names, parse_cidr, parse_m
 use crate::device::Device;
 use crate::wire::Medium;
 
-/// Shared by Tap and Tun: configuration of a kernel adapter.
+/// Shared by Tap, Tun and Macvtap: configuration of a kernel adapter.
 #[pyclass(name = "_KernelAdapter", module = "vnetio._core", extends = PyAdapter, subclass, frozen)]
 pub struct PyKernelAdapter {
     adapter: Arc<tuntap::Adapter>,
     queues: Py<PyTuple>,
+}
+
+impl PyKernelAdapter {
+    /// The core adapter.
+    pub(super) fn adapter(&self) -> &Arc<tuntap::Adapter> {
+        &self.adapter
+    }
 }
 
 fn open_kernel(
@@ -25,7 +32,18 @@ fn open_kernel(
     class: &'static str,
     opts: &OpenOptions,
 ) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
-    let adapter = Arc::new(detached(py, || tuntap::Adapter::open(opts))?);
+    let adapter = detached(py, || tuntap::Adapter::open(opts))?;
+    kernel_adapter(py, class, adapter)
+}
+
+/// The Python objects of an open kernel adapter: the adapter (named `class` in reprs) and
+/// one `Queue` per descriptor.
+pub(super) fn kernel_adapter(
+    py: Python<'_>,
+    class: &'static str,
+    adapter: tuntap::Adapter,
+) -> PyResult<PyClassInitializer<PyKernelAdapter>> {
+    let adapter = Arc::new(adapter);
     let queues = PyQueue::tuple(
         py,
         adapter.queues().iter().map(|q| {

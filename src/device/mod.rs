@@ -1,9 +1,11 @@
-//! Devices: TUN and TAP adapters (`tuntap`) and the in-memory loopback pair
+//! Devices: TUN and TAP adapters (`tuntap`), macvtap links (`macvtap`, whose adapters
+//! are `tuntap` adapters with another backend) and the in-memory loopback pair
 //! (`loopback`), all behind one [`Device`] trait so every layer above, and most tests,
 //! can run on either.
 
 pub mod links;
 pub mod loopback;
+pub mod macvtap;
 mod netlink;
 mod netns;
 

@@ -1,5 +1,5 @@
-//! A minimal rtnetlink client: add, delete and list addresses, and read a link's kernel
-//! counters. Messages are built and parsed as plain bytes (no `unsafe`); the socket comes
+//! A minimal rtnetlink client: add, delete and list addresses, list, create (macvtap) and
+//! delete links, and read a link's kernel counters. Messages are built and parsed as plain bytes (no `unsafe`); the socket comes
 //! from `sys::socket` and is then just a `File` (netlink sockets take `write`/`read`).
 //!
 //! Using netlink rather than the address ioctls is deliberate: SIOCSIFADDR replaces the
@@ -31,12 +31,14 @@ const IFA_LOCAL: u16 = 2;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_OPERSTATE: u16 = 16;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_STATS64: u16 = 23;
 const IFLA_CARRIER: u16 = 33;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -50,6 +52,9 @@ const IFLA_TUN_PERSIST: u16 = 6;
 const IFLA_TUN_MULTI_QUEUE: u16 = 7;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
+// IFLA_MACVLAN_* (include/uapi/linux/if_link.h), shared by macvlan and macvtap links.
+const IFLA_MACVLAN_MODE: u16 = 1;
+const IFLA_MACVLAN_FLAGS: u16 = 2;
 
 /// The kernel's per-link counters we use (from `struct rtnl_link_stats64`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,6 +120,37 @@ pub struct LinkInfo {
     pub address: Vec<u8>,
     /// TUN/TAP details, for `kind == "tun"`.
     pub tun: Option<TunInfo>,
+    /// The link this one sits on (IFLA_LINK): a macvtap's lower device, a veth's peer.
+    pub link: Option<u32>,
+    /// Set when `link` is an ifindex in another namespace (IFLA_LINK_NETNSID).
+    pub link_netnsid: Option<i32>,
+    /// macvtap details, for `kind == "macvtap"`.
+    pub macvtap: Option<MacvtapInfo>,
+}
+
+/// What the macvlan driver reports about a macvtap link (`IFLA_INFO_DATA`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MacvtapInfo {
+    /// IFLA_MACVLAN_MODE: MACVLAN_MODE_PRIVATE (1), VEPA (2), BRIDGE (4), PASSTHRU (8),
+    /// SOURCE (16).
+    pub mode: u32,
+    /// IFLA_MACVLAN_FLAGS (MACVLAN_FLAG_NOPROMISC, …).
+    pub flags: u16,
+    /// Its character device's (major, minor), from sysfs: filled in by `links::list`,
+    /// `None` when unknown.
+    pub dev: Option<(u32, u32)>,
+}
+
+fn parse_macvtap(data: &[u8]) -> MacvtapInfo {
+    let mut m = MacvtapInfo::default();
+    for (ty, v) in attrs(data) {
+        match ty & NLA_TYPE_MASK {
+            IFLA_MACVLAN_MODE => m.mode = u32_at(v, 0).unwrap_or(0),
+            IFLA_MACVLAN_FLAGS => m.flags = u16_at(v, 0).unwrap_or(0),
+            _ => {}
+        }
+    }
+    m
 }
 
 fn parse_tun(data: &[u8]) -> TunInfo {
@@ -144,7 +180,7 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
         flags: u32_at(body, 8)?,
         ..LinkInfo::default()
     };
-    let mut tun_data = None;
+    let mut kind_data = None;
     for (ty, v) in attrs(body.get(16..)?) {
         match ty & NLA_TYPE_MASK {
             IFLA_IFNAME => {
@@ -157,6 +193,8 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
             IFLA_CARRIER => link.carrier = v.first().map(|&c| c != 0),
             IFLA_MASTER => link.master = u32_at(v, 0),
             IFLA_ADDRESS => link.address = v.to_vec(),
+            IFLA_LINK => link.link = u32_at(v, 0),
+            IFLA_LINK_NETNSID => link.link_netnsid = u32_at(v, 0).map(|n| n as i32),
             IFLA_LINKINFO => {
                 for (ity, iv) in attrs(v) {
                     match ity & NLA_TYPE_MASK {
@@ -164,7 +202,7 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
                             let end = iv.iter().position(|&b| b == 0).unwrap_or(iv.len());
                             link.kind = Some(String::from_utf8_lossy(&iv[..end]).into_owned());
                         }
-                        IFLA_INFO_DATA => tun_data = Some(iv),
+                        IFLA_INFO_DATA => kind_data = Some(iv),
                         _ => {}
                     }
                 }
@@ -172,8 +210,10 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
             _ => {}
         }
     }
-    if link.kind.as_deref() == Some("tun") {
-        link.tun = Some(tun_data.map(parse_tun).unwrap_or_default());
+    match link.kind.as_deref() {
+        Some("tun") => link.tun = Some(kind_data.map(parse_tun).unwrap_or_default()),
+        Some("macvtap") => link.macvtap = Some(kind_data.map(parse_macvtap).unwrap_or_default()),
+        _ => {}
     }
     Some(link)
 }
@@ -214,6 +254,31 @@ impl Msg {
         self.0[..4].copy_from_slice(&len.to_ne_bytes());
         self.0
     }
+}
+
+/// One rtattr (header, payload, padding), for building nested attributes.
+fn rtattr(ty: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(align4(4 + data.len()));
+    v.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    v.extend_from_slice(&ty.to_ne_bytes());
+    v.extend_from_slice(data);
+    v.resize(align4(v.len()), 0);
+    v
+}
+
+/// A new macvtap link, as [`Netlink::new_macvtap`] creates it.
+#[derive(Debug, Clone)]
+pub struct NewMacvtap<'a> {
+    /// Its name (no pattern: the caller resolves `%d`).
+    pub name: &'a str,
+    /// The lower device's ifindex.
+    pub lower: u32,
+    /// MACVLAN_MODE_* (IFLA_MACVLAN_MODE).
+    pub mode: u32,
+    /// Its MAC address (`None`: a random one from the kernel).
+    pub mac: Option<[u8; 6]>,
+    /// Its MTU (`None`: the lower device's).
+    pub mtu: Option<u32>,
 }
 
 fn ifaddrmsg(family: u8, prefix: u8, ifindex: u32) -> [u8; 8] {
@@ -390,6 +455,36 @@ impl Netlink {
             .collect())
     }
 
+    /// RTM_NEWLINK: create a macvtap link (`ip link add link LOWER name NAME type macvtap
+    /// mode MODE`); EEXIST when the name is taken.
+    pub fn new_macvtap(&mut self, link: &NewMacvtap<'_>) -> io::Result<()> {
+        let mut name = link.name.as_bytes().to_vec();
+        name.push(0);
+        let info = [
+            rtattr(IFLA_INFO_KIND, b"macvtap\0"),
+            rtattr(
+                IFLA_INFO_DATA,
+                &rtattr(IFLA_MACVLAN_MODE, &link.mode.to_ne_bytes()),
+            ),
+        ]
+        .concat();
+        let mut msg = Msg::new(
+            RTM_NEWLINK,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            0,
+        )
+        .bytes(&[0u8; 16])
+        .attr(IFLA_IFNAME, &name)
+        .attr(IFLA_LINK, &link.lower.to_ne_bytes());
+        if let Some(mac) = link.mac {
+            msg = msg.attr(IFLA_ADDRESS, &mac);
+        }
+        if let Some(mtu) = link.mtu {
+            msg = msg.attr(IFLA_MTU, &mtu.to_ne_bytes());
+        }
+        self.request(msg.attr(IFLA_LINKINFO, &info)).map(drop)
+    }
+
     /// RTM_DELLINK: delete interface `ifindex` (`ip link del`).
     pub fn del_link(&mut self, ifindex: u32) -> io::Result<()> {
         let mut ifinfo = [0u8; 16];
@@ -447,6 +542,38 @@ mod tests {
             parsed,
             vec![(IFA_LOCAL, &[192, 0, 2, 1][..]), (7, &[1, 2, 3][..])]
         );
+    }
+
+    #[test]
+    fn parses_macvtap_link() {
+        let info = [
+            rtattr(IFLA_INFO_KIND, b"macvtap\0"),
+            rtattr(
+                IFLA_INFO_DATA,
+                &rtattr(IFLA_MACVLAN_MODE, &4u32.to_ne_bytes()),
+            ),
+        ]
+        .concat();
+        let mut ifinfo = [0u8; 16];
+        ifinfo[4..8].copy_from_slice(&9u32.to_ne_bytes());
+        let m = Msg::new(RTM_NEWLINK, 0, 0)
+            .bytes(&ifinfo)
+            .attr(IFLA_IFNAME, b"mvt0\0")
+            .attr(IFLA_LINK, &3u32.to_ne_bytes())
+            .attr(IFLA_LINKINFO, &info)
+            .finish();
+        let link = parse_link(&m[NLMSG_HDRLEN..]).unwrap();
+        assert_eq!((link.ifindex, link.name.as_str()), (9, "mvt0"));
+        assert_eq!(link.kind.as_deref(), Some("macvtap"));
+        assert_eq!((link.link, link.link_netnsid), (Some(3), None));
+        assert_eq!(
+            link.macvtap,
+            Some(MacvtapInfo {
+                mode: 4,
+                ..MacvtapInfo::default()
+            })
+        );
+        assert!(link.tun.is_none());
     }
 
     #[test]

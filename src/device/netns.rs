@@ -38,15 +38,36 @@ pub fn run_in<T: Send>(
     netns: Option<&str>,
     f: impl FnOnce() -> VnetResult<T> + Send,
 ) -> VnetResult<T> {
-    let Some(name) = netns else { return f() };
-    let path = netns_path(name)?;
-    let ns = File::open(&path).map_err(|e| Error::os(format!("open {}", path.display()), e))?;
+    if netns.is_none() {
+        return f();
+    }
+    run_on_thread(netns, f)
+}
+
+/// Run `f` on a short-lived thread of its own, in network namespace `netns` (`None`: the
+/// caller's). For work that changes per-thread state beyond the network namespace (a
+/// private mount namespace, see `sys::mounts`), which must never touch a caller's thread.
+pub fn run_on_thread<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> VnetResult<T> + Send,
+) -> VnetResult<T> {
+    let ns = match netns {
+        None => None,
+        Some(name) => {
+            let path = netns_path(name)?;
+            let file =
+                File::open(&path).map_err(|e| Error::os(format!("open {}", path.display()), e))?;
+            Some((name, file))
+        }
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
-            sys::setns_net(ns.as_fd()).map_err(|e| {
-                Error::os(format!("setns into network namespace {name:?}"), e)
-                    .with_hint("entering a network namespace needs CAP_SYS_ADMIN (run as root)")
-            })?;
+            if let Some((name, file)) = &ns {
+                sys::setns_net(file.as_fd()).map_err(|e| {
+                    Error::os(format!("setns into network namespace {name:?}"), e)
+                        .with_hint("entering a network namespace needs CAP_SYS_ADMIN (run as root)")
+                })?;
+            }
             f()
         })
         .join()

@@ -8,6 +8,7 @@
 //! the `OwnedFd`s made here.
 #![allow(unsafe_code)]
 
+pub mod mounts;
 pub mod pidfd;
 
 use std::io;

@@ -377,6 +377,70 @@ def test_empty_namespace() -> None:
     assert ok.summary == "this network namespace: no TUN/TAP adapters"
 
 
+def macvtap(
+    name: str = "vnmvt0", *, ifindex: int = 9, up: bool = True, carrier: bool = True
+) -> dict[str, Any]:
+    """A macvtap link dict as ``vnetio._core.list_links`` returns it (lower: veth0)."""
+    return {
+        "ifindex": ifindex,
+        "name": name,
+        "kind": "macvtap",
+        "up": up,
+        "carrier": carrier,
+        "mtu": 1500,
+        "master": None,
+        "tun": None,
+        "link": 3,
+        "macvtap": {"mode": "bridge", "lower": "veth0", "dev": (246, 1)},
+    }
+
+
+def test_macvtap_links_in_the_summary_with_their_holders() -> None:
+    lower = {"ifindex": 3, "name": "veth0", "up": True, "tun": None, "macvtap": None}
+    links = [held("vn0"), lower, macvtap()]
+    holders = {9: ("PID 42 (qemu)",)}
+    (ok,) = analyze_namespace(
+        links, netns="blue", cred=ROOT, ports={}, features={}, macvtap_holders=holders
+    )
+    assert ok.summary == (
+        "network namespace blue: 1 TUN/TAP adapter (vn0) and 1 macvtap link (vnmvt0), "
+        "nothing to fix"
+    )
+    assert "vnmvt0: macvtap bridge on veth0, held by PID 42 (qemu)" in ok.detail
+    (ok,) = analyze_namespace([lower, macvtap()], netns=None, cred=ROOT, ports={}, features={})
+    assert ok.summary == "this network namespace: 1 macvtap link (vnmvt0), nothing to fix"
+    assert "holders unknown" in ok.detail
+
+
+def test_macvtap_nobody_holds_warns_only_when_the_scan_saw_everything() -> None:
+    (f,) = analyze_namespace(
+        [macvtap()], netns="blue", cred=ROOT, ports={}, features={}, macvtap_holders={9: ()}
+    )
+    assert (f.check, f.status, f.adapter, f.netns) == ("macvtap-orphan", "warn", "vnmvt0", "blue")
+    assert "on veth0 that no process holds" in f.summary
+    assert f.fix.startswith("vnetio delete vnmvt0 --netns blue")
+    for unknown in (None, {}):
+        (ok,) = analyze_namespace(
+            [macvtap()], netns="blue", cred=ROOT, ports={}, features={}, macvtap_holders=unknown
+        )
+        assert ok.check == "adapters"
+
+
+def test_macvtap_up_on_a_lower_device_that_is_down() -> None:
+    lower = {"ifindex": 3, "name": "veth0", "up": False, "tun": None, "macvtap": None}
+    (f,) = analyze_namespace(
+        [lower, macvtap(carrier=False)], netns="blue", cred=ROOT, ports={}, features={}
+    )
+    assert (f.check, f.status) == ("macvtap-no-carrier", "warn")
+    assert "lower device veth0 is down" in f.summary
+    assert f.fix.startswith("ip -n blue link set dev veth0 up")
+    # Down on purpose: nothing to say.
+    (ok,) = analyze_namespace(
+        [lower, macvtap(up=False, carrier=False)], netns="blue", cred=ROOT, ports={}, features={}
+    )
+    assert ok.check == "adapters"
+
+
 # --- gathering, through the seams ------------------------------------------------------------
 
 
@@ -558,6 +622,8 @@ def test_every_adapter_check_is_documented() -> None:
         "adapter-offload",
         "adapter-no-carrier",
         "adapter-orphan",
+        "macvtap-no-carrier",
+        "macvtap-orphan",
         "bridge-port",
         "offload",
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,39 @@ def test_keep_reasons() -> None:
     assert invisible == "held open by 2 descriptors of a process not visible here"
     temp = keep(adapter(persistent=False, queues=1, holders=(Holder(9, "t", (3,)),)), None)
     assert temp is not None and "not persistent" in temp
+
+
+def test_macvtap_links_are_held_when_the_scan_may_have_missed_a_holder() -> None:
+    link = adapter(
+        name="vnmvt0",
+        mode="macvtap",
+        flags=0,
+        flag_names=(),
+        owner=None,
+        owner_name=None,
+        lower="eth0",
+        macvtap_mode="bridge",
+    )
+    assert link.orphaned and ops._keep_reason(link, None) is None
+    data = link.as_dict()
+    assert (data["mode"], data["lower"], data["macvtap_mode"]) == ("macvtap", "eth0", "bridge")
+    unsure = dataclasses.replace(link, holders_complete=False)
+    assert unsure.held and not unsure.orphaned
+    assert "possibly held open" in str(ops._keep_reason(unsure, None))
+    qemu = dataclasses.replace(link, queues=2, holders=(Holder(42, "qemu", (5, 6)),))
+    assert ops._keep_reason(qemu, None) == "held open by PID 42 (qemu)"
+
+
+def test_macvtap_holders_by_device_number() -> None:
+    rdev = os.makedev(246, 1)
+    found = scan._Scan([], {rdev: [(os.getpid(), 9), (os.getpid(), 7)]}, complete=True)
+    (h,) = scan.holders_by_device(found, rdev)
+    assert (h.pid, h.fds) == (os.getpid(), (7, 9))
+    assert scan.holders_by_device(found, os.makedev(246, 2)) == ()
+    link = {"ifindex": 9, "macvtap": {"mode": "bridge", "lower": "eth0", "dev": (246, 1)}}
+    assert scan.macvtap_rdev(link) == rdev
+    assert scan.macvtap_rdev({"macvtap": {"dev": None}}) is None
+    assert scan.macvtap_holders([{"ifindex": 1, "macvtap": None}]) == ({}, True)
 
 
 def test_holders_are_matched_by_namespace_when_known() -> None:

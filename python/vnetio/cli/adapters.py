@@ -1,4 +1,5 @@
-"""``vnetio create``, ``delete``, ``list`` and ``cleanup``: persistent TUN/TAP adapters.
+"""``vnetio create``, ``delete``, ``list`` and ``cleanup``: persistent TUN/TAP adapters and
+macvtap links.
 
 The command-line face of :mod:`vnetio.hygiene`: parsing, the table ``list`` prints and the
 wording of errors; what happens to the adapters is the library's.
@@ -61,10 +62,10 @@ def add_parsers(sub: Any) -> None:
 
     delete = sub.add_parser(
         "delete",
-        help="delete a TUN/TAP adapter",
+        help="delete a TUN/TAP adapter or macvtap link",
         description=(
-            "Delete a TUN/TAP adapter (never an interface of another kind). An adapter that a "
-            "process holds open is refused unless --force is given."
+            "Delete a TUN/TAP adapter or macvtap link (never an interface of another kind). "
+            "One that a process holds open is refused unless --force is given."
         ),
     )
     delete.add_argument("name")
@@ -75,12 +76,13 @@ def add_parsers(sub: Any) -> None:
 
     lister = sub.add_parser(
         "list",
-        help="list TUN/TAP adapters, who holds them, which are orphaned",
+        help="list TUN/TAP adapters and macvtap links, who holds them, which are orphaned",
         description=(
-            "List every TUN/TAP adapter: mode, flags (sysfs tun_flags), owner and group, "
-            "persistence, carrier, MTU, attached queues, the processes holding it open and "
-            "whether it is orphaned (persistent, nobody attached). AGE is how long vnetio "
-            "has known the adapter (since it created or first saw it): a lower bound."
+            "List every TUN/TAP adapter and macvtap link: mode, flags (sysfs tun_flags; for "
+            "a macvtap its mode and lower device), owner and group, persistence, carrier, "
+            "MTU, attached queues, the processes holding it open and whether it is orphaned "
+            "(persistent, nobody attached). AGE is how long vnetio has known the adapter "
+            "(since it created or first saw it): a lower bound."
         ),
     )
     lister.add_argument("--json", action="store_true", help="print a JSON list of objects")
@@ -88,11 +90,12 @@ def add_parsers(sub: Any) -> None:
 
     clean = sub.add_parser(
         "cleanup",
-        help="delete orphaned persistent TUN/TAP adapters",
+        help="delete orphaned persistent TUN/TAP adapters and macvtap links",
         description=(
-            "Delete orphaned persistent TUN/TAP adapters (persistent, no process attached). "
-            "Never deletes an adapter that a process holds open or an interface of another "
-            "kind; prints what it removed and what it kept, and why."
+            "Delete orphaned persistent TUN/TAP adapters (persistent, no process attached) "
+            "and macvtap links no process holds open. Never deletes one that a process holds "
+            "open or an interface of another kind; prints what it removed and what it kept, "
+            "and why. Macvtap holders are found by scanning processes: run as root."
         ),
     )
     clean.add_argument("--dry-run", action="store_true", help="show what would go; delete none")
@@ -189,7 +192,7 @@ def _cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if not adapters:
         where = "any namespace" if args.all_namespaces else _scope_text(args.netns)
-        print(f"no TUN/TAP adapters in {where}")
+        print(f"no TUN/TAP adapters or macvtap links in {where}")
         return 0
     print(_adapter_table(adapters, show_netns=args.all_namespaces or args.netns is not None))
     return 0
@@ -213,6 +216,9 @@ def _adapter_table(adapters: list[AdapterInfo], *, show_netns: bool) -> str:
     for a in adapters:
         # IFF_TUN/IFF_TAP are the MODE column; the rest lower-case without the prefix.
         flags = [f.removeprefix("IFF_").lower() for f in a.flag_names if f[4:] not in MODES]
+        if a.mode == "macvtap":
+            flags = [f"mode={a.macvtap_mode}", f"lower={a.lower or '?'}"]
+        queues = f"{a.queues}" if a.holders_complete or a.queues else "?"
         age = a.age
         row = [
             a.name,
@@ -223,7 +229,7 @@ def _adapter_table(adapters: list[AdapterInfo], *, show_netns: bool) -> str:
             "yes" if a.persistent else "no",
             "on" if a.carrier else "off",
             str(a.mtu),
-            f"{a.queues}" + (f"+{a.disabled_queues} disabled" if a.disabled_queues else ""),
+            queues + (f"+{a.disabled_queues} disabled" if a.disabled_queues else ""),
             ",".join(f"{h.pid}/{h.command}" for h in a.holders) or ("?" if a.held else "-"),
             "ORPHANED" if a.orphaned else "no",
             "?" if age is None else format_duration(age),
@@ -275,7 +281,7 @@ def _print_cleanup(result: CleanupResult, args: argparse.Namespace) -> None:
         print(f"{what.ljust(width)}  {entry.adapter.where}: {entry.reason}")
     where = "any namespace" if args.all_namespaces else _scope_text(args.netns)
     if not entries:
-        print(f"no TUN/TAP adapters in {where}: nothing to do")
+        print(f"no TUN/TAP adapters or macvtap links in {where}: nothing to do")
         return
     summary = f"{verb} {len(result.removed)}, kept {len(result.kept)}"
     if result.failed:

@@ -1,4 +1,5 @@
-"""Adapter hygiene: create, delete, list and clean up persistent TUN/TAP adapters.
+"""Adapter hygiene: create, delete, list and clean up persistent TUN/TAP adapters (and list,
+delete and clean up macvtap links).
 
 A *persistent* adapter outlives the process that made it; one that no process holds open
 is *orphaned* and usually a leftover (the cause of many ``EBUSY``/``EINVAL`` surprises).
@@ -35,6 +36,17 @@ removes a non-persistent adapter only when its *last* descriptor closes, so a pr
 is using an adapter never loses it (one that attaches in the instant between that check and
 the close keeps the adapter, no longer persistent, until it closes it). This also lets a
 non-root owner remove their own adapters.
+
+Macvtap links (``vnetio.Macvtap``, ``ip link add ... type macvtap``) are listed too, with
+their lower device and mode. Such a link is not owned by a descriptor: it lives until it is
+deleted, and the kernel keeps no count of the descriptors open on its character device
+(``/dev/tapN``). Its holders are the processes with a descriptor on that device, found by
+its device number (from the link's sysfs entry, read in its namespace); one that no process
+holds is orphaned. Deleting one (``cleanup``, ``delete_adapter``) looks for holders again
+and then removes the link over rtnetlink: a process that opens it in that instant, or one
+this process cannot see (without root; or in another PID namespace, such as a container),
+loses it. Without root, the scan cannot read other users' descriptors, so every macvtap
+link it finds no holder for counts as possibly held and is kept.
 """
 
 from __future__ import annotations

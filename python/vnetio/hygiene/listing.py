@@ -1,5 +1,5 @@
-"""Adapter hygiene: ``list_adapters`` — every TUN/TAP adapter of one or all namespaces
-with its facts, holders and age."""
+"""Adapter hygiene: ``list_adapters`` — every TUN/TAP adapter and macvtap link of one or
+all namespaces with its facts, holders and age."""
 
 from __future__ import annotations
 
@@ -9,24 +9,48 @@ from typing import Any
 from .. import _core
 from .ledger import _known_since, _ledger_dir, _ledger_prune
 from .model import AdapterInfo, _derived_flags, _flag_names, _group_name, _user_name
-from .scan import _assign_holders, _named_ns, _Ns, _own_ns, _scope, _sysfs_facts, _tun_fds
+from .scan import (
+    _assign_holders,
+    _named_ns,
+    _Ns,
+    _own_ns,
+    _Scan,
+    _scan_fds,
+    _scope,
+    _sysfs_facts,
+    holders_by_device,
+    macvtap_rdev,
+)
 
 # --- listing ---------------------------------------------------------------------------------
 
 
-def _tun_links(ns: _Ns) -> list[dict[str, Any]]:
-    """The TUN/TAP links of ``ns``, each with ``seen_at``: a time at which it existed."""
+def _is_tun(link: dict[str, Any]) -> bool:
+    return link.get("kind") == "tun" and link.get("tun") is not None
+
+
+def _is_macvtap(link: dict[str, Any]) -> bool:
+    return link.get("kind") == "macvtap" and link.get("macvtap") is not None
+
+
+def _links(ns: _Ns) -> list[dict[str, Any]]:
+    """The TUN/TAP adapters and macvtap links of ``ns``, each with ``seen_at``: a time at
+    which it existed."""
     links = _core.list_links(ns.name)
     seen_at = time.time()  # after the dump: every adapter in it existed by now
-    tuns = [link for link in links if link.get("kind") == "tun" and link.get("tun") is not None]
-    for link in tuns:
+    ours = [link for link in links if _is_tun(link) or _is_macvtap(link)]
+    for link in ours:
         link["seen_at"] = seen_at
-    return tuns
+    return ours
 
 
 def list_adapters(netns: str | None = None, all_namespaces: bool = False) -> list[AdapterInfo]:
-    """Every TUN/TAP adapter of namespace ``netns`` (None: the caller's), or of the caller's
-    and every named namespace with ``all_namespaces=True``.
+    """Every TUN/TAP adapter and macvtap link of namespace ``netns`` (None: the caller's),
+    or of the caller's and every named namespace with ``all_namespaces=True``.
+
+    A macvtap link's holders are the processes with a descriptor on its character device;
+    the kernel keeps no count of them, so only processes this one can see are found (as
+    root: every process of this PID namespace; not those in a container's).
 
     Also records in vnetio's ledger when each adapter was first seen (see the module doc).
 
@@ -37,7 +61,7 @@ def list_adapters(netns: str | None = None, all_namespaces: bool = False) -> lis
     found: list[tuple[_Ns, dict[str, Any]]] = []
     for ns in _scope(netns, all_namespaces):
         try:
-            links = _tun_links(ns)
+            links = _links(ns)
         except FileNotFoundError:
             if all_namespaces:  # deleted while we looked
                 continue
@@ -49,7 +73,10 @@ def list_adapters(netns: str | None = None, all_namespaces: bool = False) -> lis
 def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[AdapterInfo]:
     """AdapterInfo for each (namespace, link); ``prune``: ``found`` is everything in those
     namespaces, so ledger entries of adapters not in it are stale."""
-    holders = _assign_holders(_tun_fds(), found) if found else {}
+    rdevs = {(ns.name, link["ifindex"]): macvtap_rdev(link) for ns, link in found}
+    scan = _scan_fds({r for r in rdevs.values() if r is not None}) if found else None
+    tuns = [(ns, link) for ns, link in found if _is_tun(link)]
+    holders = _assign_holders(scan.tun, tuns) if scan and tuns else {}
     root = _ledger_dir()
     sysfs: dict[str | None, dict[tuple[str, int], tuple[int, float]]] = {}
     spaces: dict[str | None, _Ns] = {}
@@ -58,8 +85,14 @@ def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[A
         if ns.name not in sysfs:
             sysfs[ns.name] = _sysfs_facts(ns)
             spaces[ns.name] = ns
-        tun = link["tun"]
         flags_ctime = sysfs[ns.name].get((link["name"], link["ifindex"]))
+        since, source = _known_since(root, ns, link, flags_ctime[1] if flags_ctime else None)
+        if _is_macvtap(link):
+            rdev = rdevs[(ns.name, link["ifindex"])]
+            assert scan is not None
+            result.append(_macvtap_info(ns, link, rdev, scan, since, source))
+            continue
+        tun = link["tun"]
         flags = flags_ctime[0] if flags_ctime else _derived_flags(tun)
         who = holders.get((ns.name, link["ifindex"]), ())
         if tun["multi_queue"]:
@@ -69,7 +102,6 @@ def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[A
             # adapter has carrier exactly while its one descriptor is attached (unless the
             # holder turned carrier off), and the descriptor scan covers that case.
             queues, disabled = (1 if link["carrier"] or who else 0), 0
-        since, source = _known_since(root, ns, link, flags_ctime[1] if flags_ctime else None)
         result.append(
             AdapterInfo(
                 name=link["name"],
@@ -101,9 +133,46 @@ def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[A
     return result
 
 
+def _macvtap_info(
+    ns: _Ns,
+    link: dict[str, Any],
+    rdev: int | None,
+    scan: _Scan,
+    since: float | None,
+    source: str | None,
+) -> AdapterInfo:
+    who = holders_by_device(scan, rdev) if rdev is not None else ()
+    info = link["macvtap"]
+    return AdapterInfo(
+        name=link["name"],
+        netns=ns.name,
+        ifindex=link["ifindex"],
+        mode="macvtap",
+        flags=0,
+        flag_names=(),
+        owner=None,
+        owner_name=None,
+        group=None,
+        group_name=None,
+        persistent=True,  # a macvtap link lives until deleted
+        multi_queue=False,
+        up=bool(link["up"]),
+        carrier=bool(link["carrier"]),
+        mtu=int(link["mtu"]),
+        queues=sum(len(h.fds) for h in who),
+        disabled_queues=0,
+        holders=who,
+        known_since=since,
+        known_since_source=source,
+        lower=info.get("lower"),
+        macvtap_mode=info.get("mode"),
+        holders_complete=rdev is not None and scan.complete,
+    )
+
+
 def _find(name: str, netns: str | None) -> AdapterInfo | None:
     ns = _own_ns() if netns is None else _named_ns(netns)
-    links = [link for link in _tun_links(ns) if link["name"] == name]
+    links = [link for link in _links(ns) if link["name"] == name]
     return _describe([(ns, link) for link in links], prune=False)[0] if links else None
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Mode = Literal["tap", "tun"]
+#: What :func:`list_adapters` lists: TUN/TAP adapters and macvtap links.
+AdapterMode = Literal["tap", "tun", "macvtap"]
 
 # include/uapi/linux/if_tun.h
 _IFF_NAMES = (
@@ -55,37 +57,49 @@ class Holder:
 
 @dataclass(frozen=True, slots=True)
 class AdapterInfo:
-    """One TUN/TAP adapter as :func:`list_adapters` found it.
+    """One TUN/TAP adapter or macvtap link as :func:`list_adapters` found it.
 
     Attributes:
         name: Interface name.
         netns: Network namespace name (``ip netns list``); None for the caller's own.
         ifindex: Interface index in its namespace.
-        mode: ``"tap"`` (Ethernet frames) or ``"tun"`` (IP packets).
-        flags: The ``IFF_*`` bits of sysfs ``tun_flags``.
+        mode: ``"tap"`` (Ethernet frames), ``"tun"`` (IP packets) or ``"macvtap"`` (a
+            macvtap link: Ethernet frames through its character device ``/dev/tapN``).
+        flags: The ``IFF_*`` bits of sysfs ``tun_flags`` (0 for a macvtap link).
         flag_names: ``flags`` decoded, e.g. ``("IFF_TAP", "IFF_PERSIST", "IFF_NO_PI")``.
         owner, group: uid / gid allowed to attach without CAP_NET_ADMIN (None: not set).
         owner_name, group_name: Their names on this system, when known.
-        persistent: Whether it outlives its last descriptor (``IFF_PERSIST``).
+        persistent: Whether it outlives its last descriptor (``IFF_PERSIST``; always True
+            for a macvtap link, which lives until it is deleted).
         multi_queue: Created with ``IFF_MULTI_QUEUE``.
         up: Administratively up.
-        carrier: Has carrier (a TAP/TUN has it only while a descriptor is attached).
+        carrier: Has carrier (a TAP/TUN has it only while a descriptor is attached; a
+            macvtap link while its lower device has).
         mtu: MTU in bytes.
         queues: Descriptors attached now: the kernel's count for a multi-queue adapter; for
             a single-queue one (the kernel reports no count) 1 when it has carrier or a
-            holder was found, else 0.
+            holder was found, else 0; for a macvtap link (the kernel keeps no count) the
+            descriptors on its character device that the process scan found.
         disabled_queues: Attached descriptors whose queue is disabled (``IFF_DETACH_QUEUE``).
         holders: The processes holding it open, as far as this process can see them.
         known_since: Epoch seconds vnetio knows it existed at (see ``known_since_source``);
             the adapter is at least this old. None when nothing is known.
         known_since_source: ``"created"`` (vnetio created it then), ``"first-seen"``
             (vnetio first saw it then) or ``"sysfs"`` (its sysfs directory's change time).
+        lower: A macvtap link's lower device (None: not a macvtap link, or its lower device
+            is in another namespace).
+        macvtap_mode: A macvtap link's mode: ``"private"``, ``"vepa"``, ``"bridge"``,
+            ``"passthru"`` or ``"source"`` (None for TUN/TAP adapters).
+        holders_complete: Whether ``holders`` is known to be complete where it matters: False
+            for a macvtap link when some process's descriptors could not be read (not root)
+            or its device numbers are unknown, so a holder may have been missed (the link
+            then counts as held).
     """
 
     name: str
     netns: str | None
     ifindex: int
-    mode: Mode
+    mode: AdapterMode
     flags: int
     flag_names: tuple[str, ...]
     owner: int | None
@@ -102,11 +116,15 @@ class AdapterInfo:
     holders: tuple[Holder, ...] = ()
     known_since: float | None = None
     known_since_source: str | None = None
+    lower: str | None = None
+    macvtap_mode: str | None = None
+    holders_complete: bool = True
 
     @property
     def held(self) -> bool:
-        """Some descriptor is attached (the kernel's count, not the process scan)."""
-        return self.queues + self.disabled_queues > 0
+        """Some descriptor is attached: the kernel's count for a TUN/TAP adapter; for a
+        macvtap link the process scan, and True when that scan may have missed a holder."""
+        return self.queues + self.disabled_queues > 0 or not self.holders_complete
 
     @property
     def orphaned(self) -> bool:
@@ -152,6 +170,9 @@ class AdapterInfo:
             "known_since": self.known_since,
             "known_since_source": self.known_since_source,
             "age_seconds": None if age is None else round(age, 3),
+            "lower": self.lower,
+            "macvtap_mode": self.macvtap_mode,
+            "holders_complete": self.holders_complete,
         }
 
 

@@ -91,23 +91,31 @@ def _exists_message(name: str, netns: str | None, link: dict[str, Any]) -> str:
 def _held_message(info: AdapterInfo) -> str:
     if info.holders:
         return "held open by " + ", ".join(str(h) for h in info.holders)
+    if not info.holders_complete:
+        return (
+            "possibly held open: the kernel keeps no count of a macvtap link's descriptors and "
+            "this process cannot see every process's descriptors (run as root)"
+        )
     count = info.queues + info.disabled_queues
     plural = "s" if count != 1 else ""
     return f"held open by {count} descriptor{plural} of a process not visible here"
 
 
 def delete_adapter(name: str, *, netns: str | None = None, force: bool = False) -> AdapterInfo:
-    """Delete the TUN/TAP adapter ``name``; returns what it was.
+    """Delete the TUN/TAP adapter or macvtap link ``name``; returns what it was.
 
     Without ``force`` an adapter that a process holds open is refused (``EBUSY``, naming the
     process): the adapter is attached, made non-persistent and closed, as ``ip tuntap del``
-    does, so the owner of an adapter may delete it without CAP_NET_ADMIN. With ``force`` it is
-    removed over rtnetlink even when held (its holders then get errors); that needs
-    CAP_NET_ADMIN.
+    does, so the owner of an adapter may delete it without CAP_NET_ADMIN. A macvtap link is
+    deleted over rtnetlink once the process scan finds no holder (the kernel keeps no count:
+    a process that opens it in between, or one this process cannot see, loses it). With
+    ``force`` it is removed over rtnetlink even when held (its holders then get errors);
+    that needs CAP_NET_ADMIN.
 
     Raises:
         FileNotFoundError: no interface of that name.
-        ValueError: the interface exists but is not a TUN/TAP adapter (it is never touched).
+        ValueError: the interface exists but is neither a TUN/TAP adapter nor a macvtap link
+            (it is never touched).
         OSError: errno EBUSY when held and ``force`` is false.
     """
     _core.validate_ifname(name)
@@ -118,11 +126,11 @@ def delete_adapter(name: str, *, netns: str | None = None, force: bool = False) 
             if link["name"] == name:
                 raise ValueError(
                     f"{name}{where} is a {link.get('kind') or 'network'} interface, not a "
-                    "TUN/TAP adapter; vnetio deletes only TUN/TAP adapters"
+                    "TUN/TAP adapter or macvtap link; vnetio deletes only those"
                 )
         raise FileNotFoundError(errno.ENOENT, f"no adapter named {name}{where}")
     if force:
-        _core.delete_link(name, netns=netns)
+        _core.delete_link(name, netns=netns, ifindex=info.ifindex)
     else:
         try:
             _release(info)
@@ -145,6 +153,9 @@ def _release(info: AdapterInfo) -> None:
     """
     if info.held:
         raise OSError(errno.EBUSY, f"{info.where} is {_held_message(info)}")
+    if info.mode == "macvtap":
+        _release_macvtap(info)
+        return
     cls = _core.Tap if info.mode == "tap" else _core.Tun
     ours = 2 if info.multi_queue else 1
     try:
@@ -170,6 +181,21 @@ def _release(info: AdapterInfo) -> None:
             f"{info.where} still exists: a process attached it while it was being removed; it "
             "is no longer persistent and goes away when that process closes it",
         )
+
+
+def _release_macvtap(info: AdapterInfo) -> None:
+    """Delete macvtap link ``info`` if a fresh look still finds it with nobody holding it."""
+    now = _find(info.name, info.netns)
+    if now is None or now.ifindex != info.ifindex or now.mode != "macvtap":
+        raise _Gone(info.name)
+    if now.held:
+        raise OSError(errno.EBUSY, f"{now.where} is {_held_message(now)}")
+    try:
+        _core.delete_link(info.name, netns=info.netns, ifindex=info.ifindex)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise _Gone(info.name) from exc
+        raise
 
 
 # --- cleanup ---------------------------------------------------------------------------------
@@ -211,10 +237,12 @@ def cleanup(
     netns: str | None = None,
     all_namespaces: bool = False,
 ) -> CleanupResult:
-    """Delete orphaned persistent TUN/TAP adapters (persistent, no descriptor attached).
+    """Delete orphaned persistent TUN/TAP adapters (persistent, no descriptor attached) and
+    macvtap links that no process holds open.
 
     Never deletes an adapter that a process holds open, and never looks at interfaces of any
-    other kind. ``older_than`` (seconds, or a duration such as ``"1h"``) keeps orphans whose
+    other kind. A macvtap link counts as held when this process cannot see every process's
+    descriptors (not root); see :func:`list_adapters` for processes it cannot see at all. ``older_than`` (seconds, or a duration such as ``"1h"``) keeps orphans whose
     known age is lower (the age is a lower bound, see the module doc). ``dry_run`` deletes
     nothing and reports what would go.
     """
@@ -227,7 +255,12 @@ def cleanup(
         if keep is not None:
             kept.append(CleanupEntry(info, keep))
             continue
-        reason = f"orphaned: persistent, no process attached, {_age_text(info)}"
+        what = (
+            "no process holds it open"
+            if info.mode == "macvtap"
+            else "persistent, no process attached"
+        )
+        reason = f"orphaned: {what}, {_age_text(info)}"
         if dry_run:
             removed.append(CleanupEntry(info, reason))
             continue

@@ -1,6 +1,7 @@
-"""Adapter hygiene: what the system knows about TUN/TAP adapters: network namespaces,
-sysfs flags and change times, and which processes hold adapters open (``/proc`` plus the
-core's ``tun_fd_netns``)."""
+"""Adapter hygiene: what the system knows about TUN/TAP adapters and macvtap links: network
+namespaces, sysfs flags and change times, and which processes hold them open (``/proc``
+plus the core's ``tun_fd_netns``; a macvtap's holders by the device number of its
+character device)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,12 @@ def _scope(netns: str | None, all_namespaces: bool) -> list[_Ns]:
 
 # --- sysfs: tun_flags and the directory's change time ----------------------------------------
 
+# TUN/TAP adapters print their tun_flags, macvtap links 0x0.
 _SYSFS_SCRIPT = (
-    'cd /sys/class/net && for d in *; do [ -e "$d/tun_flags" ] && '
-    'echo "$d $(cat "$d/ifindex") $(cat "$d/tun_flags") $(stat -c %.9Z "$d")"; done; true'
+    "cd /sys/class/net && for d in *; do "
+    'if [ -e "$d/tun_flags" ]; then f=$(cat "$d/tun_flags"); '
+    'elif [ -d "$d/macvtap" ]; then f=0x0; else continue; fi; '
+    'echo "$d $(cat "$d/ifindex") $f $(stat -c %.9Z "$d")"; done; true'
 )
 
 
@@ -107,7 +111,8 @@ def _ip_binary() -> str | None:
 
 
 def _sysfs_facts(ns: _Ns) -> dict[tuple[str, int], tuple[int, float]]:
-    """{(name, ifindex): (tun_flags, sysfs dir ctime)} for every TUN/TAP of ``ns``.
+    """{(name, ifindex): (tun_flags, sysfs dir ctime)} for every TUN/TAP of ``ns``, and
+    (0, ctime) for every macvtap link.
 
     Empty when that namespace's sysfs cannot be read (the caller derives what it can).
     """
@@ -117,7 +122,10 @@ def _sysfs_facts(ns: _Ns) -> dict[tuple[str, int], tuple[int, float]]:
         with contextlib.suppress(OSError):
             for entry in base.iterdir():
                 try:
-                    flags = int((entry / "tun_flags").read_text().strip(), 16)
+                    if (entry / "macvtap").is_dir():
+                        flags = 0
+                    else:
+                        flags = int((entry / "tun_flags").read_text().strip(), 16)
                     ifindex = int((entry / "ifindex").read_text().strip())
                     ctime = os.stat(entry).st_ctime  # follows the class symlink
                 except (OSError, ValueError):
@@ -157,29 +165,84 @@ class _TunFd:
     ns: tuple[int, int] | None  # the adapter's namespace, when the kernel told us
 
 
-def _tun_fds() -> list[_TunFd]:
-    """Every descriptor on /dev/net/tun this process can see that is attached to an adapter."""
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What one pass over every process's descriptors found."""
+
+    tun: list[_TunFd]
+    chr: dict[int, list[tuple[int, int]]]  # st_rdev asked for -> [(pid, fd)]
+    complete: bool  # every process's descriptor table could be read
+
+
+def _scan_fds(devices: Collection[int] = ()) -> _Scan:
+    """Every descriptor on /dev/net/tun this process can see that is attached to an adapter,
+    and every descriptor on one of the character devices ``devices`` (``st_rdev`` values:
+    macvtap links' ``/dev/tapN``, found by device number wherever the node lives)."""
     found: list[_TunFd] = []
+    chr_fds: dict[int, list[tuple[int, int]]] = {}
+    complete = True
     with os.scandir("/proc") as procs:
         pids = [int(e.name) for e in procs if e.name.isdigit()]
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:  # gone, or not ours to look at
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        except OSError:  # not ours to look at: whatever it holds is unknown
+            complete = False
             continue
         for name in fds:
             try:
                 st = os.stat(f"/proc/{pid}/fd/{name}")
             except OSError:
                 continue
-            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _TUN_RDEV:
+            if not stat.S_ISCHR(st.st_mode):
+                continue
+            if st.st_rdev in devices:
+                chr_fds.setdefault(st.st_rdev, []).append((pid, int(name)))
+                continue
+            if st.st_rdev != _TUN_RDEV:
                 continue
             iff = _fdinfo_iff(pid, name)
             if not iff:  # opened but not attached to any adapter
                 continue
             # pidfd_getfd + TUNGETDEVNETNS, in the core's sys module; None without root.
             found.append(_TunFd(pid, int(name), iff, _core.tun_fd_netns(pid, int(name))))
-    return found
+    return _Scan(found, chr_fds, complete)
+
+
+def _tun_fds() -> list[_TunFd]:
+    """Every descriptor on /dev/net/tun this process can see that is attached to an adapter."""
+    return _scan_fds().tun
+
+
+def macvtap_rdev(link: dict[str, Any]) -> int | None:
+    """The device number (``st_rdev``) of a macvtap link's character device, from a
+    ``list_links`` entry; None when unknown."""
+    dev = (link.get("macvtap") or {}).get("dev")
+    return None if dev is None else os.makedev(int(dev[0]), int(dev[1]))
+
+
+def holders_by_device(scan: _Scan, rdev: int) -> tuple[Holder, ...]:
+    """The processes holding character device ``rdev`` open, in ``scan``."""
+    by_pid: dict[int, list[int]] = {}
+    for pid, fd in scan.chr.get(rdev, ()):
+        by_pid.setdefault(pid, []).append(fd)
+    return tuple(Holder(pid, _comm(pid), tuple(sorted(fds))) for pid, fds in sorted(by_pid.items()))
+
+
+def macvtap_holders(
+    links: Iterable[dict[str, Any]],
+) -> tuple[dict[int, tuple[Holder, ...]], bool]:
+    """Holders of the macvtap links among ``links`` (``list_links`` entries of one
+    namespace), by ifindex, and whether the scan saw every process and every link's device
+    numbers (otherwise a link without holders may still be held)."""
+    rdevs = {link["ifindex"]: macvtap_rdev(link) for link in links if link.get("macvtap")}
+    if not rdevs:
+        return {}, True
+    scan = _scan_fds({r for r in rdevs.values() if r is not None})
+    holders = {i: holders_by_device(scan, r) for i, r in rdevs.items() if r is not None}
+    return holders, scan.complete and None not in rdevs.values()
 
 
 def _fdinfo_iff(pid: int, fd: str) -> str:

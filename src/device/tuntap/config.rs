@@ -1,7 +1,7 @@
 //! Configuring an open adapter over ioctls and rtnetlink: up/down, MTU, queue length,
 //! MAC, addresses, persistence, kernel counters; and parsing MACs and CIDRs.
 
-use super::{Adapter, Queue, MAX_QUEUE_LENGTH};
+use super::{Adapter, Backend, Queue, MAX_QUEUE_LENGTH};
 use crate::device::netlink::Netlink;
 use crate::device::{now_ns, Device, Stats};
 use crate::error::{Error, VnetResult};
@@ -124,16 +124,18 @@ impl Adapter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// TUNSETPERSIST on or off.
+    /// TUNSETPERSIST on or off; on a macvtap adapter, whether its link stays after close.
     pub fn set_persistent(&self, persist: bool) -> VnetResult<()> {
         self.live()?;
-        let guard = self.queues[0]
-            .file
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let file = guard.as_ref().ok_or(Error::Closed)?;
-        sys::tun_set_persist(file.as_fd(), persist)
-            .map_err(|e| Error::os(format!("TUNSETPERSIST {}", self.name), e))?;
+        if let Backend::Tun = self.backend {
+            let guard = self.queues[0]
+                .file
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let file = guard.as_ref().ok_or(Error::Closed)?;
+            sys::tun_set_persist(file.as_fd(), persist)
+                .map_err(|e| Error::os(format!("TUNSETPERSIST {}", self.name), e))?;
+        }
         self.persistent.store(persist, Ordering::Relaxed);
         Ok(())
     }
@@ -279,17 +281,28 @@ impl Adapter {
             .nl()
             .link_stats(self.ifindex)
             .map_err(|e| Error::os(format!("counters of {}", self.name), e))?;
-        // The kernel's view is mirrored: what it transmits is what our readers receive.
-        // Its tx_dropped also holds the frames a kernel-side filter rejected; with the
-        // eBPF filter those are counted apart, so they are moved to rx_filtered.
+        // A TUN/TAP's view is mirrored: what it transmits is what our readers receive.
+        // A macvtap counts as its lower device's traffic flows: frames for our readers
+        // are its received ones (rx_dropped: the reader's ring was full), frames we write
+        // its transmitted ones. A TUN's tx_dropped also holds the frames a kernel-side
+        // filter rejected; with the eBPF filter those are counted apart, so they are moved
+        // to rx_filtered.
         let kf = self.kfilter();
         let kernel_rejected = kf.rejected();
-        s.rx_dropped = k
-            .tx_dropped
-            .saturating_sub(self.kernel_base.tx_dropped)
-            .saturating_sub(kernel_rejected)
-            + self.link.filter.dropped_by_catch_up();
-        s.tx_dropped = k.rx_dropped.saturating_sub(self.kernel_base.rx_dropped);
+        let base = &self.kernel_base;
+        let (to_readers, from_writers) = match self.backend {
+            Backend::Tun => (
+                k.tx_dropped.saturating_sub(base.tx_dropped),
+                k.rx_dropped.saturating_sub(base.rx_dropped),
+            ),
+            Backend::Macvtap { .. } => (
+                k.rx_dropped.saturating_sub(base.rx_dropped),
+                k.tx_dropped.saturating_sub(base.tx_dropped),
+            ),
+        };
+        s.rx_dropped =
+            to_readers.saturating_sub(kernel_rejected) + self.link.filter.dropped_by_catch_up();
+        s.tx_dropped = from_writers;
         s.rx_filtered = (!kf.classic).then(|| kernel_rejected + self.link.filter.rejected());
         Ok(s)
     }

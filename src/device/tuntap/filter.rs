@@ -2,7 +2,7 @@
 //! (TUNSETFILTEREBPF), classic filters (TUNATTACHFILTER), and the bookkeeping that keeps
 //! reject counts across filter changes.
 
-use super::Adapter;
+use super::{Adapter, Backend};
 use crate::error::{Error, VnetResult};
 use crate::filter::bpf::Program;
 use crate::filter::Placement;
@@ -149,11 +149,23 @@ impl Adapter {
             return Ok(None);
         };
         // Auto: in the kernel on a TAP (counted eBPF, else this process); a TUN filters
-        // here, as a TUN reader usually wants every packet and filters are rare there.
+        // here, as a TUN reader usually wants every packet and filters are rare there. A
+        // macvtap descriptor takes no filter at all (the tap driver has neither
+        // TUNSETFILTEREBPF nor TUNATTACHFILTER, and it is no socket for SO_ATTACH_FILTER).
         let auto = placement.is_none();
+        let kernel_filters = matches!(self.backend, Backend::Tun);
+        if !kernel_filters && matches!(placement, Some(Placement::Kernel | Placement::Classic)) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a macvtap adapter, whose descriptor takes no kernel filter (the tap \
+                 driver has no TUNSETFILTEREBPF or TUNATTACHFILTER); use placement=\"auto\" \
+                 or \"userspace\" (the filter then runs in this process, rejects counted in \
+                 rx_filtered)",
+                self.name
+            )));
+        }
         let mut want = placement.unwrap_or(match self.medium {
-            Medium::Ethernet => Placement::Kernel,
-            Medium::Ip => Placement::Userspace,
+            Medium::Ethernet if kernel_filters => Placement::Kernel,
+            _ => Placement::Userspace,
         });
         if want != Placement::Userspace && self.medium == Medium::Ethernet {
             self.vlan_tags_in_data();

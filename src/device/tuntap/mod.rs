@@ -1,4 +1,7 @@
-//! TUN (layer 3) and TAP (layer 2) adapters on `/dev/net/tun`.
+//! TUN (layer 3) and TAP (layer 2) adapters on `/dev/net/tun`, and the adapter type that
+//! also serves macvtap links (`device::macvtap`): a macvtap's `/dev/tapN` speaks the same
+//! ABI (read/write, the virtio-net header, TUNSETIFF/TUNSETOFFLOAD/TUNSETVNETHDRSZ), so
+//! one [`Queue`] implementation serves both; [`Backend`] holds what differs.
 //!
 //! An adapter has one or more queues (one file descriptor each; more than one needs
 //! IFF_MULTI_QUEUE). Descriptors are non-blocking and close-on-exec; waiting is done with
@@ -16,10 +19,11 @@ use config::Link;
 pub use config::{format_mac, parse_cidr, parse_mac};
 use filter::KernelFilter;
 use open::open_dev;
+pub(crate) use open::{set_offload_mask, setup_vnet, Parts};
 pub use queue::Queue;
 
 use std::os::fd::{AsFd, RawFd};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,8 +119,24 @@ impl OpenOptions {
     }
 }
 
-/// A TUN or TAP adapter: its queues plus the sockets used to configure it (opened in the
-/// adapter's network namespace, so configuration works from any thread).
+/// What an adapter's descriptors are, and with it who owns the link.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    /// `/dev/net/tun` (TUN or TAP): the kernel removes the adapter with its last
+    /// descriptor unless it is persistent (TUNSETPERSIST); kernel-side filters available.
+    Tun,
+    /// `/dev/tapN` of a macvtap link: the link lives until deleted, so vnetio deletes the
+    /// one it created when the adapter closes, unless it is persistent (a flag of the
+    /// adapter only). The tap driver has no filter ioctls and counts its drops on the
+    /// receive side (see `kernel_stats`).
+    Macvtap {
+        /// The link was deleted (or deleting it was attempted).
+        removed: AtomicBool,
+    },
+}
+
+/// A TUN, TAP or macvtap adapter: its queues plus the sockets used to configure it (opened
+/// in the adapter's network namespace, so configuration works from any thread).
 pub struct Adapter {
     queues: Vec<Arc<Queue>>,
     ifname: IfName,
@@ -133,6 +153,7 @@ pub struct Adapter {
     offloads: u32,
     offload: bool,
     kfilter: Mutex<KernelFilter>,
+    backend: Backend,
 }
 
 impl Device for Adapter {
@@ -201,6 +222,7 @@ impl Device for Adapter {
         for q in &self.queues {
             q.close_fd();
         }
+        self.remove_owned_link();
     }
 
     fn is_closed(&self) -> bool {
@@ -219,6 +241,41 @@ impl Drop for Adapter {
         }
         for q in &self.queues {
             q.close_fd();
+        }
+        self.remove_owned_link();
+    }
+}
+
+impl Adapter {
+    /// A macvtap link this adapter created and does not keep (`persistent` false) is
+    /// deleted once its descriptors are closed. Only a macvtap still of this name and
+    /// kind at this ifindex is deleted; errors (already gone) are ignored.
+    fn remove_owned_link(&self) {
+        let Backend::Macvtap { removed } = &self.backend else {
+            return;
+        };
+        if !self.created || self.persistent() || removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut nl = self.nl();
+        let ours = nl.links().is_ok_and(|links| {
+            links.iter().any(|l| {
+                l.ifindex == self.ifindex
+                    && l.name == self.name
+                    && l.kind.as_deref() == Some("macvtap")
+            })
+        });
+        if ours {
+            let _ = nl.del_link(self.ifindex);
+        }
+    }
+}
+
+impl Backend {
+    /// The backend of a macvtap link's adapter (link not yet removed).
+    pub(crate) fn macvtap() -> Backend {
+        Backend::Macvtap {
+            removed: AtomicBool::new(false),
         }
     }
 }

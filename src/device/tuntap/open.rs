@@ -6,7 +6,7 @@ use super::config::check_mtu;
 use super::config::Link;
 use super::filter::KernelFilter;
 use super::queue::VnetState;
-use super::{Adapter, OpenOptions, Queue, OFFLOAD_MASKS, TUN_PATH};
+use super::{Adapter, Backend, OpenOptions, Queue, RxMode, OFFLOAD_MASKS, TUN_PATH};
 use crate::batch::MAX_FRAME;
 use crate::device::netlink::Netlink;
 use crate::device::{netns, now_ns, validate_ifname, Counters};
@@ -19,7 +19,7 @@ use crate::wire::Medium;
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
@@ -141,29 +141,36 @@ pub(super) fn attach_queue(
     let actual = sys::tun_set_iff(file.as_fd(), ifname, flags as libc::c_short)
         .map_err(|e| setiff_error(e, &name_str(ifname), opts, nl))?;
     if opts.offload {
-        let step = |what: &str| format!("{what} {}", name_str(&actual));
-        sys::tun_set_vnet_hdr_sz(file.as_fd(), VNET_HDR_LEN as libc::c_int)
-            .map_err(|e| Error::os(step("TUNSETVNETHDRSZ"), e))?;
-        // virtio 1.0 headers are little-endian; a little-endian host needs nothing (and a
-        // kernel without cross-endian support refuses the ioctl there).
-        if let Err(e) = sys::tun_set_vnet_le(file.as_fd()) {
-            if cfg!(target_endian = "big") {
-                return Err(Error::os(step("TUNSETVNETLE"), e));
-            }
-        }
+        setup_vnet(file.as_fd(), &name_str(&actual))?;
     }
     Ok((file, actual))
+}
+
+/// Put a virtio-net header of vnetio's size (little-endian, virtio 1.0) before every frame
+/// on a descriptor opened with IFF_VNET_HDR (a TUN/TAP queue or a macvtap's).
+pub(crate) fn setup_vnet(fd: BorrowedFd<'_>, name: &str) -> VnetResult<()> {
+    let step = |what: &str| format!("{what} {name}");
+    sys::tun_set_vnet_hdr_sz(fd, VNET_HDR_LEN as libc::c_int)
+        .map_err(|e| Error::os(step("TUNSETVNETHDRSZ"), e))?;
+    // virtio 1.0 headers are little-endian; a little-endian host needs nothing (and a
+    // kernel without cross-endian support refuses the ioctl there).
+    if let Err(e) = sys::tun_set_vnet_le(fd) {
+        if cfg!(target_endian = "big") {
+            return Err(Error::os(step("TUNSETVNETLE"), e));
+        }
+    }
+    Ok(())
 }
 
 /// Set the device-wide offload mask. It outlives descriptors, so it is set on every open
 /// to what this open can handle: the richest mask the kernel accepts with `offload`, else
 /// 0 (a previous owner's mask would hand a plain reader super-frames).
-pub(super) fn set_offload_mask(
+pub(crate) fn set_offload_mask(
     first: BorrowedFd<'_>,
-    opts: &OpenOptions,
+    offload: bool,
     name: &str,
 ) -> VnetResult<u32> {
-    if opts.offload {
+    if offload {
         Ok(OFFLOAD_MASKS
             .iter()
             .copied()
@@ -221,7 +228,7 @@ impl Adapter {
         }
         let name = name_str(&actual);
         let first = files[0].as_fd();
-        let offloads = set_offload_mask(first, opts, &name)?;
+        let offloads = set_offload_mask(first, opts.offload, &name)?;
         if let Some(uid) = opts.owner {
             sys::tun_set_owner(first, uid)
                 .map_err(|e| Error::os(format!("TUNSETOWNER {name}"), e))?;
@@ -246,15 +253,39 @@ impl Adapter {
         let (_, iff) =
             sys::tun_get_iff(first).map_err(|e| Error::os(format!("TUNGETIFF {name}"), e))?;
         let persistent = i32::from(iff) & libc::IFF_PERSIST != 0;
-        let kernel_base = nl.link_stats(ifindex).unwrap_or_default();
-        let link = Arc::new(Link {
+        Adapter::assemble(Parts {
+            files,
             ctl,
+            nl,
             ifname: actual,
-            mtu: AtomicUsize::new(mtu as usize),
+            ifindex,
+            mtu,
+            medium: opts.medium,
+            netns: opts.netns.clone(),
+            created: !existed,
+            persistent,
+            offload: opts.offload.then_some((opts.rx_mode, offloads)),
+            backend: Backend::Tun,
+        })
+    }
+
+    /// An adapter over descriptors that are open and set up: `files` (one per queue, with
+    /// the virtio-net header set up when `offload` is `Some`), the control sockets opened
+    /// in the adapter's namespace, and what is known about its link.
+    pub(crate) fn assemble(p: Parts) -> VnetResult<Adapter> {
+        let name = name_str(&p.ifname);
+        let mut nl = p.nl;
+        let kernel_base = nl.link_stats(p.ifindex).unwrap_or_default();
+        let link = Arc::new(Link {
+            ctl: p.ctl,
+            ifname: p.ifname,
+            mtu: AtomicUsize::new(p.mtu as usize),
             checked_ns: AtomicU64::new(now_ns()),
             filter: UserFilter::default(),
         });
-        let queues = files
+        let offloads = p.offload.map_or(0, |(_, mask)| mask);
+        let queues = p
+            .files
             .into_iter()
             .enumerate()
             .map(|(index, file)| {
@@ -264,12 +295,12 @@ impl Adapter {
                     wake: File::from(sys::eventfd().map_err(|e| Error::os("eventfd", e))?),
                     closed: AtomicBool::new(false),
                     counters: Counters::default(),
-                    medium: opts.medium,
+                    medium: p.medium,
                     link: Arc::clone(&link),
                     index,
                     name: name.clone(),
-                    vnet: opts.offload.then(|| VnetState {
-                        rx_mode: opts.rx_mode,
+                    vnet: p.offload.map(|(rx_mode, offloads)| VnetState {
+                        rx_mode,
                         offloads,
                         scratch: Mutex::new(Vec::with_capacity(MAX_FRAME)),
                         tx_scratch: Mutex::new(Vec::with_capacity(MAX_FRAME)),
@@ -282,20 +313,43 @@ impl Adapter {
             .collect::<VnetResult<Vec<_>>>()?;
         Ok(Adapter {
             queues,
-            ifname: actual,
+            ifname: p.ifname,
             name,
-            medium: opts.medium,
-            ifindex,
-            netns: opts.netns.clone(),
-            created: !existed,
-            persistent: AtomicBool::new(persistent),
+            medium: p.medium,
+            ifindex: p.ifindex,
+            netns: p.netns,
+            created: p.created,
+            persistent: AtomicBool::new(p.persistent),
             link,
             nl: Mutex::new(nl),
             kernel_base,
             final_stats: Mutex::new(None),
             offloads,
-            offload: opts.offload,
+            offload: p.offload.is_some(),
             kfilter: Mutex::new(KernelFilter::default()),
+            backend: p.backend,
         })
     }
+}
+
+/// What [`Adapter::assemble`] builds an adapter from.
+pub(crate) struct Parts {
+    /// One open descriptor per queue.
+    pub(crate) files: Vec<File>,
+    /// An AF_INET datagram socket in the adapter's namespace (for SIOC* ioctls).
+    pub(crate) ctl: OwnedFd,
+    /// An rtnetlink socket in the adapter's namespace.
+    pub(crate) nl: Netlink,
+    pub(crate) ifname: IfName,
+    pub(crate) ifindex: u32,
+    pub(crate) mtu: u32,
+    pub(crate) medium: Medium,
+    pub(crate) netns: Option<String>,
+    /// This open created the link.
+    pub(crate) created: bool,
+    /// The link outlives the adapter.
+    pub(crate) persistent: bool,
+    /// Offload adapters: how frames are received, and the TUN_F_* mask the kernel took.
+    pub(crate) offload: Option<(RxMode, u32)>,
+    pub(crate) backend: Backend,
 }

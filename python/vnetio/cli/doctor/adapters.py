@@ -1,4 +1,5 @@
-"""``vnetio doctor``'s adapter checks: TUN/TAP adapters that will surprise their next user.
+"""``vnetio doctor``'s adapter checks: TUN/TAP adapters (and macvtap links) that will
+surprise their next user.
 
 For each network namespace asked for (the caller's by default, ``--netns NS``, or every
 namespace with ``--all-namespaces``), every TUN/TAP adapter is examined with what the kernel
@@ -15,6 +16,8 @@ check                        status when
 ``adapter-no-carrier``       warn   up, but no process holds it (bridge port disabled)
 ``bridge-port``              warn   an up bridge port with carrier that is not forwarding
 ``adapter-orphan``           warn   persistent, nobody holds it, no owner, nothing else wrong
+``macvtap-no-carrier``       warn   a macvtap link that is up but whose lower device is not
+``macvtap-orphan``           warn   a macvtap link no process holds, nothing else wrong
 ``adapters``                 ok     per namespace, when nothing above applies
 ============================ ====== ==========================================================
 
@@ -22,6 +25,10 @@ IFF_NO_PI / IFF_VNET_HDR left set on an adapter nobody holds are *not* findings:
 replaces them with the next opener's own flags (TUNSETIFF), so they cannot surprise anyone;
 only the device-wide offload mask survives (``adapter-offload``). See
 ``docs/troubleshooting.md``.
+
+Macvtap links' holders are the processes with a descriptor on the link's character device
+(``vnetio.hygiene``'s process scan); ``macvtap-orphan`` is reported only when that scan could
+see every process (root).
 
 Every finding names the adapter and its namespace (``Finding.adapter``/``Finding.netns``;
 ``netns`` None means the caller's namespace) and carries the command that fixes it.
@@ -78,6 +85,18 @@ def _list_links(netns: str | None) -> list[dict[str, Any]]:
     core = importlib.import_module("vnetio._core")
     links: list[dict[str, Any]] = core.list_links(netns)
     return links
+
+
+def _macvtap_holders(links: list[dict[str, Any]]) -> dict[int, tuple[str, ...]] | None:
+    """Holders ("PID (command)") of the macvtap links among ``links``, by ifindex; None when
+    the process scan may have missed some (not root, device numbers unknown)."""
+    if not any(link.get("macvtap") for link in links):
+        return {}
+    scan = importlib.import_module("vnetio.hygiene.scan")
+    holders, complete = scan.macvtap_holders(links)
+    if not complete:
+        return None
+    return {ifindex: tuple(str(h) for h in who) for ifindex, who in holders.items()}
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -558,6 +577,54 @@ def bridge_port_finding(name: str, port: BridgePort, netns: str | None) -> Findi
     )
 
 
+def _macvtap_findings(
+    link: Mapping[str, Any],
+    links: list[dict[str, Any]],
+    netns: str | None,
+    holders: Mapping[int, tuple[str, ...]] | None,
+) -> list[Finding]:
+    """Findings about one macvtap link (``holders``: see :func:`analyze_namespace`)."""
+    name, info = str(link["name"]), link.get("macvtap") or {}
+    at, lower = _at(name, netns), info.get("lower")
+
+    def finding(check: str, summary: str, detail: str, fix: str) -> Finding:
+        return Finding(check, "warn", summary, detail, fix, adapter=name, netns=netns)
+
+    if link.get("up") and not link.get("carrier"):
+        lower_link = next((x for x in links if x.get("name") == lower), None)
+        state = "down" if lower_link is not None and not lower_link.get("up") else "without carrier"
+        fix = (
+            _ip(netns, "link", "set", "dev", str(lower), "up")
+            + f" (and check that {lower} has a link partner)"
+            if lower
+            else _ip(netns, "-d", "link", "show", "dev", name) + "  # shows its lower device"
+        )
+        return [
+            finding(
+                "macvtap-no-carrier",
+                f"{at}: macvtap link up, but its lower device {lower or '(another namespace)'} "
+                f"is {state}: frames neither arrive nor leave",
+                "A macvtap has carrier exactly while its lower device has; frames written to "
+                "it are dropped (counted as its TX dropped) and nothing is received.",
+                fix,
+            )
+        ]
+    if holders is not None and link["ifindex"] in holders and not holders[link["ifindex"]]:
+        return [
+            finding(
+                "macvtap-orphan",
+                f"{at}: macvtap link on {lower or '(another namespace)'} that no process holds "
+                "(left over by a process that ended or was killed?)",
+                "A macvtap link is not owned by a descriptor: it lives until deleted. vnetio "
+                "deletes the links it created when they are closed (unless persist=True); one "
+                "made with `ip link add … type macvtap` or by a program that died stays. It "
+                "keeps its MAC address on the lower device, which keeps receiving for it.",
+                f"{_delete(name, netns)}; keep it on purpose? then ignore this warning",
+            )
+        ]
+    return []
+
+
 def analyze_namespace(
     links: list[dict[str, Any]],
     *,
@@ -565,10 +632,14 @@ def analyze_namespace(
     cred: Cred,
     ports: Mapping[str, BridgePort],
     features: Mapping[str, Features],
+    macvtap_holders: Mapping[int, tuple[str, ...]] | None = None,
 ) -> list[Finding]:
-    """Findings for one namespace: per TUN/TAP adapter, per other bridge port, else one ok."""
+    """Findings for one namespace: per TUN/TAP adapter, per macvtap link, per other bridge
+    port, else one ok. ``macvtap_holders``: the holders of each macvtap link by ifindex
+    (None, or a link missing: unknown, so no orphan finding)."""
     found: list[Finding] = []
     tuns = [link for link in links if link.get("tun")]
+    macvtaps = [link for link in links if link.get("macvtap")]
     for link in tuns:
         found += analyze_adapter(
             link,
@@ -577,6 +648,8 @@ def analyze_namespace(
             port=ports.get(link["name"]),
             features=features.get(link["name"]),
         )
+    for link in macvtaps:
+        found += _macvtap_findings(link, links, netns, macvtap_holders)
     by_name = {str(link["name"]): link for link in links}
     tun_names = {str(link["name"]) for link in tuns}
     for name, port in sorted(ports.items()):
@@ -584,7 +657,7 @@ def analyze_namespace(
         if name not in tun_names and link.get("up") and port.state != "forwarding":
             found.append(bridge_port_finding(name, port, netns))
     if not found:
-        found.append(_summary(tuns, netns))
+        found.append(_summary(tuns, netns, macvtaps, macvtap_holders))
     return found
 
 
@@ -607,17 +680,42 @@ def _describe(link: Mapping[str, Any]) -> str:
     return f"{link['name']}: {', '.join(parts)}"
 
 
-def _summary(tuns: list[dict[str, Any]], netns: str | None) -> Finding:
+def _describe_macvtap(
+    link: Mapping[str, Any], holders: Mapping[int, tuple[str, ...]] | None
+) -> str:
+    info = link.get("macvtap") or {}
+    lower = info.get("lower") or "a device in another namespace"
+    who = None if holders is None else holders.get(link["ifindex"])
+    held = "holders unknown" if who is None else ("held by " + ", ".join(who) if who else "")
+    return f"{link['name']}: macvtap {info.get('mode')} on {lower}" + (f", {held}" if held else "")
+
+
+def _summary(
+    tuns: list[dict[str, Any]],
+    netns: str | None,
+    macvtaps: list[dict[str, Any]] | None = None,
+    holders: Mapping[int, tuple[str, ...]] | None = None,
+) -> Finding:
     where = _where(netns)
-    if not tuns:
+    macvtaps = macvtaps or []
+    if not tuns and not macvtaps:
         return Finding("adapters", "ok", f"{where}: no TUN/TAP adapters", netns=netns)
-    names = " ".join(str(link["name"]) for link in tuns)
+
+    def count(links: list[dict[str, Any]], what: str) -> str:
+        names = " ".join(str(link["name"]) for link in links)
+        return f"{len(links)} {what}{'s' if len(links) != 1 else ''} ({names})"
+
+    parts = ([count(tuns, "TUN/TAP adapter")] if tuns else []) + (
+        [count(macvtaps, "macvtap link")] if macvtaps else []
+    )
     return Finding(
         "adapters",
         "ok",
-        f"{where}: {len(tuns)} TUN/TAP adapter{'s' if len(tuns) != 1 else ''} ({names}), "
-        "nothing to fix",
-        "\n".join(_describe(link) for link in tuns),
+        f"{where}: {' and '.join(parts)}, nothing to fix",
+        "\n".join(
+            [_describe(link) for link in tuns]
+            + [_describe_macvtap(link, holders) for link in macvtaps]
+        ),
         netns=netns,
     )
 
@@ -722,7 +820,18 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
         for link in links
         if link.get("tun") and needs_features(link)
     }
-    found += analyze_namespace(links, netns=netns, cred=cred, ports=ports, features=features)
+    try:
+        holders = _macvtap_holders(links)
+    except (ImportError, OSError):
+        holders = None
+    found += analyze_namespace(
+        links,
+        netns=netns,
+        cred=cred,
+        ports=ports,
+        features=features,
+        macvtap_holders=holders,
+    )
     if len(found) > 1 and found[-1].check == "adapters" and found[-1].status == "ok":
         found.pop()  # a "not checked" warning above means it is not all fine
     return found
