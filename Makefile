@@ -101,7 +101,10 @@ $(DIST_DEPS): $(STAMP) requirements-dist.txt
 	@touch $@
 
 # The wheel links with zig against glibc 2.17 stubs (no manylinux container needed): one
-# abi3 wheel for CPython >= 3.11 on manylinux2014 x86_64. Its own target dir under target/.
+# abi3 wheel for CPython >= 3.11 on manylinux2014 x86_64, in its own target/x86_64-*/ dir.
+# System calls newer than glibc 2.17 (pidfd_open/pidfd_getfd, bpf) go through syscall(2)
+# in src/sys/, so every libc import is <= 2.17; a newer glibc wrapper would still link (as an
+# unversioned symbol) and is caught by dist-check (tests/dist/unversioned_symbols.py).
 $(DIST_STAMP): $(DIST_DEPS) $(RUST_SRC) Cargo.lock $(PY_SRC) README.md
 	rm -rf dist
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build \

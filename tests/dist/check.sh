@@ -2,14 +2,16 @@
 # `make dist-check`: prove that what `make dist` built works where users install it.
 #
 #   1. `auditwheel show` must find the wheel consistent with manylinux_2_17 (manylinux2014)
-#      x86_64 or an older policy;
+#      x86_64 or an older policy, and the extension must import no unversioned libc symbol
+#      (tests/dist/unversioned_symbols.py: what auditwheel cannot see);
 #   2. the wheel installs into a fresh virtualenv whose PATH has no cargo/rustc/rustup, and the
 #      test suite runs there against the installed wheel (a copy of tests/ in a temporary
 #      directory, so nothing of the source tree is importable; tests/dist checks that);
 #   3. the sdist builds a wheel in another fresh virtualenv (with cargo: building from source
 #      needs Rust), which installs and passes a smoke test.
 #
-# Usage: tests/dist/check.sh PYTHON AUDITWHEEL     (the Makefile passes .venv's tools)
+# Usage: tests/dist/check.sh PYTHON AUDITWHEEL     (the Makefile passes .venv's tools; PYTHON
+# needs pyelftools, which comes with auditwheel)
 # DIST_CHECK_TESTS overrides which tests step 2 runs (pytest arguments, relative to tests/).
 set -euo pipefail
 
@@ -55,6 +57,9 @@ if [ -z "$policy" ] || [ "$minor" -gt 17 ]; then
     exit 1
 fi
 echo "dist-check: auditwheel accepts the wheel for $policy (manylinux2014 needs <= manylinux_2_17)"
+# auditwheel reads only versioned imports; an unversioned one (a glibc wrapper newer than the
+# stubs zig linked against) would pass it and fail at import on an old system.
+"$python" tests/dist/unversioned_symbols.py "$wheel"
 
 # --- 2. the wheel, without Rust ------------------------------------------------------
 # A PATH without any directory that holds cargo, rustc or rustup (~/.cargo/bin), nor pyenv's
