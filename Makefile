@@ -104,7 +104,7 @@ $(DIST_DEPS): $(STAMP) requirements-dist.txt
 # abi3 wheel for CPython >= 3.11 on manylinux2014 x86_64, in its own target/x86_64-*/ dir.
 # System calls newer than glibc 2.17 (pidfd_open/pidfd_getfd, bpf) go through syscall(2)
 # in src/sys/, so every libc import is <= 2.17; a newer glibc wrapper would still link (as an
-# unversioned symbol) and is caught by dist-check (tests/dist/unversioned_symbols.py).
+# unversioned symbol) and is caught by dist-check (tests/packaging/unversioned_symbols.py).
 $(DIST_STAMP): $(DIST_DEPS) $(RUST_SRC) Cargo.lock $(PY_SRC) README.md
 	rm -rf dist
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build \
@@ -119,7 +119,7 @@ dist: $(DIST_STAMP) ## build the abi3 manylinux2014 x86_64 wheel and the sdist i
 
 .PHONY: dist-check
 dist-check: system-deps dist ## auditwheel; the suite against the wheel without Rust on PATH; sdist → wheel
-	tests/dist/check.sh $(abspath $(PY)) $(abspath $(VENV))/bin/auditwheel
+	tests/packaging/check.sh $(abspath $(PY)) $(abspath $(VENV))/bin/auditwheel
 
 .PHONY: demo
 demo: system-deps build ## the main job: traffic through two TAPs on a bridge (loopback without root)

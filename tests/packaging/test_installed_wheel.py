@@ -1,6 +1,6 @@
 """The suite is running against the built wheel, installed in a virtualenv without Rust.
 
-`make dist-check` (tests/dist/check.sh) installs ``dist/*.whl`` into a fresh virtualenv
+`make dist-check` (tests/packaging/check.sh) installs ``dist/*.whl`` into a fresh virtualenv
 whose PATH has no cargo/rustc, copies ``tests/`` to a temporary directory and runs pytest
 there with that virtualenv's interpreter; it sets ``VNETIO_DIST_WHEEL`` (the wheel file)
 and ``VNETIO_DIST_CARGO_VERSION`` (the version in Cargo.toml). These tests prove that the

@@ -3,16 +3,16 @@
 #
 #   1. `auditwheel show` must find the wheel consistent with manylinux_2_17 (manylinux2014)
 #      x86_64 or an older policy, and the extension must import no unversioned libc symbol
-#      (tests/dist/unversioned_symbols.py: what auditwheel cannot see);
+#      (tests/packaging/unversioned_symbols.py: what auditwheel cannot see);
 #   2. the wheel installs into a fresh virtualenv whose PATH has no cargo/rustc/rustup, and the
 #      test suite runs there against the installed wheel (a copy of tests/ in a temporary
-#      directory, so nothing of the source tree is importable; tests/dist checks that);
+#      directory, so nothing of the source tree is importable; tests/packaging checks that);
 #   3. the sdist builds a wheel in another fresh virtualenv (with cargo: building from source
 #      needs Rust), which installs and passes a smoke test.
 #
-# Usage: tests/dist/check.sh PYTHON AUDITWHEEL     (the Makefile passes .venv's tools; PYTHON
-# needs pyelftools, which comes with auditwheel)
-# DIST_CHECK_TESTS overrides which tests step 2 runs (pytest arguments, relative to tests/).
+# Usage: tests/packaging/check.sh PYTHON AUDITWHEEL   (the Makefile passes .venv's tools;
+# PYTHON needs pyelftools, which comes with auditwheel). DIST_CHECK_TESTS overrides which tests
+# step 2 runs (pytest arguments; they must include tests/packaging, which must pass).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -59,7 +59,7 @@ fi
 echo "dist-check: auditwheel accepts the wheel for $policy (manylinux2014 needs <= manylinux_2_17)"
 # auditwheel reads only versioned imports; an unversioned one (a glibc wrapper newer than the
 # stubs zig linked against) would pass it and fail at import on an old system.
-"$python" tests/dist/unversioned_symbols.py "$wheel"
+"$python" tests/packaging/unversioned_symbols.py "$wheel"
 
 # --- 2. the wheel, without Rust ------------------------------------------------------
 # A PATH without any directory that holds cargo, rustc or rustup (~/.cargo/bin), nor pyenv's
@@ -124,8 +124,22 @@ fi
 
 step "pytest against the installed wheel (in $run_dir): ${selected[*]}"
 (cd "$run_dir" && in_wheel_venv VNETIO_DIST_WHEEL="$wheel" VNETIO_DIST_CARGO_VERSION="$cargo_version" \
-    "$venv/bin/python" -m pytest -p no:cacheprovider --rootdir "$run_dir" "${selected[@]}")
-# Belt and braces beside tests/dist: what `import vnetio` resolves to in that environment.
+    "$venv/bin/python" -m pytest -p no:cacheprovider --rootdir "$run_dir" \
+    --junitxml="$work/junit.xml" "${selected[@]}")
+# The proof that this run was against the wheel is tests/packaging: it must have run and passed
+# (pytest's default norecursedirs skips any folder named `dist`, hence the name).
+"$python" - "$work/junit.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+cases = [c for c in ET.parse(sys.argv[1]).iter("testcase")
+         if c.get("classname", "").startswith("tests.packaging.")]
+bad = [c.get("name") for c in cases if any(e.tag in ("failure", "error", "skipped") for e in c)]
+if len(cases) < 5 or bad:
+    sys.exit(f"dist-check: tests/packaging must run and pass: {len(cases)} ran, not passed: {bad}")
+print(f"dist-check: the {len(cases)} tests of tests/packaging passed against the wheel")
+EOF
+# Belt and braces beside tests/packaging: what `import vnetio` resolves to in that environment.
 (cd "$run_dir" && in_wheel_venv "$venv/bin/python" -c '
 import sys, sysconfig, vnetio
 site = sysconfig.get_paths()["platlib"]
