@@ -106,9 +106,39 @@ format: $(STAMP) ## format Rust and Python
 	$(VENV)/bin/ruff check --fix python tests benches
 
 .PHONY: test
-test: system-deps build test-rust lint-rust lint-python typecheck stubtest ## everything CI runs (privileged tests included)
+test: system-deps build test-rust lint-rust lint-python typecheck stubtest dist-check ## everything CI runs (privileged tests included)
 	$(PY) -m pytest tests
 	$(MAKE) --no-print-directory fuzz
+
+# --- release: `make dist` builds, `make dist-check` (part of `make test`) proves --------------
+DIST_DEPS := $(VENV)/.dist-deps-stamp
+DIST_STAMP := dist/.built
+PY_SRC := $(shell find python -name '*.py' -o -name '*.pyi' -o -name py.typed)
+
+$(DIST_DEPS): $(STAMP) requirements-dist.txt
+	$(PIP) install -r requirements-dist.txt
+	@touch $@
+
+# The wheel links with zig against glibc 2.17 stubs (no manylinux container needed): one
+# abi3 wheel for CPython >= 3.11 on manylinux2014 x86_64, in its own target/x86_64-*/ dir.
+# System calls newer than glibc 2.17 (pidfd_open/pidfd_getfd, bpf) go through syscall(2)
+# in src/sys/, so every libc import is <= 2.17; a newer glibc wrapper would still link (as an
+# unversioned symbol) and is caught by dist-check (tests/packaging/unversioned_symbols.py).
+$(DIST_STAMP): $(DIST_DEPS) $(RUST_SRC) Cargo.lock $(PY_SRC) README.md
+	rm -rf dist
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build \
+	  --release --zig --compatibility manylinux2014 --target x86_64-unknown-linux-gnu \
+	  --interpreter $(abspath $(PY)) --out dist
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin sdist --out dist
+	@touch $@
+
+.PHONY: dist
+dist: $(DIST_STAMP) ## build the abi3 manylinux2014 x86_64 wheel and the sdist into dist/
+	@ls -l dist/vnetio-*
+
+.PHONY: dist-check
+dist-check: system-deps dist ## auditwheel; the suite against the wheel without Rust on PATH; sdist → wheel
+	tests/packaging/check.sh $(abspath $(PY)) $(abspath $(VENV))/bin/auditwheel
 
 .PHONY: demo
 demo: system-deps build ## the main job: traffic through two TAPs on a bridge (loopback without root)
@@ -133,4 +163,4 @@ bench-rust: ## criterion benchmarks of the Rust core's in-memory paths
 .PHONY: clean
 clean: ## remove build products and the virtualenv
 	cargo clean
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results .cache/vm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results .cache/vm dist

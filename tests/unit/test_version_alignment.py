@@ -8,11 +8,13 @@ first on ``PYTHONPATH`` of a fresh interpreter. The ``vnetio`` command must stil
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,16 @@ def test_running_as_cli(
 def test_cargo_and_pep440_versions_compare_equal(cargo: str, pep440: str) -> None:
     assert _corecheck.normalize_version(cargo) == _corecheck.normalize_version(pep440)
     assert _corecheck.normalize_version("0.2.0") != _corecheck.normalize_version("0.2.0a1")
+
+
+def test_core_package_and_metadata_report_one_version() -> None:
+    """However vnetio was installed (`maturin develop`, or the wheel in `make dist-check`),
+    the installed metadata, ``vnetio.__version__`` and the Rust core agree; in a source
+    checkout so does Cargo.toml, the one place the version is written."""
+    metadata_version = importlib.metadata.version("vnetio")
+    assert vnetio.__version__ == metadata_version
+    assert _corecheck.normalize_version(CORE_VERSION) == _corecheck.normalize_version(metadata_version)
+    cargo_toml = PACKAGE.parents[1] / "Cargo.toml"
+    if cargo_toml.is_file():
+        cargo_version = tomllib.loads(cargo_toml.read_text())["package"]["version"]
+        assert cargo_version == CORE_VERSION
