@@ -193,7 +193,9 @@ def test_core_package_and_metadata_report_one_version() -> None:
     checkout so does Cargo.toml, the one place the version is written."""
     metadata_version = importlib.metadata.version("vnetio")
     assert vnetio.__version__ == metadata_version
-    assert _corecheck.normalize_version(CORE_VERSION) == _corecheck.normalize_version(metadata_version)
+    assert _corecheck.normalize_version(CORE_VERSION) == _corecheck.normalize_version(
+        metadata_version
+    )
     cargo_toml = PACKAGE.parents[1] / "Cargo.toml"
     if cargo_toml.is_file():
         cargo_version = tomllib.loads(cargo_toml.read_text())["package"]["version"]
