@@ -6,6 +6,7 @@ pub mod links;
 pub mod loopback;
 mod netlink;
 mod netns;
+pub mod serial;
 
 pub mod tuntap;
 
