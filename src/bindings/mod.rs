@@ -12,6 +12,7 @@ mod loopback;
 mod offload;
 mod python_layer;
 mod responder;
+mod serial;
 mod tuntap;
 
 use pyo3::prelude::*;
@@ -41,6 +42,8 @@ mod _core {
     use super::python_layer::_install_python_layer;
     #[pymodule_export]
     use super::responder::PyEchoResponder;
+    #[pymodule_export]
+    use super::serial::{slip_encode, slip_encode_batch, PySerialPair, PySlipDecoder, PySlipLink};
     #[pymodule_export]
     use super::tuntap::{tun_features, PyKernelAdapter, PyQueue, PyTap, PyTun};
 

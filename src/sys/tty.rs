@@ -6,7 +6,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use super::cvt;
@@ -121,11 +121,13 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
-/// `fcntl(F_DUPFD_CLOEXEC)`: a new descriptor for the same open file description.
-pub fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC takes the lowest acceptable number by value; a non-negative
-    // return is a new descriptor that nothing else owns.
-    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+/// `fcntl(F_DUPFD_CLOEXEC)`: a new descriptor for the open file description that the
+/// descriptor number `fd` refers to (a number a caller handed in: EBADF if it is not open).
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes the lowest acceptable number by value and touches no
+    // memory; on a number that is not open it fails with EBADF. A non-negative return is
+    // a new descriptor that nothing else owns.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
     // SAFETY: `new` was just returned by fcntl and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,7 @@ pub fn open_line(path: &Path, baud: Option<u32>) -> VnetResult<File> {
 
 /// A link's own descriptor for the open terminal `fd` (a duplicate: the caller keeps
 /// `fd`). The shared file description is made non-blocking and, for a terminal, raw.
-pub fn line_from_fd(fd: BorrowedFd<'_>, baud: Option<u32>) -> VnetResult<File> {
+pub fn line_from_fd(fd: RawFd, baud: Option<u32>) -> VnetResult<File> {
     let dup = tty::dup_cloexec(fd).map_err(|e| Error::os("dup the line's descriptor", e))?;
     tty::set_nonblocking(dup.as_fd()).map_err(|e| Error::os("O_NONBLOCK on the line", e))?;
     if tty::is_tty(dup.as_fd()) {

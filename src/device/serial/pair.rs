@@ -239,7 +239,7 @@ fn make_link(link: &Path, target: &Path) -> VnetResult<()> {
         if !stale {
             return Err(Error::os(
                 format!("symlink {}", link.display()),
-                io::Error::from(io::ErrorKind::AlreadyExists),
+                io::Error::from_raw_os_error(libc::EEXIST),
             )
             .with_hint(
                 "another serial pair (or another file) has that name; choose other names or \
