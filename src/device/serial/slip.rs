@@ -38,22 +38,80 @@ pub fn encoded_len(packet: &[u8]) -> usize {
     2 + packet.len() + memchr::memchr2_iter(END, ESC, packet).count()
 }
 
+/// Whether any of the 8 bytes at the start of `data` (which must have 8) is `END`/`ESC`:
+/// the SWAR zero-byte test on `word ^ splat(special)`, for both specials.
+#[inline]
+fn chunk_has_special(data: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&data[..8]);
+    let w = u64::from_ne_bytes(word);
+    let zero = |v: u64| v.wrapping_sub(LOW) & !v & HIGH != 0;
+    zero(w ^ (LOW * u64::from(END))) || zero(w ^ (LOW * u64::from(ESC)))
+}
+
+/// The length of the run of ordinary bytes at the start of `data`, if it is at least 8
+/// long (`None`: a special byte among the first 8, or fewer than 8 left). Special bytes
+/// come either rarely (random payloads: about one byte in 128), where `memchr2` (SIMD)
+/// skips the long runs, or densely (payloads full of them), where the 8-byte test sends
+/// the caller to its byte-at-a-time path without the cost of a search.
+#[inline]
+fn ordinary_run(data: &[u8]) -> Option<usize> {
+    if data.len() < 8 || chunk_has_special(data) {
+        return None;
+    }
+    Some(memchr::memchr2(END, ESC, &data[8..]).map_or(data.len(), |i| i + 8))
+}
+
 /// Append the line encoding of `packet` (leading and trailing `END`) to `out`.
 pub fn encode_into(packet: &[u8], out: &mut Vec<u8>) {
-    out.reserve(packet.len() + 2 + packet.len() / 32);
-    out.push(END);
-    let mut rest = packet;
-    while let Some(i) = memchr::memchr2(END, ESC, rest) {
-        out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(if rest[i] == END {
-            &[ESC, ESC_END]
-        } else {
-            &[ESC, ESC_ESC]
-        });
-        rest = &rest[i + 1..];
+    let start = out.len();
+    out.resize(start + 2 * packet.len() + 2, 0);
+    let n = encode_to(packet, &mut out[start..]);
+    out.truncate(start + n);
+}
+
+/// Write the line encoding of `packet` at the start of `out`; returns its length
+/// ([`encoded_len`]).
+///
+/// # Panics
+/// If `out` is shorter than [`encoded_len`]`(packet)`.
+pub fn encode_to(packet: &[u8], out: &mut [u8]) -> usize {
+    out[0] = END;
+    let mut at = 1;
+    let mut i = 0;
+    while i < packet.len() {
+        if let Some(run) = ordinary_run(&packet[i..]) {
+            out[at..at + run].copy_from_slice(&packet[i..i + run]);
+            at += run;
+            i += run;
+            continue;
+        }
+        // Byte by byte up to the next 8-byte boundary of the input (or its end).
+        let stop = (i + 8).min(packet.len());
+        for &b in &packet[i..stop] {
+            match b {
+                END => {
+                    out[at] = ESC;
+                    out[at + 1] = ESC_END;
+                    at += 2;
+                }
+                ESC => {
+                    out[at] = ESC;
+                    out[at + 1] = ESC_ESC;
+                    at += 2;
+                }
+                _ => {
+                    out[at] = b;
+                    at += 1;
+                }
+            }
+        }
+        i = stop;
     }
-    out.extend_from_slice(rest);
-    out.push(END);
+    out[at] = END;
+    at + 1
 }
 
 /// The line encoding of `packet`.
@@ -125,15 +183,26 @@ impl Decoder {
     }
 
     /// Decode `input`; `on_frame` gets every complete, clean, non-empty frame, in order.
-    pub fn feed(&mut self, mut input: &[u8], mut on_frame: impl FnMut(&[u8])) {
-        while !input.is_empty() {
+    pub fn feed(&mut self, input: &[u8], mut on_frame: impl FnMut(&[u8])) {
+        let mut i = 0;
+        // Below this index, bytes go one at a time (a special byte was seen among them).
+        let mut slow_until = 0;
+        while i < input.len() {
+            if !self.escaped && i >= slow_until {
+                if let Some(run) = ordinary_run(&input[i..]) {
+                    self.push(&input[i..i + run]);
+                    i += run;
+                    continue;
+                }
+                slow_until = i + 8;
+            }
+            let b = input[i];
+            i += 1;
             if self.escaped {
                 self.escaped = false;
-                let b = input[0];
-                input = &input[1..];
                 match b {
-                    ESC_END => self.push(&[END]),
-                    ESC_ESC => self.push(&[ESC]),
+                    ESC_END => self.push_byte(END),
+                    ESC_ESC => self.push_byte(ESC),
                     END => {
                         self.fail(FrameError::BadEscape);
                         self.end_frame(&mut on_frame);
@@ -142,23 +211,24 @@ impl Decoder {
                 }
                 continue;
             }
-            match memchr::memchr2(END, ESC, input) {
-                None => {
-                    self.push(input);
-                    return;
-                }
-                Some(i) => {
-                    self.push(&input[..i]);
-                    let special = input[i];
-                    input = &input[i + 1..];
-                    if special == END {
-                        self.end_frame(&mut on_frame);
-                    } else {
-                        self.escaped = true;
-                    }
-                }
+            match b {
+                END => self.end_frame(&mut on_frame),
+                ESC => self.escaped = true,
+                _ => self.push_byte(b),
             }
         }
+    }
+
+    #[inline]
+    fn push_byte(&mut self, b: u8) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.buf.len() >= self.mtu {
+            self.fail(FrameError::OverMtu);
+            return;
+        }
+        self.buf.push(b);
     }
 
     fn push(&mut self, data: &[u8]) {
@@ -250,6 +320,9 @@ mod tests {
             [END, ESC, ESC_END, 1, ESC, ESC_ESC, ESC, ESC_ESC, ESC, ESC_END, END]
         );
         assert_eq!(encoded_len(&[END, 1, ESC, ESC, END]), 11);
+        let mut out = [0u8; 11];
+        assert_eq!(encode_to(&[END, 1, ESC, ESC, END], &mut out), 11);
+        assert_eq!(out.to_vec(), encode(&[END, 1, ESC, ESC, END]));
     }
 
     #[test]
@@ -275,6 +348,52 @@ mod tests {
             let s = d.stats();
             // Back-to-back packets: END END between them, one empty frame each but the first.
             assert_eq!((s.frames, s.empty, s.bad_escape, s.over_mtu), (5, 5, 0, 0));
+        }
+    }
+
+    /// The RFC's byte-at-a-time encoder, as a reference for the fast paths.
+    fn naive_encode(packet: &[u8]) -> Vec<u8> {
+        let mut out = vec![END];
+        for &b in packet {
+            match b {
+                END => out.extend([ESC, ESC_END]),
+                ESC => out.extend([ESC, ESC_ESC]),
+                _ => out.push(b),
+            }
+        }
+        out.push(END);
+        out
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_byte_loop() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        for len in 0..200 {
+            for density in [0u8, 2, 16, 128, 255] {
+                let packet: Vec<u8> = (0..len)
+                    .map(|_| {
+                        if rng.u8(..) < density {
+                            [END, ESC, ESC_END, ESC_ESC][rng.usize(..4)]
+                        } else {
+                            rng.u8(..)
+                        }
+                    })
+                    .collect();
+                let line = encode(&packet);
+                assert_eq!(line, naive_encode(&packet), "len {len} density {density}");
+                assert_eq!(line.len(), encoded_len(&packet));
+                let cut = rng.usize(..=line.len());
+                let mut d = Decoder::new(4096);
+                let mut got = Vec::new();
+                d.feed(&line[..cut], |f| got.push(f.to_vec()));
+                d.feed(&line[cut..], |f| got.push(f.to_vec()));
+                let want: Vec<Vec<u8>> = if packet.is_empty() {
+                    vec![]
+                } else {
+                    vec![packet]
+                };
+                assert_eq!(got, want);
+            }
         }
     }
 
