@@ -122,6 +122,7 @@ bench: system-deps build ## bridge-loop benchmarks of every implementation + mic
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
 	$(PY) benches/capture_loop.py --repeat 3 --out bench-results/capture_loop.md --json bench-results/capture_loop.json
 	$(PY) benches/filter_loop.py --out bench-results/filter_loop.md --json bench-results/filter_loop.json
+	$(PY) benches/serial_loop.py --out bench-results/serial_loop.md --json bench-results/serial_loop.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 
 .PHONY: bench-offload

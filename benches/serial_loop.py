@@ -236,7 +236,8 @@ def main() -> int:
         return 2
     native = build_example("slip_codec")
     workdir = Path(tempfile.mkdtemp(prefix="vnetio-bench-slip-"))
-    results: dict[str, list[dict[str, Any]]] = {"codec": [], "throughput": [], "latency": []}
+    results: dict[str, list[Any]] = {"codec": [], "throughput": [], "latency": []}
+    results["load"] = list(os.getloadavg())
     sets = {
         (size, payload): make_packets(args.packets, size, payload)
         for payload in PAYLOADS
@@ -261,7 +262,7 @@ def run_round(
     native: Path,
     workdir: Path,
     args: Any,
-    results: dict[str, list[dict[str, Any]]],
+    results: dict[str, list[Any]],
 ) -> None:
     for (size, payload), packets in sets.items():
         r = codec_round(packets, native, workdir) | {"round": rnd, "size": size, "payload": payload}
@@ -283,7 +284,7 @@ def run_round(
         log(f"latency {relay}: median {statistics.median(rtts) * 1e6:.1f} us")
 
 
-def report(results: dict[str, list[dict[str, Any]]], args: Any) -> str:
+def report(results: dict[str, list[Any]], args: Any) -> str:
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return float(statistics.median(r[key] for r in rows))
 
@@ -291,8 +292,17 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> str:
         f"python benches/serial_loop.py --repeat {args.repeat} --packets {args.packets} "
         f"--mbytes {args.mbytes} --pings {args.pings}"
     )
+    load = results.get("load", [])
     lines = [
-        f"Command: `{cmd}` ({args.repeat} rounds, medians; ratios per round, median and range).",
+        "## Serial: SLIP codec against sliplib, the pty relay against socat",
+        "",
+        (
+            f"`{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; kernel "
+            f"{os.uname().release}, {os.cpu_count()} cores; {args.repeat} rounds, medians; "
+            f"ratios per round, median and range). The machine is shared: load average "
+            f"{', '.join(f'{x:.1f}' for x in load)} (1, 5, 15 min) when the run began, so "
+            "absolute figures move between runs; the ratios compare runs made side by side."
+        ),
         "",
         (
             "SLIP codec, packet bytes per second: vnetio's Rust codec called natively "
@@ -350,7 +360,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> str:
         "",
         f"vnetio / best socat per round: {ratio_cell([m / s for m, s in zip(mine, best_socat, strict=True)])}.",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
