@@ -428,8 +428,10 @@ class SerialPair:
 @final
 class SlipLink(Adapter):
     """IP over a serial line (RFC 1055 SLIP) between the tty ``serial`` (a path or an open
-    descriptor) and the Tun ``tun``; with ``tun=None`` the link is itself an adapter of IP
-    packets."""
+    descriptor, which the link duplicates) and the Tun ``tun`` (the link then reads the Tun:
+    do not receive from it yourself; closing the link leaves it open); with ``tun=None`` the
+    link is itself an adapter of IP packets. Packets that arrive damaged are dropped and
+    counted (``link_stats()``)."""
 
     def __new__(
         cls,

@@ -196,8 +196,9 @@ fn link_stats_dict<'py>(py: Python<'py>, s: &LinkStats) -> PyResult<Bound<'py, P
 }
 
 /// IP over a serial line (RFC 1055 SLIP). Bridges the tty `serial` (a path, e.g. one of
-/// a SerialPair's paths, or an open descriptor) and the Tun `tun`; with `tun=None` the
-/// link is itself an adapter of IP packets (recv_batch/send_batch).
+/// a SerialPair's paths, or an open descriptor) and the Tun `tun` (the link then reads
+/// the Tun: do not receive from it yourself; closing the link leaves it open); with
+/// `tun=None` the link is itself an adapter of IP packets (recv_batch/send_batch).
 #[pyclass(name = "SlipLink", module = "vnetio._core", extends = PyAdapter, frozen)]
 pub struct PySlipLink {
     link: Arc<SlipLink>,

@@ -315,11 +315,13 @@ impl SerialPair {
         let counters = Arc::new(Counters::new());
         let wake_fd = sys::eventfd().map_err(|e| Error::os("eventfd", e))?;
         let wake = File::from(wake_fd);
-        let relay = Relay::new(ttys, &wake, opts.baud, faults, Arc::clone(&counters))?;
-        let thread = std::thread::Builder::new()
-            .name("vnetio-serial".into())
-            .spawn(move || relay.run())
-            .map_err(|e| Error::os("spawn the serial relay thread", e));
+        let thread =
+            Relay::new(ttys, &wake, opts.baud, faults, Arc::clone(&counters)).and_then(|relay| {
+                std::thread::Builder::new()
+                    .name("vnetio-serial".into())
+                    .spawn(move || relay.run())
+                    .map_err(|e| Error::os("spawn the serial relay thread", e))
+            });
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
