@@ -11,6 +11,9 @@ EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
 # tshark (with capinfos/editcap from wireshark-common) checks the capture files vnetio writes.
 DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
+# The serial devices: socat is the relay baseline in the benchmarks; net-tools has slattach,
+# copied into the guest that tests SlipLink against Linux's own SLIP driver.
+DEB_PACKAGES += socat net-tools
 # The guest rig (tests/vm/rig.py): QEMU, Debian's kernel with its modules, static busybox.
 # Installed without recommends (QEMU's are the GUI, OVMF, qemu-utils, block drivers: unused).
 DEB_PACKAGES_NO_RECOMMENDS := qemu-system-x86 linux-image-amd64 busybox-static
@@ -149,6 +152,7 @@ bench: system-deps build ## bridge-loop benchmarks of every implementation + mic
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
 	$(PY) benches/capture_loop.py --repeat 3 --out bench-results/capture_loop.md --json bench-results/capture_loop.json
 	$(PY) benches/filter_loop.py --out bench-results/filter_loop.md --json bench-results/filter_loop.json
+	$(PY) benches/serial_loop.py --out bench-results/serial_loop.md --json bench-results/serial_loop.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 
 .PHONY: bench-offload

@@ -10,7 +10,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Final, Literal, Self, SupportsIndex, final
+from typing import Any, Final, Literal, Self, SupportsIndex, TypedDict, final, type_check_only
 
 from typing_extensions import Buffer, disjoint_base
 
@@ -31,6 +31,9 @@ __all__ = [
     "Offload",
     "Queue",
     "Reader",
+    "SerialPair",
+    "SlipDecoder",
+    "SlipLink",
     "Stats",
     "Tap",
     "Tun",
@@ -47,6 +50,8 @@ __all__ = [
     "internet_checksum",
     "list_links",
     "loopback_pair",
+    "slip_encode",
+    "slip_encode_batch",
     "summarize",
     "tun_fd_netns",
     "tun_features",
@@ -505,6 +510,95 @@ def loopback_pair(
     mtu: int = 1500,
     overflow: Literal["drop", "error"] = "drop",
 ) -> tuple[Loopback, Loopback]: ...
+
+@type_check_only
+class _Faults(TypedDict, total=False):
+    drop: float
+    corrupt: float
+    delay: float
+    delay_ms: float
+    seed: int
+
+@final
+class SerialPair:
+    """A virtual null-modem cable: two pseudo-terminals joined by a relay in Rust. What is
+    written to one end is read from the other, optionally paced at ``baud`` (10 bits per
+    byte) and with injected faults (``drop``/``corrupt``/``delay`` rates per byte,
+    ``delay_ms``, ``seed``)."""
+
+    def __new__(
+        cls,
+        links: tuple[str, str] | None = ...,
+        *,
+        link_dir: str | os.PathLike[str] | None = None,
+        baud: int | None = None,
+        faults: _Faults | None = None,
+    ) -> Self: ...
+    @property
+    def paths(self) -> tuple[str, str]:
+        """The two ends as users open them: the symlinks, or the ptys when links=None."""
+    @property
+    def ptys(self) -> tuple[str, str]:
+        """The two ends' pseudo-terminals (/dev/pts/N)."""
+    @property
+    def baud(self) -> int | None: ...
+    @property
+    def closed(self) -> bool: ...
+    def stats(self) -> dict[str, dict[str, int | float]]:
+        """{"a_to_b": {...}, "b_to_a": {...}} (a is paths[0]): bytes_in, bytes_out, dropped,
+        corrupted, delays, blocked_s."""
+    def close(self) -> None:
+        """Stop the relay, close both ptys (users see a hang-up), remove the links."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+@final
+class SlipLink(Adapter):
+    """IP over a serial line (RFC 1055 SLIP) between the tty ``serial`` (a path or an open
+    descriptor, which the link duplicates) and the Tun ``tun`` (the link then reads the Tun:
+    do not receive from it yourself; closing the link leaves it open); with ``tun=None`` the
+    link is itself an adapter of IP packets. Packets that arrive damaged are dropped and
+    counted (``link_stats()``)."""
+
+    def __new__(
+        cls,
+        serial: str | os.PathLike[str] | int,
+        tun: Tun | Queue | None = None,
+        *,
+        mtu: int = 1006,
+        baud: int | None = None,
+        capacity: int = 1024,
+    ) -> Self: ...
+    @property
+    def mtu(self) -> int: ...
+    @property
+    def line(self) -> str:
+        """The line: its path, or "fd:N"."""
+    @property
+    def tun(self) -> str | None:
+        """The name of the Tun the link bridges to (None: the link is the adapter)."""
+    def link_stats(self) -> dict[str, int]:
+        """line_bytes_in/out, packets_in/out, empty, bad_escape, over_mtu, noise,
+        bad_checksum, refused, oversize, line_errors."""
+
+@final
+class SlipDecoder:
+    """A streaming SLIP decoder: feed() bytes in any pieces, get the complete clean frames."""
+
+    def __new__(cls, mtu: int = 1006) -> Self: ...
+    def feed(self, data: Buffer) -> list[bytes]: ...
+    def stats(self) -> dict[str, int]:
+        """frames, bytes, empty, bad_escape, over_mtu."""
+    @property
+    def pending(self) -> int: ...
+    @property
+    def mtu(self) -> int: ...
+
+def slip_encode(packet: Buffer) -> bytes:
+    """The SLIP line encoding of one packet (leading and trailing END)."""
+
+def slip_encode_batch(packets: Batch | Iterable[Buffer]) -> bytes:
+    """The SLIP line encodings of every packet, concatenated."""
 
 @final
 class EchoResponder:

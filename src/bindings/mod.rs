@@ -13,6 +13,7 @@ mod macvtap;
 mod offload;
 mod python_layer;
 mod responder;
+mod serial;
 mod tuntap;
 mod vhost_user;
 
@@ -45,6 +46,8 @@ mod _core {
     use super::python_layer::_install_python_layer;
     #[pymodule_export]
     use super::responder::PyEchoResponder;
+    #[pymodule_export]
+    use super::serial::{slip_encode, slip_encode_batch, PySerialPair, PySlipDecoder, PySlipLink};
     #[pymodule_export]
     use super::tuntap::{tun_features, PyKernelAdapter, PyTap, PyTun};
     #[pymodule_export]

@@ -8,6 +8,7 @@ pub mod loopback;
 pub mod macvtap;
 mod netlink;
 mod netns;
+pub mod serial;
 
 pub mod tuntap;
 pub mod vhost_user;

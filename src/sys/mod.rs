@@ -1,5 +1,6 @@
 //! The kernel ABI for TUN/TAP: ioctls on `/dev/net/tun` and on a control socket,
-//! `socket`, `setns`, `poll`, `eventfd`, and the `bpf(2)` calls behind kernel-side filters.
+//! `socket`, `setns`, `poll`, `eventfd`, and the `bpf(2)` calls behind kernel-side filters;
+//! `tty`: pseudo-terminals and termios for the serial devices.
 //!
 //! This is the only module of the core that may use `unsafe`. Every block carries a
 //! `SAFETY:` note. Ioctl request numbers come from the `libc` crate, which defines them
@@ -10,6 +11,7 @@
 
 pub mod mounts;
 pub mod pidfd;
+pub mod tty;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

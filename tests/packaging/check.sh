@@ -169,13 +169,14 @@ import sysconfig
 from importlib.metadata import version
 
 import vnetio
+from vnetio import _corecheck
 
 cargo_version = sys.argv[1]
 site = sysconfig.get_paths()["platlib"]
 assert vnetio.__file__.startswith(site + "/vnetio/"), vnetio.__file__
 assert vnetio._core.__version__ == cargo_version, (vnetio._core.__version__, cargo_version)
 assert vnetio.__version__ == version("vnetio"), (vnetio.__version__, version("vnetio"))
-assert vnetio._normalize_version(cargo_version) == vnetio._normalize_version(vnetio.__version__)
+assert _corecheck.normalize_version(cargo_version) == _corecheck.normalize_version(vnetio.__version__)
 a, b = vnetio.loopback_pair()
 frame = b"\x02" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(46)
 a.send(frame)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import vnetio
+from vnetio import _corecheck
 
 WHEEL = os.environ.get("VNETIO_DIST_WHEEL", "")
 CARGO_VERSION = os.environ.get("VNETIO_DIST_CARGO_VERSION", "")
@@ -66,7 +67,9 @@ def test_one_version_number() -> None:
     assert wheel_version == metadata_version == vnetio.__version__
     # Cargo writes "0.2.0-alpha.1" where PEP 440 (the wheel) writes "0.2.0a1".
     assert vnetio._core.__version__ == CARGO_VERSION
-    assert vnetio._normalize_version(CARGO_VERSION) == vnetio._normalize_version(wheel_version)
+    assert _corecheck.normalize_version(CARGO_VERSION) == _corecheck.normalize_version(
+        wheel_version
+    )
 
 
 def test_the_readme_names_this_wheel_and_sdist() -> None:

@@ -8,6 +8,7 @@ subcommand                             module
 ``cleanup``
 ``capture``, ``replay``                :mod:`vnetio.cli.capture`
 ``doctor``                             :mod:`vnetio.cli.doctor` (owns its own options)
+``serial pair``, ``slip attach``       :mod:`vnetio.cli.serial`
 =====================================  ==================================================
 
 Heavy imports (the extension, the doctor) happen inside the subcommands, so ``--version``
@@ -24,7 +25,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from vnetio.cli import adapters, capture, demo
+from vnetio.cli import adapters, capture, demo, serial
 
 __all__ = ["main"]
 
@@ -33,6 +34,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, argparse.ArgumentParser], int
     **demo.COMMANDS,
     **adapters.COMMANDS,
     **capture.COMMANDS,
+    **serial.COMMANDS,
 }
 
 
@@ -63,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     adapters.add_parsers(sub)
     capture.add_parsers(sub)
+    serial.add_parsers(sub)
     return parser
 
 

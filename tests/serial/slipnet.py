@@ -1,0 +1,67 @@
+"""Helpers for the SLIP tests: UDP packets with real checksums, and the exact set of
+packets a corrupted line must lose."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from tests.packets import inet_checksum, ipv4_header
+
+UDP = 17
+
+
+def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
+    """An IPv4 UDP packet, both checksums correct (DF set, TTL 64)."""
+    length = 8 + len(payload)
+    pseudo = (
+        ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + struct.pack("!xBH", UDP, length)
+    )
+    header = struct.pack("!HHHH", sport, dport, length, 0)
+    check = inet_checksum(pseudo + header + payload) or 0xFFFF
+    udp = struct.pack("!HHHH", sport, dport, length, check) + payload
+    return ipv4_header(src, dst, UDP, length, ident=ident) + udp
+
+
+def udp_payload(packet: bytes) -> bytes:
+    return packet[28:]
+
+
+#: Payload bytes chosen to need escaping often (END, ESC, and the bytes that follow ESC).
+SPECIAL = bytes([0xC0, 0xDB, 0xDC, 0xDD])
+
+
+def special_heavy(n: int, seed: int) -> bytes:
+    """``n`` bytes, about half of them SLIP special bytes, deterministic per seed."""
+    out = bytearray()
+    x = seed * 2654435761 & 0xFFFFFFFF
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        out.append(SPECIAL[x % 4] if (x >> 8) & 1 else (x >> 16) & 0xFF)
+    return bytes(out)
+
+
+def spans(stream: bytes, count: int) -> list[tuple[int, int]]:
+    """Where each of ``count`` packets sits in a stream of vnetio's encodings (END packet
+    END, back to back): the [start, end] offsets of its two ENDs, inclusive."""
+    out, start = [], 0
+    for _ in range(count):
+        end = stream.index(0xC0, start + 1)
+        out.append((start, end))
+        start = end + 1
+    assert start == len(stream), "the stream holds more than the packets"
+    return out
+
+
+def hit(spans_: list[tuple[int, int]], changed: list[int]) -> set[int]:
+    """The packets a changed byte falls in (its own END bytes included)."""
+    out = set()
+    j = 0
+    for i, (a, b) in enumerate(spans_):
+        while j < len(changed) and changed[j] < a:
+            j += 1
+        if j < len(changed) and changed[j] <= b:
+            out.add(i)
+    return out
