@@ -103,13 +103,17 @@ def add_parsers(sub: Any) -> None:
 
 @contextmanager
 def _until_signal() -> Iterator[threading.Event]:
-    """An event set by SIGTERM (and, through KeyboardInterrupt, by Ctrl-C in the caller)."""
+    """An event set by SIGTERM or Ctrl-C (SIGINT): handled, so a signal that comes at any
+    moment ends the command through its normal path (counters printed, exit status 0)."""
     done = threading.Event()
-    old = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    old = {
+        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield done
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _hold(done: threading.Event, seconds: float | None) -> None:
