@@ -24,7 +24,10 @@
 //! write fails part-way (ENOSPC on a full disk, EIO) it truncates the file back to the end
 //! of the last record that reached it complete: the file stays readable by tshark, scapy
 //! and vnetio's own reader, and the error says how many frames it holds. After a failure
-//! the writer refuses further frames with the same error.
+//! the writer refuses further frames with the same error. The same holds when the writer
+//! thread ends without a word (killed on its own): waits for it notice that its task is
+//! gone rather than block forever. The thread is started before the file is created, so a
+//! thread that cannot start (EAGAIN: a process or thread limit) leaves no file behind.
 //!
 //! Why a small writer of our own rather than a crate: writing is a few fixed headers, and
 //! the crates that write (`pcap-file`) take a generic `Write` that cannot tell how much of
@@ -203,6 +206,13 @@ impl CaptureWriter {
                 check_option("the filter expression", filter)?;
             }
         }
+        // The writer thread first: when it cannot start, no file has been touched.
+        let mut spool = Spool::start().map_err(|source| Error::CaptureIo {
+            step: "cannot start the capture writer thread",
+            path: path.clone(),
+            source,
+            frames: None,
+        })?;
         let file = File::create(&path).map_err(|source| Error::CaptureIo {
             step: "cannot create capture file",
             path: path.clone(),
@@ -223,12 +233,7 @@ impl CaptureWriter {
             stream,
         };
         let tail = sink.cached();
-        let spool = Spool::start(sink).map_err(|source| Error::CaptureIo {
-            step: "cannot start the capture writer thread",
-            path: path.clone(),
-            source,
-            frames: None,
-        })?;
+        spool.begin(sink);
         let cap = BUFFER_BYTES + opts.snaplen as usize + 64;
         let mut w = CaptureWriter {
             tail: Some(tail),
@@ -482,7 +487,7 @@ impl CaptureWriter {
             return Ok(false);
         }
         let done = if wait {
-            self.spool.done.recv().ok()
+            self.spool.wait_done()
         } else {
             match self.spool.done.try_recv() {
                 Ok(d) => Some(d),
@@ -499,7 +504,7 @@ impl CaptureWriter {
         self.free.push(done.block);
         if let Some(e) = done.error {
             // The thread skips the buffers after a failed one: wait for them, then cut back.
-            while self.spool.in_flight > 0 && self.spool.done.recv().is_ok() {
+            while self.spool.in_flight > 0 && self.spool.wait_done().is_some() {
                 self.spool.in_flight -= 1;
             }
             return Err(self.fail(e));

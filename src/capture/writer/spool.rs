@@ -5,10 +5,12 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::{pad4, ALIGN};
 
@@ -163,21 +165,47 @@ pub(super) struct Done {
     pub(super) error: Option<io::Error>,
 }
 
+/// How often a wait for the writer thread checks that the thread still exists.
+const ALIVE_CHECK: Duration = Duration::from_millis(200);
+
 /// The writer thread and its channels.
 pub(super) struct Spool {
     pub(super) jobs: Option<Sender<Job>>,
     pub(super) done: Receiver<Done>,
     pub(super) thread: Option<JoinHandle<()>>,
     pub(super) in_flight: usize,
+    /// Hands the thread its file (the thread starts before the file is created).
+    sink: Option<Sender<Sink>>,
+    /// The thread's kernel task id (0: not known). A thread killed on its own (seccomp's
+    /// SECCOMP_RET_KILL_THREAD) drops nothing, so its channels never report its end: waits
+    /// look for its `/proc/self/task` entry instead of blocking forever.
+    tid: Arc<AtomicU64>,
+}
+
+/// This thread's kernel task id, from `/proc/thread-self` ("PID/task/TID"); 0 without /proc.
+fn current_tid() -> u64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Spool {
-    pub(super) fn start(mut sink: Sink) -> io::Result<Spool> {
+    /// Start the writer thread. It starts before the file is created, so a thread that
+    /// cannot start leaves nothing behind; [`Spool::begin`] hands it the file.
+    pub(super) fn start() -> io::Result<Spool> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel::<Done>();
+        let (sink_tx, sink_rx) = mpsc::channel::<Sink>();
+        let tid = Arc::new(AtomicU64::new(0));
+        let thread_tid = Arc::clone(&tid);
         let thread = std::thread::Builder::new()
             .name("vnetio-capture-writer".into())
             .spawn(move || {
+                thread_tid.store(current_tid(), Relaxed);
+                let Ok(mut sink) = sink_rx.recv() else {
+                    return; // the file could not be created
+                };
                 let mut failed = false;
                 for job in job_rx {
                     let at = job.block.base;
@@ -211,14 +239,52 @@ impl Spool {
             done,
             thread: Some(thread),
             in_flight: 0,
+            sink: Some(sink_tx),
+            tid,
         })
+    }
+
+    /// Give the thread the file to write to.
+    pub(super) fn begin(&mut self, sink: Sink) {
+        if let Some(tx) = self.sink.take() {
+            // A thread that is gone already shows up at the first job.
+            let _ = tx.send(sink);
+        }
+    }
+
+    /// Whether the thread still exists (true when that cannot be told).
+    fn alive(&self) -> bool {
+        match self.tid.load(Relaxed) {
+            0 => true,
+            tid => Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        }
+    }
+
+    /// The next job the thread finished, waiting for it; None once the thread is gone
+    /// (ended, or killed).
+    pub(super) fn wait_done(&self) -> Option<Done> {
+        loop {
+            match self.done.recv_timeout(ALIVE_CHECK) {
+                Ok(done) => return Some(done),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) if !self.alive() => {
+                    return self.done.try_recv().ok(); // what it sent before it went
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
     }
 
     /// Stop the thread once it has written what it was given.
     pub(super) fn stop(&mut self) {
         self.jobs = None;
+        self.sink = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // A killed thread cannot be joined (std would wait for a result that never
+            // comes): it is left detached; its kernel task is gone already.
+            if t.is_finished() || self.alive() {
+                let _ = t.join();
+            }
         }
     }
 }
