@@ -213,7 +213,12 @@ impl Queue {
                     if n > 0 {
                         break; // deliver what we have; the error repeats on the next call
                     }
-                    return Err(Error::os(format!("read from {}", self.name), e));
+                    let hint = self.gone_hint(&e);
+                    let err = Error::os(format!("read from {}", self.name), e);
+                    return Err(match hint {
+                        Some(h) => err.with_hint(h),
+                        None => err,
+                    });
                 }
             }
         }
@@ -303,15 +308,33 @@ impl Queue {
         }
     }
 
+    /// The hint for an I/O error that means the adapter was deleted underneath us: EBADFD
+    /// (the descriptor is attached to no adapter any more) or, while the kernel is still
+    /// taking the adapter down, EIO with no interface of its name left.
+    fn gone_hint(&self, e: &io::Error) -> Option<&'static str> {
+        let gone = match e.raw_os_error() {
+            Some(libc::EBADFD) => true,
+            Some(libc::EIO) => matches!(
+                sys::if_get_flags(self.link.ctl.as_fd(), &self.link.ifname),
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV)
+            ),
+            _ => false,
+        };
+        gone.then_some(
+            "the adapter no longer exists: it was deleted while open (`ip link del`, \
+             `vnetio delete --force`); close this one and open it again once it is back",
+        )
+    }
+
     fn write_error(&self, e: io::Error) -> Error {
         self.counters.tx_error();
-        let hint = match e.raw_os_error() {
+        let hint = self.gone_hint(&e).or(match e.raw_os_error() {
             Some(libc::EIO) => {
                 Some("the adapter is down: call up() (or `ip link set NAME up`) before sending")
             }
             Some(libc::EINVAL) => Some("the kernel rejected the frame's format"),
             _ => None,
-        };
+        });
         let err = Error::os(format!("write to {}", self.name), e);
         match hint {
             Some(h) => err.with_hint(h),

@@ -1,0 +1,241 @@
+"""Faults made real on TUN/TAP adapters: the kernel really refuses, nothing of vnetio is
+mocked.
+
+- A kernel that refuses coalesced (GRO) writes with EINVAL: a seccomp filter in a child
+  process hands every ``writev`` on the offload TAP's descriptor to a supervisor thread,
+  which reads the virtio-net header the call points at and fails exactly the calls that
+  carry a GSO super-frame (tests/syscall_faults.py).
+- The adapter deleted (``ip link del``) underneath a blocked reader, and while
+  ``send_batch`` writes.
+- A capture killed with SIGKILL while the adapter's kernel queue is raised: the next
+  ``vnetio doctor`` names the raised queue and ``vnetio cleanup`` restores it.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+import time
+
+import pytest
+import vnetio
+
+from tests.conftest import BridgePair
+from tests.packets import frame_seq, make_frame
+from tests.syscall_faults import run_child
+
+pytestmark = pytest.mark.privileged
+
+SRC_MAC = bytes.fromhex("02005e100001")
+DST_MAC = bytes.fromhex("02005e100002")
+
+
+def tcp_run(count: int, *, seq: int = 1000, payload: int = 1000) -> list[bytes]:
+    """``count`` frames of one TCP flow (192.0.2.1:40000 → 192.0.2.2:5201), ACK only,
+    consecutive sequence numbers, checksums right: what the writer merges into one
+    super-frame on an offload adapter."""
+    frames = []
+    for i in range(count):
+        data = bytes([i & 0xFF]) * payload
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 40 + payload, i, 0x4000, 64, 6, 0,
+            bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
+        )  # fmt: skip
+        tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq + i * payload, 1, 0x50, 0x10, 65535, 0, 0)
+        frame = bytearray(DST_MAC + SRC_MAC + b"\x08\x00" + ip + tcp + data)
+        vnetio.checksum.fix(frame, "tap")
+        frames.append(bytes(frame))
+    return frames
+
+
+GRO_CHILD = """
+import errno, time, vnetio
+from tests.netutil import Netns
+from tests.packets import frame_seq, make_frame
+from tests.privileged.test_faults import SRC_MAC, tcp_run
+from tests.syscall_faults import SYSCALLS, USER_NOTIF, Arg, Rule, Supervisor, read_iovecs
+
+ns = Netns(PARAMS["ns"])
+a = vnetio.Tap(PARAMS["a"], netns=ns.name, offload=True)
+b = vnetio.Tap(PARAMS["b"], netns=ns.name)
+ns.wait_forwarding(PARAMS["a"], PARAMS["b"])
+
+def deliver(frames):
+    '''Send `frames` into A; what of ours comes out of B.'''
+    sent = a.send_batch(frames)
+    got, deadline = [], time.monotonic() + 5
+    while len(got) < len(frames) and time.monotonic() < deadline:
+        got += [bytes(f) for f in b.recv_batch(timeout=0.2) if bytes(f[6:12]) == SRC_MAC]
+    return sent, got
+
+def refuse_superframes(nr, args):
+    '''writev(fd, iov, n) on A: the first iovec is the virtio-net header; byte 1 is its
+    gso_type. EINVAL for a super-frame, as kernels that refuse merged writes answer.'''
+    header = read_iovecs(args[1], args[2])[0]
+    return errno.EINVAL if header[1] != 0 else 0
+
+out = {"offloads": a.offloads}
+frames = tcp_run(48)
+sent, got = deliver(frames[:16])  # the control: this kernel takes merged writes
+s = a.stats()
+out["control"] = {"sent": sent, "received": len(got), "coalesced": s.tx_coalesced,
+                  "fallbacks": s.coalesce_fallbacks}
+supervisor = Supervisor(refuse_superframes)
+supervisor.install([Rule("writev", USER_NOTIF, [Arg(0, "eq", a.fileno())])])
+for name, part in (("refused", frames[16:32]), ("after", frames[32:48])):
+    sent, got = deliver(part)
+    s = a.stats()
+    out[name] = {"sent": sent, "same": got == part, "received": len(got),
+                 "coalesced": s.tx_coalesced, "fallbacks": s.coalesce_fallbacks,
+                 "tx_errors": s.tx_errors, "kernel_refused": supervisor.refused,
+                 "kernel_took": supervisor.allowed}
+out["supervisor_errors"] = supervisor.errors
+report(out)
+"""
+
+
+def test_kernel_refusing_coalesced_writes_turns_merging_off_and_loses_nothing(
+    bridge_pair: BridgePair,
+) -> None:
+    result = run_child(
+        GRO_CHILD, ns=bridge_pair.ns.name, a=bridge_pair.a, b=bridge_pair.b, timeout=60
+    )
+    if not {"tso4", "csum"} <= set(result["offloads"]):
+        pytest.fail(f"the kernel took no TSO4 offload on the TAP: {result['offloads']}")
+    assert result["supervisor_errors"] == []
+    control = result["control"]
+    # Without the fault the 16 frames went as one merged write (the kernel re-split them).
+    assert control == {"sent": 16, "received": 16, "coalesced": 16, "fallbacks": 0}, control
+    refused = result["refused"]
+    # One merged write tried and refused; the run went out frame by frame, unchanged.
+    assert refused["kernel_refused"] == 1, refused
+    assert refused["fallbacks"] == 1 and refused["coalesced"] == 16, refused
+    assert refused["sent"] == 16 and refused["same"], refused
+    assert refused["tx_errors"] == 0, refused
+    after = result["after"]
+    # Merging stays off for this queue: no further super-frame is even tried.
+    assert after["kernel_refused"] == 1 and after["fallbacks"] == 1, after
+    assert after["coalesced"] == 16 and after["sent"] == 16 and after["same"], after
+    assert after["kernel_took"] == refused["kernel_took"] + 16, after
+
+
+# --- the adapter deleted underneath ------------------------------------------------------
+
+GONE = "the adapter no longer exists"
+
+
+def test_adapter_deleted_under_a_blocked_reader(bridge_pair: BridgePair) -> None:
+    """The reader blocks in recv_batch after taking 60 frames; `ip link del` of its adapter
+    wakes it at once with an error that says the adapter is gone; the batches it already
+    holds keep every frame, byte for byte."""
+    ns = bridge_pair.ns
+    frames = [make_frame(i, 300) for i in range(60)]
+    batches: list[vnetio.Batch] = []
+    errors: list[BaseException] = []
+    woke = threading.Event()
+    with (
+        vnetio.Tap(bridge_pair.a, netns=ns.name) as a,
+        vnetio.Tap(bridge_pair.b, netns=ns.name) as b,
+    ):
+        bridge_pair.wait_forwarding()
+
+        def reader() -> None:
+            try:
+                while True:
+                    batches.append(b.recv_batch(timeout=30))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                errors.append(exc)
+            woke.set()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for burst in range(3):
+                a.send_batch(frames[burst * 20 : (burst + 1) * 20])
+                time.sleep(0.1)
+            deadline = time.monotonic() + 5
+            while received(batches) < frames and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the reader is now blocked in the kernel's poll
+            assert not woke.is_set()
+            deleted_at = time.monotonic()
+            ns.ip("link", "del", "dev", bridge_pair.b)
+            assert woke.wait(5), "the blocked reader did not wake when its adapter was deleted"
+            waited = time.monotonic() - deleted_at
+        finally:
+            if not woke.is_set():
+                b.close()  # wakes it, whatever happened
+            thread.join(10)
+        assert waited < 2, waited
+        (error,) = errors
+        assert isinstance(error, OSError), repr(error)
+        assert error.errno == errno.EBADFD, error
+        assert bridge_pair.b in str(error) and GONE in str(error), str(error)
+        # Again: the same error at once, never a hang.
+        with pytest.raises(OSError, match=GONE):
+            b.recv_batch(timeout=5)
+    assert received(batches) == frames
+
+
+def test_adapter_deleted_during_send_batch(bridge_pair: BridgePair) -> None:
+    """A sender writes batches of 50 into A, paced so B's reader keeps up; `ip link del A`
+    ends it with an error that says the adapter is gone and how many frames of that batch
+    went out. Every frame reported sent came out of B, in order, unchanged."""
+    ns = bridge_pair.ns
+    frames = [make_frame(i, 200) for i in range(20_000)]
+    sent = 0
+    errors: list[BaseException] = []
+    got: list[bytes] = []
+    stop = threading.Event()
+    with (
+        vnetio.Tap(bridge_pair.a, netns=ns.name) as a,
+        vnetio.Tap(bridge_pair.b, netns=ns.name) as b,
+    ):
+        b.queue_length = 20_000  # room for every frame: nothing may be dropped for lack of it
+        bridge_pair.wait_forwarding()
+
+        def sender() -> None:
+            nonlocal sent
+            try:
+                for start in range(0, len(frames), 50):
+                    sent += a.send_batch(frames[start : start + 50])
+                    time.sleep(0.002)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                sent += getattr(exc, "sent", 0)
+                errors.append(exc)
+
+        def reader() -> None:
+            while not stop.is_set():
+                got.extend(bytes(f) for f in b.recv_batch(timeout=0.1) if frame_seq(f) is not None)
+
+        threads = [threading.Thread(target=sender), threading.Thread(target=reader)]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(got) < 2_000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ns.ip("link", "del", "dev", bridge_pair.a)
+            threads[0].join(10)
+            assert not threads[0].is_alive(), "send_batch did not end when its adapter went"
+            time.sleep(0.5)  # the reader drains B
+        finally:
+            stop.set()
+            a.close()  # ends the sender if it is still running
+            for t in threads:
+                t.join(10)
+        dropped = b.stats().rx_dropped
+    (error,) = errors
+    assert isinstance(error, OSError), repr(error)
+    assert error.errno in (errno.EIO, errno.EBADFD), error
+    assert bridge_pair.a in str(error) and GONE in str(error), str(error)
+    assert "call up()" not in str(error)
+    assert 2_000 <= sent < len(frames)
+    assert dropped == 0
+    assert got == frames[:sent]
+
+
+def received(batches: list[vnetio.Batch]) -> list[bytes]:
+    """Our frames in ``batches``, in order (noise from the bridge skipped)."""
+    return [bytes(f) for batch in batches for f in batch if frame_seq(f) is not None]
