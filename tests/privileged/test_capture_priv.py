@@ -389,6 +389,33 @@ def test_full_disk_is_a_clear_error_and_the_file_stays_readable(
         assert sum(len(b) for b in r) == written
 
 
+def test_capture_to_on_a_full_disk_keeps_a_readable_file_and_restores_the_adapter(
+    tap_ns: Netns, small_tmpfs: Path
+) -> None:
+    """The disk fills while capture_to writes a flood from a TAP: ENOSPC naming the file
+    and the frames it keeps, the file readable up to its last complete frame, and the
+    adapter's raised queue and filter put back."""
+    path = small_tmpfs / "api.pcapng"
+    with vnetio.Tap("vncap0", netns=tap_ns.name) as tap:
+        pinger = flood(tap_ns, 200_000)
+        try:
+            with pytest.raises(OSError) as info:
+                tap.capture_to(path, filter="udp", duration=20)
+        finally:
+            pinger.kill()
+            pinger.wait()
+        assert tap.queue_length == 1000
+        assert tap.filter is None
+    exc = info.value
+    assert exc.errno == errno.ENOSPC and exc.filename == str(path)
+    assert "ending at a complete record" in str(exc)
+    written = exc.frames  # type: ignore[attr-defined]
+    assert written > 0
+    assert tshark_count(path) == written
+    with Reader(path) as r:
+        assert sum(len(b) for b in r) == written
+
+
 def test_cli_full_disk_stops_with_the_frames_so_far(tap_ns: Netns, small_tmpfs: Path) -> None:
     path = small_tmpfs / "cli.pcapng"
     proc = start_capture(tap_ns, "-w", str(path))
