@@ -22,9 +22,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ._core import Reader, Writer, summarize
+from .hygiene.queues import forget_raise, record_raise
 
 if TYPE_CHECKING:
     from ._core import Adapter
@@ -109,19 +111,37 @@ def raised_queue(
     if want is None or before >= want:
         yield before
         return
+    # Recorded first: if this process is killed before it puts the queue back, `vnetio
+    # doctor` names the raised queue and `vnetio cleanup` restores it (hygiene.queues).
+    record = _record_raise(adapter, before, want)
     try:
         adapter.queue_length = want
     except PermissionError:
+        forget_raise(record)
         if queue_length != "auto":
             raise
         yield before
         return
+    except BaseException:
+        forget_raise(record)
+        raise
     try:
         yield want
     finally:
         if not adapter.closed:
-            with suppress(OSError):  # gone or no longer ours: nothing left to restore
+            with suppress(OSError):  # gone, or no longer ours: the record stays for cleanup
                 adapter.queue_length = before
+                forget_raise(record)
+
+
+def _record_raise(adapter: Adapter, before: int, want: int) -> Path | None:
+    return record_raise(
+        adapter.name,
+        getattr(adapter, "netns", None),
+        getattr(adapter, "ifindex", 0),
+        before,
+        want,
+    )
 
 
 def _check_limits(count: int | None, duration: float | None) -> None:

@@ -14,14 +14,20 @@ mocked.
 from __future__ import annotations
 
 import errno
+import json
 import struct
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import vnetio
+from vnetio.hygiene.queues import raised_queues
 
 from tests.conftest import BridgePair
+from tests.netutil import Netns
 from tests.packets import frame_seq, make_frame
 from tests.syscall_faults import run_child
 
@@ -239,3 +245,70 @@ def test_adapter_deleted_during_send_batch(bridge_pair: BridgePair) -> None:
 def received(batches: list[vnetio.Batch]) -> list[bytes]:
     """Our frames in ``batches``, in order (noise from the bridge skipped)."""
     return [bytes(f) for batch in batches for f in batch if frame_seq(f) is not None]
+
+
+# --- SIGKILL during a capture with a raised queue ----------------------------------------
+
+CAPTURE_CHILD = """
+import sys, vnetio
+with vnetio.Tap(sys.argv[1], netns=sys.argv[2]) as tap:
+    tap.capture_to(sys.argv[3], duration=60)
+"""
+
+
+def vnetio_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vnetio.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def queue_findings(ns: Netns) -> list[dict[str, object]]:
+    doctor = vnetio_cli("doctor", "--netns", ns.name, "--json")
+    findings: list[dict[str, object]] = json.loads(doctor.stdout)
+    return [f for f in findings if f["check"] == "adapter-queue-raised"]
+
+
+def test_sigkill_during_capture_leaves_a_raised_queue_that_doctor_names_and_cleanup_restores(
+    netns: Netns, tmp_path: Path
+) -> None:
+    netns.ip("tuntap", "add", "dev", "vnq0", "mode", "tap")
+    try:
+        # A capture that ends puts the queue back and leaves no record.
+        with vnetio.Tap("vnq0", netns=netns.name) as tap:
+            assert tap.capture_to(tmp_path / "ok.pcapng", duration=0.1).queue_length == 8192
+        assert netns.read_sys("vnq0/tx_queue_len") == "1000"
+        assert raised_queues(netns.name) == []
+        # One that is killed cannot.
+        child = subprocess.Popen(
+            [sys.executable, "-c", CAPTURE_CHILD, "vnq0", netns.name, str(tmp_path / "k.pcapng")]
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while netns.read_sys("vnq0/tx_queue_len") != "8192":
+                assert child.poll() is None and time.monotonic() < deadline, "capture never ran"
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+        assert netns.read_sys("vnq0/tx_queue_len") == "8192"
+        (finding,) = queue_findings(netns)
+        assert finding["adapter"] == "vnq0" and finding["netns"] == netns.name
+        assert finding["status"] == "warn"
+        summary = str(finding["summary"])
+        assert "raised to 8192" in summary and "was 1000" in summary, summary
+        assert f"PID {child.pid}" in summary, summary
+        assert "vnetio cleanup" in str(finding["fix"]), finding
+        # --older-than keeps the (young) orphan itself: only its queue is put back.
+        out = vnetio_cli("cleanup", "--netns", netns.name, "--older-than", "1h")
+        assert out.returncode == 0, out.stderr
+        assert "restored queue of  vnq0" in out.stdout and "8192 -> 1000" in out.stdout
+        assert netns.read_sys("vnq0/tx_queue_len") == "1000"
+        assert netns.has_link("vnq0")
+        assert queue_findings(netns) == []
+        assert raised_queues(netns.name) == []
+    finally:
+        netns.ip("link", "del", "dev", "vnq0", check=False)

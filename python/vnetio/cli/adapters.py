@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vnetio.hygiene import AdapterInfo, CleanupResult
+    from vnetio.hygiene.queues import QueueRestore
 
 __all__ = ["COMMANDS", "add_parsers"]
 
@@ -257,6 +258,7 @@ def _cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(f"vnetio cleanup: --older-than: {exc}", file=sys.stderr)
         return 2
     try:
+        queues = _restore_queues(args)  # first: an adapter kept below gets its queue back
         result = hygiene.cleanup(
             dry_run=args.dry_run,
             older_than=older,
@@ -266,10 +268,29 @@ def _cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     except (OSError, ValueError) as exc:
         return _failing("cleanup", exc)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps({**result.as_dict(), "queues": [q.as_dict() for q in queues]}, indent=2))
     else:
+        _print_queues(queues, dry_run=args.dry_run)
         _print_cleanup(result, args)
-    return 1 if result.failed else 0
+    return 1 if result.failed or any(q.action == "failed" for q in queues) else 0
+
+
+def _restore_queues(args: argparse.Namespace) -> list[QueueRestore]:
+    """Put back the kernel queues that captures killed before their end left raised."""
+    from vnetio.hygiene.queues import restore_queues
+
+    return restore_queues(
+        dry_run=args.dry_run, netns=args.netns, all_namespaces=args.all_namespaces
+    )
+
+
+def _print_queues(queues: list[QueueRestore], *, dry_run: bool) -> None:
+    for q in queues:
+        if q.action == "restored":
+            verb = "would restore queue of" if dry_run else "restored queue of"
+            print(f"{verb}  {q.queue.where}: {q.reason}")
+        elif q.action == "failed":
+            print(f"FAILED to restore queue of  {q.queue.where}: {q.reason}")
 
 
 def _print_cleanup(result: CleanupResult, args: argparse.Namespace) -> None:

@@ -27,6 +27,9 @@ Where each fact comes from:
   takes the change time of the adapter's sysfs directory. Both are at or after the adapter's
   creation, so the age is a *lower bound*: ``cleanup(older_than=...)`` may keep an adapter
   that is older than it knows, never delete one that is younger.
+* raised queues: a capture records in the same directory that it raised an adapter's
+  kernel queue, and removes the record once the queue is back; a record left by a process
+  that was killed names a queue left raised (see ``vnetio.hygiene.queues``).
 
 Deleting an adapter (``delete_adapter`` without ``force``, and ``cleanup``) works the way
 ``ip tuntap del`` does: attach to it, clear ``TUNSETPERSIST`` and close, so the kernel

@@ -18,6 +18,7 @@ check                        status when
 ``adapter-orphan``           warn   persistent, nobody holds it, no owner, nothing else wrong
 ``macvtap-no-carrier``       warn   a macvtap link that is up but whose lower device is not
 ``macvtap-orphan``           warn   a macvtap link no process holds, nothing else wrong
+``adapter-queue-raised``     warn   a capture killed before its end left the queue raised
 ``adapters``                 ok     per namespace, when nothing above applies
 ============================ ====== ==========================================================
 
@@ -61,6 +62,7 @@ __all__ = [
     "parse_ethtool_features",
     "parse_link_details",
     "parse_netns_list",
+    "raised_queue_findings",
     "target_namespaces",
 ]
 
@@ -824,6 +826,7 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
         holders = _macvtap_holders(links)
     except (ImportError, OSError):
         holders = None
+    found += raised_queue_findings(netns)
     found += analyze_namespace(
         links,
         netns=netns,
@@ -835,6 +838,37 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
     if len(found) > 1 and found[-1].check == "adapters" and found[-1].status == "ok":
         found.pop()  # a "not checked" warning above means it is not all fine
     return found
+
+
+def raised_queue_findings(netns: str | None) -> list[Finding]:
+    """``adapter-queue-raised``: kernel queues a capture raised and never put back (its
+    process was killed), from the records of ``vnetio.hygiene.queues``."""
+    from vnetio.hygiene.queues import raised_queues
+
+    try:
+        queues = raised_queues(netns)
+    except (OSError, ValueError):
+        return []
+    scope = () if netns is None else ("--netns", netns)
+    return [
+        Finding(
+            "adapter-queue-raised",
+            "warn",
+            f"{_at(q.name, netns)}: kernel queue left raised to {q.raised} frames (it was "
+            f"{q.original}) by a capture that ended without putting it back (PID {q.pid}, "
+            "killed?)",
+            "A capture raises its adapter's queue (txqueuelen) while it runs and puts it back "
+            "at the end; a capture killed in between (SIGKILL, out of memory) cannot. Every "
+            "later user of the adapter gets the longer queue, and the latency that comes "
+            "with it under load.",
+            f"{common.as_root(shlex.join(('vnetio', 'cleanup', *scope)))} (or: "
+            f"{_ip(netns, 'link', 'set', 'dev', q.name, 'txqueuelen', str(q.original))})",
+            adapter=q.name,
+            netns=netns,
+        )
+        for q in queues
+        if q.left_raised
+    ]
 
 
 def target_namespaces(
