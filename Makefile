@@ -155,6 +155,11 @@ bench: system-deps build ## bridge-loop benchmarks of every implementation + mic
 	$(PY) benches/serial_loop.py --out bench-results/serial_loop.md --json bench-results/serial_loop.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 
+SOAK_FRAMES ?= 100000000
+.PHONY: soak
+soak: system-deps build ## SOAK_FRAMES (10^8) frames each through the bridge loop and a loopback pair, filter + capture on: RSS, descriptors, every frame accounted (RELIABILITY.md)
+	$(PY) benches/soak.py --frames $(SOAK_FRAMES) --out bench-results/soak.md --json bench-results/soak.json
+
 .PHONY: bench-offload
 bench-offload: system-deps build ## iperf3 through TUN/TAP forwarders, and the 64 KiB super-frame bridge loop
 	$(PY) benches/forwarder.py --out bench-results/forwarder.md
