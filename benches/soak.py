@@ -257,31 +257,35 @@ class Checker(threading.Thread):
         super().__init__(name="soak-checker", daemon=True)
         self.result = result
         self.todo: queue.Queue[tuple[str, int] | None] = queue.Queue()
-        self.idle = threading.Event()
-        self.idle.set()
 
     def check(self, path: str, frames: int) -> None:
-        self.idle.clear()
         self.todo.put((path, frames))
+
+    def wait_idle(self) -> None:
+        """Until every file handed over was read back and deleted."""
+        self.todo.join()
 
     def run(self) -> None:
         while (item := self.todo.get()) is not None:
-            path, frames = item
-            total = ours = 0
             try:
-                with Reader(path) as r:
-                    for batch in r:
-                        total += len(batch)
-                        ours += len(batch.filter(OURS))
-            except (OSError, ValueError) as exc:
-                self.result.file_errors.append(f"{path}: {exc}")
-            if total != frames:
-                self.result.file_errors.append(f"{path}: {total} frames read, {frames} written")
-            self.result.ours_in_files += ours
-            self.result.others_in_files += total - ours
-            os.unlink(path)
-            if self.todo.empty():
-                self.idle.set()
+                self.read_back(*item)
+            finally:
+                self.todo.task_done()
+
+    def read_back(self, path: str, frames: int) -> None:
+        total = ours = 0
+        try:
+            with Reader(path) as r:
+                for batch in r:
+                    total += len(batch)
+                    ours += len(batch.filter(OURS))
+        except (OSError, ValueError) as exc:
+            self.result.file_errors.append(f"{path}: {exc}")
+        if total != frames:
+            self.result.file_errors.append(f"{path}: {total} frames read, {frames} written")
+        self.result.ours_in_files += ours
+        self.result.others_in_files += total - ours
+        os.unlink(path)
 
 
 def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Result:
@@ -309,7 +313,7 @@ def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Resu
                 now = counters(b)
                 taken = sum(now[k] - base[k] for k in base)
                 done = not sender.is_alive() and taken >= sender.sent
-                checker.idle.wait()  # sample with no file open for reading
+                checker.wait_idle()  # sample with no file open for reading
                 result.samples.append(
                     Sample(time.monotonic() - start, sender.sent, rss_kib(), open_fds())
                 )
