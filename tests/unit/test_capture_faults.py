@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from vnetio.capture import Reader, Writer
 
+from tests.conftest import ci_is_set
 from tests.syscall_faults import run_child
 from tests.unit.test_capture import direct_io_works_in, frames_and_times, tool
 
@@ -64,7 +65,10 @@ def test_o_direct_refused_at_write_time_falls_back_to_the_page_cache(
     takes the open but not the I/O): the capture goes on through the page cache, and the
     file is byte for byte what a writer without direct I/O makes."""
     if not direct_io_works_in(tmp_path):
-        pytest.fail(f"{tmp_path} refuses O_DIRECT opens: this test needs one that takes them")
+        why = f"{tmp_path} refuses O_DIRECT opens: this test needs a filesystem that takes them"
+        if ci_is_set():
+            pytest.fail(why)
+        pytest.skip(why)
     path = tmp_path / f"faulty.{fmt}"
     result = run_child(
         COMMON,
