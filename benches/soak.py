@@ -75,8 +75,13 @@ def rss_kib() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd")) - 1  # not the descriptor listdir itself used
+def open_fds() -> dict[int, str]:
+    """This process's open descriptors and what they are (``/proc/self/fd``)."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the one listdir itself used is gone by now
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return fds
 
 
 @dataclass
@@ -105,6 +110,9 @@ class Result:
     others_in_files: int = 0
     files: int = 0
     file_errors: list[str] = field(default_factory=list)
+    #: Descriptors open at a sample but not at the end of the warm-up (or the reverse),
+    #: and whether they were still so 0.1 s later.
+    fd_events: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     warmup_index: int = 0
 
@@ -288,6 +296,25 @@ class Checker(threading.Thread):
         os.unlink(path)
 
 
+def fd_event(
+    result: Result, sent: int, warm: dict[int, str], now: dict[int, str]
+) -> dict[int, str]:
+    """Record how the descriptors differ from the warm-up's; look again 0.1 s later (what
+    the sample keeps): a leak stays, a descriptor some thread holds for a moment does not."""
+    time.sleep(0.1)
+    again = open_fds()
+
+    def diff(fds: dict[int, str]) -> str:
+        new = {fd: t for fd, t in fds.items() if warm.get(fd) != t}
+        gone = sorted(set(warm) - set(fds))
+        return f"new {new}, closed {gone}"
+
+    later = "as at the end of the warm-up" if again == warm else diff(again)
+    result.fd_events.append(f"after {sent:,} frames: {diff(now)}; 0.1 s later: {later}")
+    log(f"descriptors: {result.fd_events[-1]}")
+    return again
+
+
 def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Result:
     result = Result(pair, frames, paced=not args.unpaced)
     opener = bridge_pair if pair == "bridge" else loopback_pair
@@ -303,6 +330,7 @@ def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Resu
             start = time.monotonic()
             sender.start()
             idle_since: float | None = None
+            warm_fds: dict[int, str] = {}
             while True:
                 path = os.path.join(workdir, f"{pair}-{result.files:05d}.pcapng")
                 with Writer(path, interface=b) as w:
@@ -314,8 +342,11 @@ def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Resu
                 taken = sum(now[k] - base[k] for k in base)
                 done = not sender.is_alive() and taken >= sender.sent
                 checker.wait_idle()  # sample with no file open for reading
+                fds = open_fds()
+                if result.warmup_index and fds != warm_fds:
+                    fds = fd_event(result, sender.sent, warm_fds, fds)
                 result.samples.append(
-                    Sample(time.monotonic() - start, sender.sent, rss_kib(), open_fds())
+                    Sample(time.monotonic() - start, sender.sent, rss_kib(), len(fds))
                 )
                 s = result.samples[-1]
                 log(
@@ -324,6 +355,7 @@ def soak(pair: str, frames: int, args: argparse.Namespace, workdir: str) -> Resu
                 )
                 if not result.warmup_index and s.sent >= frames * args.warmup and result.files >= 2:
                     result.warmup_index = len(result.samples) - 1
+                    warm_fds = fds
                 if done:
                     break
                 if not sender.is_alive():  # drained? stop once nothing more arrives
@@ -374,6 +406,8 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
                 ]
             )
         )  # fmt: skip
+    for r in results:
+        lines += [f"\nDescriptor change after the warm-up, {r.pair}: {e}" for e in r.fd_events]
     pacing = "unpaced" if args.unpaced else f"paced (at most {args.window} frames in flight)"
     lines += [
         "",
