@@ -2,7 +2,7 @@
 TAP by a Python script, against QEMU's own tap netdev, with the same guest kernel in the
 same run (target: vnetio ≥ 1.0× QEMU's path).
 
-Two guests (tests/vm/rig.py: Debian's kernel, a busybox initramfs with iperf3 copied in,
+One guest per path (tests/vm/rig.py: Debian's kernel, a busybox initramfs with iperf3 copied in,
 ``-accel tcg``, ``--cpus`` vCPUs, ``--memory`` MB), booted once at the start:
 
 * **vhost**: the guest's NIC is a ``-netdev vhost-user`` socket served by
@@ -12,6 +12,10 @@ Two guests (tests/vm/rig.py: Debian's kernel, a busybox initramfs with iperf3 co
 * **qemu**: the guest's NIC is QEMU's own ``-netdev tap,vhost=off,vnet_hdr=on`` (its
   in-process virtio-net) on a persistent TAP that vnetio created in namespace B
   (198.51.100.1/24; the guest is 198.51.100.2). /dev/vhost-net does not exist here.
+* **qemu-intx** (a control, not the baseline): the same as qemu, but the NIC has no MSI-X
+  vectors (``vectors=0``), as the vhost-user NIC must have here (QEMU 7.2 under TCG
+  crashes with them, tests/vm/nics.py): it tells the legacy interrupts' cost apart from
+  the backend's.
 
 Each round runs every path (alternating, rotated each round) and both directions: an
 iperf3 server in the guest, the client in the path's namespace (``iperf3 -c GUEST -t
@@ -22,10 +26,13 @@ process (its TCG vCPU threads apart from the rest) plus, for vhost, the forwarde
 process; divided by the Gbit transferred that is the host CPU per Gbit/s (core-seconds
 per Gbit). Also: the host iperf3 client's CPU (the same work on both paths, not counted),
 the CPU that everything else on the machine used meanwhile (``/proc/stat`` busy time minus
-the measured processes: the idle other guest, other people's work), and which other
-benchmark processes were running. Ratios are per round (vhost / qemu of the same round).
+the measured processes: the idle other guests, other people's work), which other
+benchmark processes were running, the guest's virtio interrupts, and the mean size of the
+frames crossing the TAP in the data direction (whole TSO super-frames or not). A run
+during which other work used more than ``--max-other`` cores is redone (``--retries``
+times; the calmest attempt is kept). Ratios are per round (vhost / qemu of the same round).
 
-Under TCG the guest's vCPU thread is the bottleneck on both paths; see BENCHMARKS.md for
+Under TCG the guest's vCPU thread does most of the work on every path; see BENCHMARKS.md for
 the reading. Run as root, after ``make build``::
 
     .venv/bin/python benches/vhost_iperf.py --repeat 3 --out bench-results/vhost_iperf.md \\
@@ -46,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +111,6 @@ OTHER_BENCHMARKS = (
     "native_bridge",
     "native_forwarder",
     "cargo bench",
-    "criterion",
 )
 TCK = os.sysconf("SC_CLK_TCK")
 
@@ -144,7 +150,7 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / TCK
 
 
-def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
@@ -348,6 +354,7 @@ class Run:
     busiest: str = ""
     benchmarks: list[str] = field(default_factory=list)
     tap_tx_dropped: int = 0
+    data_frame_bytes: float = 0.0  # mean size of the frames on the TAP in the data direction
     guest_irqs: int = 0  # interrupts of the guest's virtio devices during the run
     attempts: int = 1  # runs made for this one (a disturbed run is redone, the calmest kept)
     error: str | None = None
@@ -360,6 +367,21 @@ class Run:
     @property
     def cpu_per_gbit(self) -> float:
         return self.host_cpu / self.gbit if self.gbit else 0.0
+
+    def _per_gbit(self, cpu: float) -> float:
+        return cpu / self.gbit if self.gbit else 0.0
+
+    @property
+    def vcpu_per_gbit(self) -> float:
+        return self._per_gbit(self.qemu_vcpu)
+
+    @property
+    def qemu_other_per_gbit(self) -> float:
+        return self._per_gbit(self.qemu_other)
+
+    @property
+    def forwarder_per_gbit(self) -> float:
+        return self._per_gbit(self.forwarder_user + self.forwarder_system)
 
     @property
     def device_cpu_per_gbit(self) -> float:
@@ -386,9 +408,16 @@ def guest_virtio_irqs(guest: rig.Guest) -> int:
     return total
 
 
-def tx_dropped(p: Setup) -> int:
-    path = f"/sys/class/net/{p.side.tap}/statistics/tx_dropped"
-    return int(sh(["ip", "netns", "exec", p.netns, "cat", path]) or 0)
+TAP_COUNTERS = ("tx_dropped", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+
+
+def tap_counters(p: Setup) -> dict[str, int]:
+    """The path's TAP counters (``rx``: frames the guest sent, written into the TAP by
+    QEMU or the forwarder; ``tx``: frames for the guest, read from it)."""
+    stats = f"/sys/class/net/{p.side.tap}/statistics"
+    out = sh(["ip", "netns", "exec", p.netns, "sh", "-c",
+              " ".join(f"cat {stats}/{k};" for k in TAP_COUNTERS)])  # fmt: skip
+    return dict(zip(TAP_COUNTERS, (int(x) for x in out.split()), strict=True))
 
 
 def iperf_once(
@@ -405,7 +434,7 @@ def iperf_once(
             "-J"] + (["-R"] if direction == "guest_to_host" else [])  # fmt: skip
     irqs0 = guest_virtio_irqs(p.guest)
     procs0 = all_process_ticks()
-    drops0 = tx_dropped(p)
+    tap0 = tap_counters(p)
     qemu0 = proc_cpu(p.guest.pid)
     fwd0 = proc_cpu(p.forwarder.pid) if p.forwarder else {}
     idle0 = [proc_cpu(o.guest.pid) for o in others if o.guest.pid]
@@ -437,7 +466,12 @@ def iperf_once(
     run.busiest = busiest_others(procs0, all_process_ticks(), ours)
     run.benchmarks = [command_name(line) for line in contention.others_running()]
     run.seconds = t1 - t0
-    run.tap_tx_dropped = tx_dropped(p) - drops0
+    tap = delta(tap_counters(p), tap0)
+    run.tap_tx_dropped = int(tap["tx_dropped"])
+    # The data direction's frames on the TAP: whole TSO super-frames, or segments?
+    kind = "rx" if direction == "guest_to_host" else "tx"
+    packets = tap[f"{kind}_packets"]
+    run.data_frame_bytes = tap[f"{kind}_bytes"] / packets if packets else 0.0
     run.guest_irqs = guest_virtio_irqs(p.guest) - irqs0
     run.qemu_vcpu = qemu["vcpu"]
     run.qemu_other = qemu["user"] + qemu["system"] - qemu["vcpu"]
@@ -540,7 +574,7 @@ def render(
             "client's run of the QEMU process (TCG vCPU thread / the rest) plus, for vhost, the "
             "forwarder process; per Gbit/s = CPU seconds ÷ Gbit received. Other CPU = busy time "
             "of all CPUs (`/proc/stat`, softirq included) minus these processes and the host "
-            "iperf3 client, per second (the idle other guest's share of it in brackets)."
+            "iperf3 client, per second (the idle other guests' share of it in brackets)."
         ),
         "",
     ]
@@ -548,9 +582,9 @@ def render(
         lines += [f"### {ARROW[d]}, median (range) of {args.repeat} runs", ""]
         lines += table_head(
             ["path", "Gbit/s", "vs QEMU (per round)", "retransmits (sum)",
-             "host CPU, cores", "QEMU vCPU / other / forwarder, cores",
              "host CPU s per Gbit", "vs QEMU (per round)",
-             "device-side CPU s per Gbit", "vs QEMU (per round)", "guest virtio IRQs/s",
+             "of which QEMU vCPU / QEMU other / forwarder", "device side vs QEMU (per round)",
+             "host CPU, cores", "guest virtio IRQs/s", "data frames on the TAP, mean",
              "other CPU, cores"],
             "lrrrrrrrrrrr",
         )  # fmt: skip
@@ -560,12 +594,10 @@ def render(
             if not mine:
                 lines.append(row([LABEL[name], "failed"] + [""] * 10))
                 continue
-            per_s = [
-                (r.qemu_vcpu / r.seconds, r.qemu_other / r.seconds,
-                 (r.forwarder_user + r.forwarder_system) / r.seconds)
-                for r in mine
-            ]  # fmt: skip
-            split = " / ".join(f"{statistics.median(x[i] for x in per_s):.2f}" for i in range(3))
+            split = " / ".join(
+                f"{med(mine, k):.3f}"
+                for k in ("vcpu_per_gbit", "qemu_other_per_gbit", "forwarder_per_gbit")
+            )
             rd, bd = [figures(r) for r in mine], [figures(r) for r in base]
             is_base = name == "qemu"
             lines.append(
@@ -574,15 +606,15 @@ def render(
                     span(mine, "gbps"),
                     "1.00×" if is_base else ratio_cell(per_round_ratios(rd, bd, "gbps")),
                     sum(r.retransmits for r in mine),
-                    span(mine, "cores"),
-                    split,
-                    span(mine, "cpu_per_gbit"),
+                    span(mine, "cpu_per_gbit", ".3f"),
                     "1.00×" if is_base else ratio_cell(per_round_ratios(rd, bd, "cpu_per_gbit")),
-                    span(mine, "device_cpu_per_gbit", ".3f"),
+                    split,
                     "1.00×" if is_base else ratio_cell(
                         per_round_ratios(rd, bd, "device_cpu_per_gbit")
                     ),
+                    span(mine, "cores"),
                     f"{med(mine, 'irqs_per_s') / 1e3:.1f} k",
+                    f"{med(mine, 'data_frame_bytes') / 1e3:.1f} kB",
                     f"{med(mine, 'other_cores'):.2f} ({med(mine, 'other_guest_cores'):.2f})",
                 ])
             )  # fmt: skip
@@ -591,12 +623,13 @@ def render(
     lines += table_head(
         ["round", "path", "direction", "Gbit/s", "retr.", "host CPU s/Gbit",
          "QEMU vCPU / other / fwd user / fwd sys, s", "iperf3 client, s", "other CPU, cores",
-         "busiest others", "TAP tx_dropped", "guest IRQs", "tries"],
-        "rllrrrlrrlrrr",
+         "busiest others", "TAP tx_dropped", "mean data frame on the TAP, bytes",
+         "guest IRQs", "tries"],
+        "rllrrrlrrlrrrr",
     )  # fmt: skip
     for r in runs:
         if r.error:
-            lines.append(row([r.round + 1, r.path, ARROW[r.direction], r.error] + [""] * 9))
+            lines.append(row([r.round + 1, r.path, ARROW[r.direction], r.error] + [""] * 10))
             continue
         lines.append(
             row([
@@ -605,7 +638,7 @@ def render(
                 (f"{r.qemu_vcpu:.1f} / {r.qemu_other:.1f} / {r.forwarder_user:.1f} / "
                  f"{r.forwarder_system:.1f}"),
                 f"{r.client_cpu:.1f}", f"{r.other_cores:.2f}", r.busiest or "—",
-                r.tap_tx_dropped, r.guest_irqs, r.attempts,
+                r.tap_tx_dropped, f"{r.data_frame_bytes:,.0f}", r.guest_irqs, r.attempts,
             ])
         )  # fmt: skip
     lines.append("")
