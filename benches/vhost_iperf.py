@@ -101,15 +101,10 @@ SIDES = {
     "qemu": Side("vnbvq0", "52:54:00:76:62:02", "198.51.100.1", "198.51.100.2"),
     "qemu-intx": Side("vnbvi0", "52:54:00:76:62:03", "203.0.113.1", "203.0.113.2"),
 }
-#: Other benchmarks whose processes are noted when they overlap a run.
+#: Other benchmarks whose processes are noted when they overlap a run (``pgrep -f`` patterns).
 OTHER_BENCHMARKS = (
-    "benches/bridge_loop",
-    "benches/forwarder",
-    "benches/superframe_loop",
-    "benches/capture_loop",
-    "benches/filter_loop",
-    "native_bridge",
-    "native_forwarder",
+    r"benches/(bridge_loop|forwarder|superframe_loop|capture_loop|filter_loop|vhost_iperf)\.py",
+    r"examples/native_(bridge|forwarder|superframe_loop)",
     "cargo bench",
 )
 TCK = os.sysconf("SC_CLK_TCK")
@@ -669,7 +664,7 @@ def render(
     ]
     benches = sorted({b for r in runs for b in r.benchmarks})
     lines += [
-        f"Other benchmarks running during runs: {', '.join(benches) or 'none seen'}.",
+        f"Other benchmarks seen running during runs: {', '.join(benches) or 'none'}.",
         "",
     ]
     verdict = []
