@@ -16,6 +16,8 @@ One guest per path (tests/vm/rig.py: Debian's kernel, a busybox initramfs with i
   vectors (``vectors=0``), as the vhost-user NIC must have here (QEMU 7.2 under TCG
   crashes with them, tests/vm/nics.py): it tells the legacy interrupts' cost apart from
   the backend's.
+* **qemu-memfd** (a control): the same as qemu, with the guest's RAM a shared memfd
+  (``memory-backend-memfd,share=on``), as a vhost-user guest's RAM must be.
 
 Each round runs every path (alternating, rotated each round) and both directions: an
 iperf3 server in the guest, the client in the path's namespace (``iperf3 -c GUEST -t
@@ -75,14 +77,15 @@ sys.path.insert(0, str(ROOT))  # the guest rig lives with the tests
 from tests.vm import rig
 
 FORWARDER = ROOT / "examples" / "vhost_forward.py"
-PATHS = ("vhost", "qemu", "qemu-intx")
-DEFAULT_PATHS = "vhost,qemu,qemu-intx"
+PATHS = ("vhost", "qemu", "qemu-intx", "qemu-memfd")
+DEFAULT_PATHS = "vhost,qemu,qemu-intx,qemu-memfd"
 DIRECTIONS = ("guest_to_host", "host_to_guest")
 ARROW = {"guest_to_host": "guest → host", "host_to_guest": "host → guest"}
 LABEL = {
     "vhost": "vnetio `VhostUserNet` → `Tap` (examples/vhost_forward.py, superframes)",
     "qemu": "QEMU `-netdev tap,vhost=off` (its own virtio-net) on a vnetio TAP",
     "qemu-intx": "the same, legacy INTx interrupts (`vectors=0`, as the vhost-user NIC)",
+    "qemu-memfd": "the same (MSI-X), guest RAM a shared memfd (as vhost-user needs)",
 }
 
 
@@ -100,6 +103,7 @@ SIDES = {
     "vhost": Side("vnbvh0", "52:54:00:76:62:01", "192.0.2.1", "192.0.2.2"),
     "qemu": Side("vnbvq0", "52:54:00:76:62:02", "198.51.100.1", "198.51.100.2"),
     "qemu-intx": Side("vnbvi0", "52:54:00:76:62:03", "203.0.113.1", "203.0.113.2"),
+    "qemu-memfd": Side("vnbvm0", "52:54:00:76:62:04", "198.18.0.1", "198.18.0.2"),
 }
 #: Other benchmarks whose processes are noted when they overlap a run (``pgrep -f`` patterns).
 OTHER_BENCHMARKS = (
@@ -311,6 +315,11 @@ def paths(args: argparse.Namespace) -> Iterator[dict[str, Setup]]:
                 # the interrupt mode's cost from the backend's.
                 device = {"vectors": 0} if name == "qemu-intx" else {}
                 nic = rig.TapNic(side.tap, side.mac, netns=ns, device=device)
+                if name == "qemu-memfd":  # what the rig gives a vhost-user guest
+                    guest_args["qemu_args"] += [
+                        "-object", f"memory-backend-memfd,id=mem,size={args.memory}M,share=on",
+                        "-numa", "node,memdev=mem",
+                    ]  # fmt: skip
                 guest = rig.Guest(nics=[nic], **guest_args)
             log(f"booting the {name} guest")
             guests.append(guest.start())
