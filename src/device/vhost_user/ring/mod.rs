@@ -15,6 +15,16 @@
 //! the caller's slice straight into the guest's buffers. Splitting a super-frame in
 //! software (segments mode, or a guest that did not negotiate TSO) adds one more, as it
 //! does on a TAP.
+//!
+//! Address translation: every access through vm-memory's `Bytes` trait looks the guest
+//! address up among the memory regions again, and at 64-byte frames that lookup, not the
+//! copy, was most of the work. So each buffer a descriptor names is translated once
+//! (`GuestMemory::get_slices`) and the virtio-net header and the frame are copied through
+//! that one `VolatileSlice`; a pass over the ring reads the available index once (one
+//! `AvailIter`), and writes its used elements through one translation of the used ring
+//! with a single update of the used index at the end ([`UsedRing`]). What remains per
+//! chain is virtio-queue's own: one read of the available entry and one of each
+//! descriptor.
 
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
@@ -252,7 +262,16 @@ pub fn pop_tx<M: GuestMemory>(
     let hdr_raw = &mut hdr_raw[..cfg.hdr_len.min(12)];
     loop {
         let mut used = UsedRing::new(queue, mem);
-        let taken = take_tx_chains(queue, mem, cfg, (batch, max), scratch, tally, &mut used, hdr_raw);
+        let taken = take_tx_chains(
+            queue,
+            mem,
+            cfg,
+            (batch, max),
+            scratch,
+            tally,
+            &mut used,
+            hdr_raw,
+        );
         // Hand back what was taken before anything else can fail.
         let published = used.publish(queue);
         taken?;
@@ -544,7 +563,6 @@ pub fn push_rx<M: GuestMemory>(
             }
         }
     }
-    drop(chains);
     if outcome == Pushed::Done {
         if used.len() > 1 {
             let count = (used.len() as u16).to_le_bytes();
