@@ -387,9 +387,9 @@ def render(
         )
     out.append(
         criterion_line(
-            "work other than the measured process (other programs, kernel threads, softirq "
-            "and the hypervisor's steal time, from /proc/stat) used",
-            f"{args.max_other_cpu * 100:.0f}% of the machine's CPUs",
+            "when, during either of its runs, work other than the measured process (other "
+            "programs, kernel threads, softirq and the hypervisor's steal time, from "
+            f"/proc/stat) used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs",
             [*loops, *ceiling],
         )
         + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}."

@@ -493,10 +493,10 @@ def report(
     other = ", ".join(sorted(contention.seen)) or "none"
     out.append(
         criterion_line(
-            f"another benchmark was running (seen: {other}; waited {contention.waited_s:.0f} s "
-            "for them) or processes outside the measurement (all but this harness, the "
-            "forwarder and iperf3; kernel threads not counted) used more CPU than",
-            f"{FOREIGN_LIMIT:.2f} of a core",
+            "when, during either of its runs, another benchmark was running (seen: "
+            f"{other}; waited {contention.waited_s:.0f} s for them) or processes outside the "
+            "measurement (all but this harness, the forwarder and iperf3; kernel threads not "
+            f"counted) used more than {FOREIGN_LIMIT:.2f} of a core",
             comps,
         )
     )

@@ -221,16 +221,17 @@ def interleave(
                 progress(c, pair)
 
 
-def criterion_line(what: str, limit: str, kept_of: Iterable[Comparison]) -> str:
-    """The noise criterion and what it discarded, for a report's closing notes."""
-    comps = list(kept_of)
+def criterion_line(rule: str, comparisons: Iterable[Comparison]) -> str:
+    """The pairing, the noise criterion (``rule``: "when ...") and what it discarded, for a
+    report's closing notes."""
+    comps = list(comparisons)
     total = sum(len(c.pairs) for c in comps)
     dropped = sum(len(c.discarded()) for c in comps)
     return (
-        f"Pairs: each ratio is one pair of back-to-back runs, A then B or B then A (alternating); "
-        f"shown is the median of the per-pair ratios with their range. Noise criterion: a pair "
-        f"is discarded when, during either of its runs, {what} exceeded {limit}; another pair "
-        f"is then run in its place. {dropped} of {total} pairs were discarded."
+        "Pairs: each ratio is one pair of back-to-back runs, A then B or B then A (alternating); "
+        "shown is the median of the per-pair ratios with their range. Noise criterion: a pair "
+        f"is discarded, and another run in its place, {rule}. {dropped} of {total} pairs were "
+        "discarded."
     )
 
 
