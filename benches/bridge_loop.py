@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import cli
-from harness.pairing import Comparison, Pair, criterion_line, interleave, uptime_line
+from harness.pairing import (
+    Comparison,
+    Pair,
+    criterion_line,
+    interleave,
+    uneven_by,
+    uptime_line,
+)
 from harness.procs import EXAMPLES, BenchError, Child, build_example, cpu_ticks, log
 from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio import _topology as topology
@@ -337,8 +344,9 @@ def run_all(args: argparse.Namespace, loops: list[Comparison], ceiling: list[Com
 
         return show
 
-    interleave(loops, run_loop, noisy, errors=RUN_ERRORS, progress=progress("loop "))
-    interleave(ceiling, run_ceiling, noisy, errors=RUN_ERRORS, progress=progress("ceiling "))
+    uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+    for comps, run, what in ((loops, run_loop, "loop "), (ceiling, run_ceiling, "ceiling ")):
+        interleave(comps, run, noisy, errors=RUN_ERRORS, progress=progress(what), uneven=uneven)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -389,7 +397,10 @@ def render(
         criterion_line(
             "when, during either of its runs, work other than the measured process (other "
             "programs, kernel threads, softirq and the hypervisor's steal time, from "
-            f"/proc/stat) used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs",
+            f"/proc/stat) used more than {args.max_other_cpu * 100:.0f}% of the machine's "
+            "CPUs, or when that share differed between its two runs by more than "
+            f"{args.max_other_cpu_diff * 100:.0f} points (the two sides did not see the same "
+            "machine)",
             [*loops, *ceiling],
         )
         + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}."
@@ -530,6 +541,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.05,
         help="a pair is noisy, and discarded, when during either of its runs other work used "
         "more than this share of all CPUs (0.05)",
+    )
+    p.add_argument(
+        "--max-other-cpu-diff",
+        type=float,
+        default=0.10,
+        help="... or when that share differs between the pair's two runs by more than this (0.10)",
     )
     p.add_argument("--python", default=sys.executable, help="interpreter for the children")
     p.add_argument("--native-bin", type=Path, default=NATIVE_BIN)

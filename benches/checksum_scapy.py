@@ -39,7 +39,14 @@ from typing import Any
 
 import vnetio
 from harness import cli
-from harness.pairing import Comparison, Pair, criterion_line, interleave, uptime_line
+from harness.pairing import (
+    Comparison,
+    Pair,
+    criterion_line,
+    interleave,
+    uneven_by,
+    uptime_line,
+)
 from harness.procs import log
 from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio import checksum
@@ -174,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="a run is noisy when this process got less than this share of a CPU (0.5)",
     )
+    p.add_argument(
+        "--max-cpu-diff",
+        type=float,
+        default=0.2,
+        help="... or when the CPU shares of a pair's two runs differ by more than this (0.2)",
+    )
     args = p.parse_args(argv)
     args.max_pairs = args.max_pairs or 2 * args.repeat
     if args.repeat < 1 or args.max_pairs < args.repeat:
@@ -209,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{pair.ratios.get('calls_per_cpu_s', 0):.1f}×, {status}"
         )
 
-    interleave(comps, run, noisy, progress=progress)
+    uneven = uneven_by("cpu_share", args.max_cpu_diff, "the CPU share")
+    interleave(comps, run, noisy, progress=progress, uneven=uneven)
     text = render(args, command, comps, all_cases, (load_start, uptime_line()))
     raw_data = {"command": command, "comparisons": [c.to_json() for c in comps]}
     emit(text, args.out, args.json, raw_data)
@@ -265,7 +279,8 @@ def render(
         criterion_line(
             "when, during either of its runs, the timing process got less than "
             f"{args.min_cpu:.0%} of a CPU (its CPU time over the wall time: other work took the "
-            "CPU away)",
+            "CPU away), or when the two runs' shares differ by more than "
+            f"{args.max_cpu_diff * 100:.0f} points",
             comps,
         ),
         "",

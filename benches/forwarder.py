@@ -70,8 +70,6 @@ DEV_A, DEV_B = "vnfwa0", "vnfwb0"
 ADDR_A, ADDR_B = "198.51.100.1", "198.51.100.2"
 PORT = 5301
 OTHER_BENCHMARKS = ("bridge_loop", "native_bridge")
-# A run is calm when processes outside the measurement used at most this share of a core.
-FOREIGN_LIMIT = 0.05
 CLONE_NEWNET = 0x40000000
 
 
@@ -365,13 +363,28 @@ def measure_once(
     return res
 
 
-def noisy(run: dict[str, Any]) -> str | None:
-    """Why a run is noisy (another benchmark ran, or other processes used the CPU), or None."""
-    if run["others"]:
-        return f"another benchmark was running ({run['others']})"
-    if run["foreign"] > FOREIGN_LIMIT:
-        return f"other processes used {run['foreign']:.2f} cores ({run['busiest']})"
-    return None
+def noisy_if(limit: float) -> Callable[[dict[str, Any]], str | None]:
+    """Why a run is noisy (another benchmark ran, or other processes used more than
+    ``limit`` cores), or None."""
+
+    def noisy(run: dict[str, Any]) -> str | None:
+        if run["others"]:
+            return f"another benchmark was running ({run['others']})"
+        if run["foreign"] > limit:
+            return f"other processes used {run['foreign']:.2f} cores ({run['busiest']})"
+        return None
+
+    return noisy
+
+
+def uneven_if(limit: float) -> Callable[[dict[str, Any], dict[str, Any]], str | None]:
+    """Why a pair is uneven: its runs' other-process CPU differs by more than ``limit`` cores."""
+
+    def uneven(x: dict[str, Any], y: dict[str, Any]) -> str | None:
+        gap = abs(x["foreign"] - y["foreign"])
+        return f"other processes' CPU differs by {gap:.2f} cores" if gap > limit else None
+
+    return uneven
 
 
 def measure(
@@ -405,7 +418,14 @@ def measure(
             f"{p.first} first: {ratios}, {status}"
         )
 
-    interleave(comps, run, noisy, errors=(RuntimeError, OSError, BenchError), progress=progress)
+    interleave(
+        comps,
+        run,
+        noisy_if(args.max_foreign),
+        errors=(RuntimeError, OSError, BenchError),
+        progress=progress,
+        uneven=uneven_if(args.max_foreign_diff),
+    )
     return comps
 
 
@@ -496,7 +516,8 @@ def report(
             "when, during either of its runs, another benchmark was running (seen: "
             f"{other}; waited {contention.waited_s:.0f} s for them) or processes outside the "
             "measurement (all but this harness, the forwarder and iperf3; kernel threads not "
-            f"counted) used more than {FOREIGN_LIMIT:.2f} of a core",
+            f"counted) used more than {args.max_foreign:.2f} of a core, or when that CPU "
+            f"differed between the two runs by more than {args.max_foreign_diff:.2f} of a core",
             comps,
         )
     )
@@ -521,6 +542,19 @@ def main() -> None:
         type=int,
         default=None,
         help="pairs run at most, noisy included (2 × --repeat)",
+    )
+    p.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.05,
+        help="a pair is noisy when, during either run, processes outside the measurement "
+        "used more than this many cores (0.05)",
+    )
+    p.add_argument(
+        "--max-foreign-diff",
+        type=float,
+        default=0.2,
+        help="... or when that differs between its two runs by more than this (0.2)",
     )
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
@@ -548,7 +582,8 @@ def main() -> None:
     text = report(comps, args, contention, started, (load_start, uptime_line()))
     raw = {
         "command": command_line(),
-        "foreign_limit_cores": FOREIGN_LIMIT,
+        "max_foreign_cores": args.max_foreign,
+        "max_foreign_diff_cores": args.max_foreign_diff,
         "comparisons": [c.to_json() for c in comps],
     }
     emit(text, args.out, args.json, raw)

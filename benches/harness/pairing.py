@@ -125,8 +125,16 @@ class Comparison:
     def discarded(self) -> list[Pair]:
         return [p for p in self.pairs if p.noise is not None]
 
-    def run_pair(self, run: Callable[[str], Run], noisy: Callable[[Run], str | None]) -> Pair:
-        """Run the next pair: ``run(key)`` for both sides in this pair's order."""
+    def run_pair(
+        self,
+        run: Callable[[str], Run],
+        noisy: Callable[[Run], str | None],
+        uneven: Callable[[Run, Run], str | None] | None = None,
+    ) -> Pair:
+        """Run the next pair: ``run(key)`` for both sides in this pair's order.
+
+        It is noisy when ``noisy`` finds a reason in either run, or ``uneven`` one in the two
+        runs together (say, one run saw much more other work than the other)."""
         index = len(self.pairs) + len(self.errors)
         first, second = order(index, self.a, self.b)
         load0 = loadavg()
@@ -134,6 +142,8 @@ class Comparison:
         load1 = loadavg()
         a, b = runs[self.a], runs[self.b]
         reasons = [f"{k}: {why}" for k in (first, second) if (why := noisy(runs[k]))]
+        if uneven is not None and (why := uneven(runs[first], runs[second])):
+            reasons.append(why)
         pair = Pair(
             index,
             first,
@@ -203,22 +213,37 @@ def interleave(
     *,
     errors: tuple[type[BaseException], ...] = (),
     progress: Callable[[Comparison, Pair], None] | None = None,
+    uneven: Callable[[Run, Run], str | None] | None = None,
 ) -> None:
     """Run the comparisons round-robin, one pair each per turn, until each is done.
 
-    ``run(comparison, key)`` measures one side once. A run raising one of ``errors`` counts
+    ``run(comparison, key)`` measures one side once; ``noisy`` and ``uneven`` are as in
+    ``Comparison.run_pair``. A run raising one of ``errors`` counts
     as a failed pair of that comparison (the message is kept; it also ends the comparison
     once ``max_pairs`` attempts were used).
     """
     while pending := [c for c in comparisons if not c.done]:
         for c in pending:
             try:
-                pair = c.run_pair(functools.partial(run, c), noisy)
+                pair = c.run_pair(functools.partial(run, c), noisy, uneven)
             except errors as exc:
                 c.errors.append(" ".join(str(exc).split())[:200])
                 continue
             if progress is not None:
                 progress(c, pair)
+
+
+def uneven_by(key: str, limit: float, what: str) -> Callable[[Run, Run], str | None]:
+    """A pair test: the runs' ``key`` figures differ by more than ``limit`` (the machine was
+    not the same for both sides). ``what`` names the figure, with percent shown."""
+
+    def test(x: Run, y: Run) -> str | None:
+        gap = abs(float(x[key]) - float(y[key]))
+        if gap > limit:
+            return f"{what} differs by {gap * 100:.0f} points between the runs"
+        return None
+
+    return test
 
 
 def criterion_line(rule: str, comparisons: Iterable[Comparison]) -> str:

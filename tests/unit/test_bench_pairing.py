@@ -104,3 +104,17 @@ def test_zero_base_gives_no_ratio_and_bad_counts_are_refused() -> None:
     assert pairing.ratios_of({"r": 1.0, "s": 2}, {"r": 0.0, "s": 4}, ("r", "s", "t")) == {"s": 0.5}
     with pytest.raises(ValueError, match="pairs to keep"):
         Comparison("a", "b", ("rate",), want=3, max_pairs=2)
+
+
+def test_uneven_pairs_are_discarded() -> None:
+    loads = iter([0.50, 0.55, 0.10, 0.40])  # pair 1: 5 points apart; pair 2: 30 points apart
+
+    def run(key: str) -> dict[str, Any]:
+        return {"rate": 1.0, "other": next(loads)}
+
+    c = Comparison("a", "b", ("rate",), want=2, max_pairs=2)
+    uneven = pairing.uneven_by("other", 0.10, "other CPU")
+    while not c.done:
+        c.run_pair(run, quiet, uneven)
+    assert c.pairs[0].noise is None
+    assert c.pairs[1].noise == "other CPU differs by 30 points between the runs"
