@@ -246,7 +246,7 @@ def render(
     load: tuple[str, str],
 ) -> str:
     out = [
-        "## Checksums from Python: vnetio against scapy",
+        "### From Python: vnetio against scapy, in paired runs",
         "",
         (
             f"`{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Python "
