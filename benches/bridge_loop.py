@@ -412,8 +412,8 @@ def render(
     out.append("")
     out.append(
         "Figures of a row (written … other CPU) are those of the implementation's median run "
-        "(by delivered/s) among its runs in the kept pairs; native's runs are those of every "
-        "comparison at that size. Delivered = frames of our own read by the reader (size, "
+        "(by delivered/s) among its runs in the kept pairs (in all pairs when none was kept); "
+        "native's runs are those of every comparison at that size. Delivered = frames of our own read by the reader (size, "
         "source MAC and EtherType match); delivered/s divides by the reader's time until its "
         "ring was empty after the writer stopped. Loss = 1 − delivered/written; B TX dropped "
         "is the kernel's counter of frames B's full ring refused during the run. Noise = other "

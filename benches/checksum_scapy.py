@@ -258,7 +258,7 @@ def render(
             "descheduled while other work runs does not count in them, sharing caches and "
             "cores with it still does. *vnetio / scapy* = median of the per-pair ratios of "
             "calls per CPU second (range; pairs kept; per frame for the batch row); the times "
-            "are medians over the runs of the kept pairs; the wall-clock rates are in the "
+            "are medians over the runs of the kept pairs (all pairs when none was kept); the wall-clock rates are in the "
             "`--json` file."
         ),
         "",

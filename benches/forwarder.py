@@ -497,7 +497,7 @@ def report(
             f"with a baseline (native with offload for the offload rows and veth, native one "
             f"packet per call for the others): {args.repeat} pairs kept, at most "
             f"{args.max_pairs} run. Gbit/s received: median (min–max) of the row's runs in the "
-            "kept pairs (a baseline's runs come from every comparison it is the base of); *vs "
+            "kept pairs (all pairs when none was kept; a baseline's runs come from every comparison it is the base of); *vs "
             "it*: median of the per-pair ratios (range; pairs); *all pairs*: the same with the "
             "noisy pairs included. Retransmits: iperf3's TCP retransmissions, summed over the "
             f"runs ({' / '.join(map(str, streams))} streams); ring drops: both adapters' kernel "

@@ -118,3 +118,26 @@ def test_uneven_pairs_are_discarded() -> None:
         c.run_pair(run, quiet, uneven)
     assert c.pairs[0].noise is None
     assert c.pairs[1].noise == "other CPU differs by 30 points between the runs"
+
+
+def test_waiting_for_another_benchmark_is_bounded_when_asked() -> None:
+    import subprocess
+    import time
+
+    from harness.procs import Contention
+
+    tag = f"vnetio-t-other-bench-{time.monotonic_ns()}"
+    other = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(30)  # {tag}"])
+    try:
+        c = Contention((tag,))
+        deadline = time.monotonic() + 5
+        while not c.others_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.others_running(), "the stand-in benchmark was not seen"
+        t0 = time.monotonic()
+        c.wait_calm(max_wait=0)
+        assert time.monotonic() - t0 < 2
+    finally:
+        other.kill()
+        other.wait()
+    c.wait_calm()  # nothing running: returns at once
