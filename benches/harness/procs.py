@@ -178,6 +178,7 @@ class Contention:
         announced = False
         waited = 0.0
         while found := self.others_running():
+            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
             if max_wait is not None and waited >= max_wait:
                 log(f"  still running after {waited:.0f} s, going on: {found[0][:100]}")
                 return
@@ -185,6 +186,5 @@ class Contention:
             if not announced:
                 log(f"  waiting: another benchmark is running: {found[0][:100]}")
                 announced = True
-            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
             time.sleep(5)
             self.waited_s += 5
