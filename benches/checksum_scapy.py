@@ -295,7 +295,8 @@ def _cell(ratios: list[float], n: int) -> str:
         return "—"
     med = statistics.median(ratios)
     fmt = "{:.0f}" if med >= 100 else "{:.1f}"
-    return f"{fmt.format(med)}× ({fmt.format(min(ratios))}–{fmt.format(max(ratios))}; {n} pairs)"
+    span = f"{fmt.format(min(ratios))}–{fmt.format(max(ratios))}"
+    return f"{fmt.format(med)}× ({span}; {n} pair{'s' * (n != 1)})"
 
 
 def _scapy_version() -> str:
