@@ -167,6 +167,20 @@ class Forwarder:
             raise AssertionError(f"forwarder failed: {self.errors[0]!r}") from self.errors[0]
 
 
+def wait_source_address(ns: Netns, dest: str, src: str, timeout: float = 10) -> None:
+    """Until a packet from ``ns`` to ``dest`` would leave from ``src``. IPv6 makes an address
+    usable in a kernel work item after `up()` (DAD off or not); until then the kernel picks
+    another source, even ::1, which the peer drops (Ip6InHdrErrors) or never answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        route = ns.ip("-6", "route", "get", dest)
+        if f" src {src} " in f"{route} ":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{src} not the source towards {dest} after {timeout}s: {route}")
+        time.sleep(0.02)
+
+
 @contextmanager
 def forwarded_pair(
     ns_a: Netns,
@@ -187,6 +201,9 @@ def forwarded_pair(
         for adapter, addr in ((a, addr_a), (b, addr_b)):
             adapter.add_address(f"{addr}/{prefix}")
             adapter.up()
+        if family == 6:
+            wait_source_address(ns_a, addr_b, addr_a)
+            wait_source_address(ns_b, addr_a, addr_b)
         with Forwarder(a, b) as fwd:
             yield fwd
         fwd.check()
