@@ -850,8 +850,7 @@ def udp_gso_run(ns_a: str, ns_b: str, kind: Kind, family: int, mode: Mode) -> di
         if kind == "tap":
             # Resolve the neighbour first: UDP has no handshake to do it, and a GSO
             # datagram queued behind an unresolved neighbour may be dropped. Until one
-            # answer (-w: resend every 0.2 s): IPv6 finishes configuring an address in a
-            # kernel work item after `up()`, and drops what comes before.
+            # answer (-w: a request every 0.2 s until then), not a single try.
             a_ns.exec("ping", "-c", "1", "-i", "0.2", "-w", "10", addr_b, timeout=20)
         receiver = python_in(b_ns, UDP_RECEIVER, family, addr_b, UDP_PORT, want)
         try:
