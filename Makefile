@@ -11,6 +11,8 @@ EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
 # tshark (with capinfos/editcap from wireshark-common) checks the capture files vnetio writes.
 DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
+# util-linux has setpriv: tests drop capabilities (CAP_NET_ADMIN, CAP_BPF) in a child with it.
+DEB_PACKAGES += util-linux
 # The serial devices: socat is the relay baseline in the benchmarks; net-tools has slattach,
 # copied into the guest that tests SlipLink against Linux's own SLIP driver.
 DEB_PACKAGES += socat net-tools
