@@ -145,7 +145,8 @@ class EchoResponder:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving (within ~50 ms) and re-raise an error the thread met, if any."""
+        """Stop serving (within about 50 ms: the serving loop's receive timeout; measured by
+        benches/latency.py) and re-raise an error the thread met, if any."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
