@@ -253,7 +253,9 @@ def received(batches: list[vnetio.Batch]) -> list[bytes]:
 # clone3/clone(CLONE_THREAD) fail while `armed`. Opening an adapter in a namespace runs
 # on a thread of its own (src/device/netns.rs, std::thread::scope), and std's scoped
 # spawn panics when the thread cannot be made: a real panic, deep in the core, with the
-# interpreter released, in an ordinary constructor (not the _panic_for_test hook).
+# interpreter released, in an ordinary constructor (not the _panic_for_test hook). The
+# capture writer reports the same refusal as OSError(EAGAIN); should netns.rs ever do so
+# too (Builder::spawn_scoped), this test needs another real panic to stand on.
 PANIC_CHILD = """
 import errno, vnetio
 from tests.packets import make_frame
