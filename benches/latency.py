@@ -173,6 +173,11 @@ def run_case(case: str, kind: str, netns: str | None, trials: int) -> list[float
 # --- the report ---------------------------------------------------------------------
 
 
+def loadavg() -> list[float]:
+    """The 1-, 5- and 15-minute load averages."""
+    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def percentile(values: list[float], p: float) -> float:
     """The ``p``-th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -186,11 +191,15 @@ def summarize(results: list[dict[str, Any]], trials: int, load: str) -> str:
         "",
         (
             f"{trials} trials per row, each blocked a random 20-120 ms before the event; "
-            f"milliseconds. Load average at the start: {load}. "
+            f"milliseconds; load: the 1-minute load average before and after the row's trials "
+            f"(2 vCPUs; a tail is the machine's scheduling as much as vnetio's). "
+            f"Load average at the start: {load}. "
             f"Command: `{command_line()}`"
         ),
         "",
-        *table_head(["case", "adapter", "trials", "median", "99th percentile", "max"], "llrrrr"),
+        *table_head(
+            ["case", "adapter", "trials", "median", "99th percentile", "max", "load"], "llrrrrr"
+        ),
     ]
     for r in results:
         ms = [v * 1000 for v in r["latencies"]]
@@ -203,6 +212,7 @@ def summarize(results: list[dict[str, Any]], trials: int, load: str) -> str:
                     f"{statistics.median(ms):.2f}",
                     f"{percentile(ms, 99):.2f}",
                     f"{max(ms):.2f}",
+                    f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}",
                 ]
             )
         )
@@ -228,14 +238,23 @@ def main() -> int:
             p.error(f"unknown case {name!r}: choose from {', '.join(CASES)}")
     if "tap" in args.adapters:
         cli.require_privileges("latency")
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load = " ".join(str(v) for v in loadavg())
     results: list[dict[str, Any]] = []
     with BridgeLoop("latency") if "tap" in args.adapters else _no_loop() as loop:
         for kind in args.adapters:
             netns = loop.netns if kind == "tap" else None
             for case in args.cases:
+                before = loadavg()
                 latencies = run_case(case, kind, netns, args.trials)
-                results.append({"case": case, "adapter": kind, "latencies": latencies})
+                results.append(
+                    {
+                        "case": case,
+                        "adapter": kind,
+                        "latencies": latencies,
+                        "load_before": before,
+                        "load_after": loadavg(),
+                    }
+                )
                 log(
                     f"{case} {kind}: median {statistics.median(latencies) * 1000:.2f} ms, "
                     f"p99 {percentile(latencies, 99) * 1000:.2f} ms"
