@@ -5,12 +5,15 @@
 //!
 //! ```text
 //! ip netns exec NS target/release/examples/native_superframe_loop \
-//!     --a vnA --b vnB --frame FILE --seconds 3
+//!     --a vnA --b vnB --frame FILE --seconds 3 --copies 64
 //! ```
 //!
 //! FILE holds what is written each time: the 10-byte virtio-net header, then the frame (the
-//! Python side builds it, so both loops write the same bytes). A writer thread writes it
-//! unpaced; a reader thread counts the frames of exactly that length read from B. Prints
+//! Python side builds it, so both loops write the same bytes). The writer keeps `--copies`
+//! copies of it back to back in one buffer and writes them in turn, unpaced, as the Python
+//! side writes the frames of its `Batch` (one copy would be written from a cache-hot 64 KiB
+//! buffer, which no program sending distinct frames has); a reader thread counts the frames
+//! of exactly that length read from B into one reused buffer. Prints
 //! one JSON line: `{"written": W, "delivered": D, "bytes": B, "seconds": S}` (bytes of
 //! delivered frames, without the header).
 
@@ -31,18 +34,27 @@ use std::time::{Duration, Instant};
 const VNET_HDR_LEN: usize = 10;
 
 fn usage() -> ! {
-    eprintln!("usage: native_superframe_loop --a TAP --b TAP --frame FILE [--seconds S]");
+    eprintln!(
+        "usage: native_superframe_loop --a TAP --b TAP --frame FILE [--seconds S] [--copies N]"
+    );
     exit(2)
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut a, mut b, mut frame_path, mut seconds) = (None, None, None, 3.0f64);
+    let (mut a, mut b, mut frame_path, mut seconds, mut copies) = (None, None, None, 3.0f64, 1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--a" => a = args.next(),
             "--b" => b = args.next(),
             "--frame" => frame_path = args.next(),
+            "--copies" => {
+                copies = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .unwrap_or_else(|| usage());
+            }
             "--seconds" => {
                 seconds = args
                     .next()
@@ -60,6 +72,7 @@ fn main() {
         exit(1)
     });
     let want = buf.len() - VNET_HDR_LEN;
+    let all = buf.repeat(copies);
     let open = |dev: &str| {
         tuntap::attach(dev, tuntap::Kind::Tap, true).unwrap_or_else(|e| {
             eprintln!("native_superframe_loop: attach {dev}: {e}");
@@ -74,8 +87,10 @@ fn main() {
     let written = AtomicU64::new(0);
     let (delivered, bytes, elapsed) = thread::scope(|s| {
         s.spawn(|| {
+            let mut frames = all.chunks_exact(buf.len()).cycle();
             while !stop.load(Ordering::Relaxed) {
-                if fa.write(&buf).is_ok() {
+                let frame = frames.next().unwrap_or(&buf);
+                if fa.write(frame).is_ok() {
                     written.fetch_add(1, Ordering::Relaxed);
                 }
             }
