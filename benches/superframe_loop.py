@@ -101,6 +101,8 @@ class Sample:
     delivered: int
     nbytes: int
     seconds: float
+    writer_cpu: float = 0.0  # CPU seconds of the writer thread
+    reader_cpu: float = 0.0  # CPU seconds of the reader thread
     dropped: int = 0  # B's tx_dropped over the run: frames that found its ring full
     other_cores: float = 0.0  # CPU of processes outside the measurement, cores
     busy_cores: float = 0.0  # CPU of the whole machine during the run, cores
@@ -118,9 +120,25 @@ class Sample:
         """Frames dropped because B's ring was full, as a share of the frames written."""
         return self.dropped / self.written if self.written else 0.0
 
+    @property
+    def writer_us(self) -> float:
+        """Writer CPU per frame written, µs."""
+        return self.writer_cpu / self.written * 1e6 if self.written else 0.0
+
+    @property
+    def reader_us(self) -> float:
+        """Reader CPU per frame delivered, µs."""
+        return self.reader_cpu / self.delivered * 1e6 if self.delivered else 0.0
+
     def to_json(self) -> dict[str, float]:
         d: dict[str, float] = dataclasses.asdict(self)
-        d.update(gbps=self.gbps, per_s=self.per_s, loss=self.loss)
+        d.update(
+            gbps=self.gbps,
+            per_s=self.per_s,
+            loss=self.loss,
+            writer_us=self.writer_us,
+            reader_us=self.reader_us,
+        )
         return d
 
 
@@ -172,25 +190,30 @@ def python_loop(
         batch = vnetio.Batch.from_frames([frame] * args.batch, offload=[meta] * args.batch)
         stop = threading.Event()
         written = 0
+        writer_cpu = 0.0
 
         def writer() -> None:
-            nonlocal written
+            nonlocal written, writer_cpu
+            cpu0 = time.thread_time()
             while not stop.is_set():
                 written += a.send_batch(batch)
+            writer_cpu = time.thread_time() - cpu0
 
         want = len(frame)
         t = threading.Thread(target=writer, daemon=True)
         t.start()
         delivered = 0
+        cpu0 = time.thread_time()
         start = time.perf_counter()
         end = start + args.seconds
         while time.perf_counter() < end:
             rx = b.recv_batch(256, timeout=0.1)
             delivered += rx.lengths.count(want)
         seconds = time.perf_counter() - start
+        reader_cpu = time.thread_time() - cpu0
         stop.set()
         t.join(5)
-        return Sample(written, delivered, delivered * want, seconds)
+        return Sample(written, delivered, delivered * want, seconds, writer_cpu, reader_cpu)
     finally:
         a.close()
         b.close()
@@ -206,7 +229,9 @@ def native_loop(
                 "--seconds", str(args.seconds), "--copies", str(args.native_copies)]  # fmt: skip
         out = loop.run_in_ns(argv).stdout
     r = json.loads(out)
-    return Sample(r["written"], r["delivered"], r["bytes"], r["seconds"])
+    return Sample(
+        r["written"], r["delivered"], r["bytes"], r["seconds"], r["writer_cpu"], r["reader_cpu"]
+    )
 
 
 @dataclass
@@ -252,9 +277,13 @@ def _pairs(run: Callable[[str], Sample], want: int, max_pairs: int, max_other: f
         pairs.append(pair)
         n, p = runs["native"], runs["python"]
         log(
-            f"pair {i + 1}: native {n.gbps:5.1f} Gbit/s loss {n.loss:.2%} other {n.other_cores:.2f}"
-            f" | python {p.gbps:5.1f} Gbit/s loss {p.loss:.2%} other {p.other_cores:.2f}"
-            f" | ratio {pair.ratio:.2f} load {load0:.1f}{' NOISY' if pair.noise else ''}"
+            f"pair {i + 1}: "
+            + " | ".join(
+                f"{k} {s.gbps:5.1f} Gbit/s loss {s.loss:.2%} cpu/frame w {s.writer_us:4.1f} "
+                f"r {s.reader_us:4.1f} µs other {s.other_cores:.2f}"
+                for k, s in (("native", n), ("python", p))
+            )
+            + f" | ratio {pair.ratio:.2f} load {load0:.1f}{' NOISY' if pair.noise else ''}"
         )
     return pairs
 
@@ -330,15 +359,20 @@ def main() -> None:
             f"batch holds {args.batch}."
         ),
         "",
-        "| loop | delivered Gbit/s | super-frames/s | dropped, B's ring full |",
-        "|---|---:|---:|---:|",
+        (
+            "| loop | delivered Gbit/s | super-frames/s | dropped, B's ring full "
+            "| writer CPU per frame | reader CPU per frame |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("native", "python"):
         v = [q.runs[name] for q in shown]
         lines.append(
             f"| {labels[name]} | {cell([s.gbps for s in v], '.1f')} | "
             f"{cell([s.per_s / 1e3 for s in v], '.0f', ' k')} | "
-            f"{cell([s.loss * 100 for s in v], '.2f', '%')} |"
+            f"{cell([s.loss * 100 for s in v], '.2f', '%')} | "
+            f"{cell([s.writer_us for s in v], '.1f', ' µs')} | "
+            f"{cell([s.reader_us for s in v], '.1f', ' µs')} |"
         )
     verdict = "met" if ratios and statistics.median(ratios) >= 0.9 else "NOT met"
     loss_ok = all(q.runs["python"].loss <= 0.01 for q in shown)

@@ -14,8 +14,9 @@
 //! side writes the frames of its `Batch` (one copy would be written from a cache-hot 64 KiB
 //! buffer, which no program sending distinct frames has); a reader thread counts the frames
 //! of exactly that length read from B into one reused buffer. Prints
-//! one JSON line: `{"written": W, "delivered": D, "bytes": B, "seconds": S}` (bytes of
-//! delivered frames, without the header).
+//! one JSON line: `{"written": W, "delivered": D, "bytes": B, "seconds": S, "writer_cpu":
+//! CW, "reader_cpu": CR}` (bytes of delivered frames, without the header; each thread's
+//! CPU seconds).
 
 // A command-line tool reports on stdout by design.
 #![allow(clippy::print_stdout)]
@@ -85,8 +86,9 @@ fn main() {
     thread::sleep(Duration::from_millis(200)); // the bridge ports start forwarding
     let stop = AtomicBool::new(false);
     let written = AtomicU64::new(0);
-    let (delivered, bytes, elapsed) = thread::scope(|s| {
-        s.spawn(|| {
+    let (delivered, bytes, elapsed, reader_cpu, writer_cpu) = thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let cpu0 = tuntap::thread_cpu_seconds();
             let mut frames = all.chunks_exact(buf.len()).cycle();
             while !stop.load(Ordering::Relaxed) {
                 let frame = frames.next().unwrap_or(&buf);
@@ -94,8 +96,10 @@ fn main() {
                     written.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            tuntap::thread_cpu_seconds() - cpu0
         });
         let reader = s.spawn(|| {
+            let cpu0 = tuntap::thread_cpu_seconds();
             let mut rx = vec![0u8; 65_536 + 64];
             let (mut n, mut total) = (0u64, 0u64);
             let start = Instant::now();
@@ -112,12 +116,14 @@ fn main() {
                 }
             }
             stop.store(true, Ordering::Relaxed);
-            (n, total, start.elapsed().as_secs_f64())
+            let elapsed = start.elapsed().as_secs_f64();
+            (n, total, elapsed, tuntap::thread_cpu_seconds() - cpu0)
         });
-        reader.join().unwrap_or((0, 0, 0.0))
+        let (n, total, elapsed, reader_cpu) = reader.join().unwrap_or((0, 0, 0.0, 0.0));
+        (n, total, elapsed, reader_cpu, writer.join().unwrap_or(0.0))
     });
     println!(
-        "{{\"written\": {}, \"delivered\": {delivered}, \"bytes\": {bytes}, \"seconds\": {elapsed:.6}}}",
+        "{{\"written\": {}, \"delivered\": {delivered}, \"bytes\": {bytes}, \"seconds\": {elapsed:.6}, \"writer_cpu\": {writer_cpu:.6}, \"reader_cpu\": {reader_cpu:.6}}}",
         written.load(Ordering::Relaxed)
     );
 }
