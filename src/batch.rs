@@ -25,7 +25,8 @@ pub const MAX_FRAME: usize = 65_535 + 14 + 8 + 12;
 /// 1 MiB L2 cache, and the kernel's copy into the arena writes to cached memory. Without
 /// it, 256 super-frames of 64 KiB made each batch 16 MiB and the copy into it cost about
 /// 50% more per frame (12 µs instead of 8, BENCHMARKS.md "super-frame loop"), enough to
-/// let a bridge loop's ring overflow. Frames of 1514 bytes fit 300 to a batch first.
+/// let a bridge loop's ring overflow. A batch of 1514-byte frames ends at 303 frames, so
+/// the default `max_frames` of 256 is unaffected; one of 64 KiB super-frames at 8.
 pub const RECV_BUDGET: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
