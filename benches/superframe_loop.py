@@ -29,7 +29,8 @@ in even ones, and gives one ratio (Python's delivered Gbit/s over native's); the
 shows the median of the ratios with their range. A run is noisy when processes outside the
 measurement used more than ``--max-other`` of a core during it (all CPU time from
 /proc/stat, less the measured process's own); a noisy pair is discarded and another run in
-its place, up to ``--max-pairs``. (``_pairs`` is this script's own small pairing; it
+its place, up to ``--max-pairs``; with ``--idle-wait S`` each pair first waits up to S
+seconds for the machine to be idle. (``_pairs`` is this script's own small pairing; it
 follows ``harness/pairing.py``'s rules where that exists, and can be swapped for it.)
 Run as root::
 
@@ -267,13 +268,37 @@ class Pair:
         }
 
 
-def _pairs(run: Callable[[str], Sample], want: int, max_pairs: int, max_other: float) -> list[Pair]:
+def wait_idle(max_busy: float, timeout: float) -> float:
+    """Wait, at most ``timeout`` seconds, until the whole machine used less than
+    ``max_busy`` cores over a 2-second look (nothing of ours runs meanwhile); the seconds
+    waited."""
+    tck = os.sysconf("SC_CLK_TCK")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        b0 = busy_ticks()
+        time.sleep(2)
+        if (busy_ticks() - b0) / tck / 2 < max_busy:
+            break
+    return time.monotonic() - t0
+
+
+def _pairs(
+    run: Callable[[str], Sample],
+    want: int,
+    max_pairs: int,
+    max_other: float,
+    idle_wait: float = 0.0,
+) -> list[Pair]:
     """Pairs of runs, native first in odd pairs and Python first in even ones, until
     ``want`` calm pairs were kept or ``max_pairs`` were run; a pair is noisy (kept in the
     list, left out of the median) when either run saw more than ``max_other`` cores of
-    other work."""
+    other work. With ``idle_wait``, each pair first waits up to that many seconds for the
+    machine to be idle (other work below ``max_other``)."""
     pairs: list[Pair] = []
     while len(pairs) < max_pairs and sum(p.noise is None for p in pairs) < want:
+        if idle_wait > 0:
+            waited = wait_idle(max_other, idle_wait)
+            log(f"waited {waited:.0f} s for an idle machine")
         i = len(pairs)
         order = ("native", "python") if i % 2 == 0 else ("python", "native")
         load0 = os.getloadavg()[0]
@@ -325,6 +350,13 @@ def main() -> None:
         default=0.15,
         help="a run is noisy when other processes used more than this many cores (0.15)",
     )
+    p.add_argument(
+        "--idle-wait",
+        type=float,
+        default=0.0,
+        help="before each pair, wait up to this many seconds for the machine to be idle "
+        "(below --max-other cores of work) (0: do not wait)",
+    )
     args = p.parse_args()
     args.native_copies = args.native_copies or args.batch
     args.max_pairs = args.max_pairs or 3 * args.repeat
@@ -347,7 +379,7 @@ def main() -> None:
                 )
             return measured(loop, lambda: python_loop(loop, frame, meta, args), self_cpu)
 
-        pairs = _pairs(run, args.repeat, args.max_pairs, args.max_other)
+        pairs = _pairs(run, args.repeat, args.max_pairs, args.max_other, args.idle_wait)
     load_end = os.getloadavg()
     kept = [q for q in pairs if q.noise is None]
     shown = kept or pairs
@@ -411,7 +443,13 @@ def main() -> None:
             f"Pairs: one run of each loop back to back, native first in odd pairs, Python in "
             f"even ones; one ratio per pair. A pair is discarded as noisy, and another run in "
             f"its place (at most {args.max_pairs} in all), when during either run processes "
-            f"outside the measurement used more than {args.max_other:.2f} of a core: "
+            f"outside the measurement used more than {args.max_other:.2f} of a core"
+            + (
+                f" (each pair first waited up to {args.idle_wait:g} s for an idle machine)"
+                if args.idle_wait
+                else ""
+            )
+            + ": "
             f"{len(pairs) - len(kept)} of {len(pairs)} discarded"
             + (
                 " (" + "; ".join(f"pair {q.index + 1}: {q.noise}" for q in pairs if q.noise) + ")"
