@@ -254,7 +254,9 @@ class Adapter:
     def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> Batch:
         """Receive up to ``max_frames`` frames: waits up to ``timeout`` seconds (None: forever,
         0: not at all) for the first, then takes what is queued without waiting; on timeout
-        the Batch is empty (``recv`` raises TimeoutError instead). On an
+        the Batch is empty (``recv`` raises TimeoutError instead). On a TAP, TUN or macvtap
+        a batch also ends once it holds about 512 KiB of frames (8 super-frames of 64 KiB),
+        so it stays in the CPU cache; what is left is returned by the next call. On an
         offload adapter in ``rx_mode="segments"`` the last super-frame read is split whole,
         so the batch may hold the segments of that one super-frame beyond ``max_frames``."""
     def send(self, frame: Buffer) -> None: ...
