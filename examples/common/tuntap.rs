@@ -140,3 +140,15 @@ pub fn wait_readable(file: &File, timeout_ms: i32) -> bool {
     // guaranteed: nothing; an error or timeout returns <= 0 and callers just check again.
     unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
 }
+
+/// A second descriptor for the open file behind `fd` (`dup`): the same TAP queue, read
+/// through std. For `reader_probe`, which reads one vnetio queue both ways.
+pub fn dup_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
+    // SAFETY: dup takes an integer and returns a new descriptor or -1; no memory is passed.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a descriptor just returned by dup, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(new) })
+}
