@@ -25,6 +25,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import math
 import os
 import secrets
 import signal
@@ -122,11 +123,6 @@ def count_own_frames(batch: Any, size: int, signature: bytes | None = None) -> i
     6..14. When the batch's arena is exactly ``len(batch) * size`` bytes, every frame starts
     at a multiple of ``size`` and the signature bytes of all frames are compared as strided
     columns of the arena, in C; otherwise (foreign frames mixed in) frame by frame.
-
-    The columns are two bytes wide when the frame size and the signature's length are even
-    (half as many element comparisons as one-byte columns: each costs a few ns, and at
-    256 frames a batch the eight one-byte columns were ~40 ns per frame, 4% of a reader's
-    whole per-frame cost; see BENCHMARKS.md, reader-only ceiling).
     """
     sig = _DEFAULT_SIGNATURE if signature is None else signature
     n = len(batch)
@@ -139,24 +135,38 @@ def count_own_frames(batch: Any, size: int, signature: bytes | None = None) -> i
 
 
 def _columns_match(view: memoryview, sig: bytes, size: int, n: int) -> bool:
-    """Whether every one of the ``n`` frames of ``size`` bytes in ``view`` has ``sig`` at 6."""
-    if size % 2 == 0 and len(sig) % 2 == 0:
-        # Frames start at even offsets, so byte 6 of each starts a two-byte element.
-        elements, stride, first = view.cast("H"), size // 2, 3
-        columns = _signature_columns(sig, n, "H")
-    else:
-        elements, stride, first = view, size, 6
-        columns = _signature_columns(sig, n, "B")
-    return all(elements[first + j :: stride] == column[:n] for j, column in enumerate(columns))
+    """Whether each of the ``n`` frames of ``size`` bytes in ``view`` has ``sig`` at byte 6.
+
+    An 8-byte signature is compared as one 8-byte word per frame: a memoryview compares
+    element by element at a few ns each, and eight one-byte columns cost ~40 ns per frame
+    at 256 frames a batch, 4% of a reader's whole per-frame cost (BENCHMARKS.md, reader-only
+    ceiling). Frame k's signature starts at 6 + k * size; seen as words from byte
+    6 + r * size, frames r, r + g, r + 2g, ... (g = 8 / gcd(size, 8)) fall on word
+    boundaries, so g strided word columns cover all frames. Other lengths: byte columns.
+    """
+    if len(sig) == _WORD:
+        group = _WORD // math.gcd(size, _WORD)
+        stride = group * size // _WORD  # in words, between frames r and r + group
+        column = _signature_columns(sig, n, "Q")[0]
+        for r in range(min(group, n)):
+            count = (n - r + group - 1) // group  # frames r, r + group, ... below n
+            start = 6 + r * size
+            words = view[start : start + _WORD * ((count - 1) * stride + 1)].cast("Q")
+            if words[::stride] != column[:count]:
+                return False
+        return True
+    columns = _signature_columns(sig, n, "B")
+    return all(view[6 + j :: size] == column[:n] for j, column in enumerate(columns))
 
 
+_WORD = 8
 _COLUMNS: dict[tuple[bytes, str], list[memoryview]] = {}
 _DEFAULT_SIGNATURE = frame_signature()
 
 
 def _signature_columns(sig: bytes, n: int, code: str) -> list[memoryview]:
-    """Column j = element j of ``sig`` (``code`` "B": byte j; "H": bytes 2j, 2j+1 in native
-    order) repeated at least ``n`` times (cached)."""
+    """Column j = element j of ``sig`` (``code`` "B": byte j; "Q": the 8 bytes as one word,
+    native byte order) repeated at least ``n`` times (cached)."""
     key = (sig, code)
     columns = _COLUMNS.get(key)
     if columns is None or len(columns[0]) < n:
