@@ -145,14 +145,8 @@ def _columns_match(view: memoryview, sig: bytes, size: int, n: int) -> bool:
     boundaries, so g strided word columns cover all frames. Other lengths: byte columns.
     """
     if len(sig) == _WORD:
-        group = _WORD // math.gcd(size, _WORD)
-        stride = group * size // _WORD  # in words, between frames r and r + group
-        column = _signature_columns(sig, n, "Q")[0]
-        for r in range(min(group, n)):
-            count = (n - r + group - 1) // group  # frames r, r + group, ... below n
-            start = 6 + r * size
-            words = view[start : start + _WORD * ((count - 1) * stride + 1)].cast("Q")
-            if words[::stride] != column[:count]:
+        for frames, stride, column in _word_plan(sig, size, n):
+            if view[frames].cast("Q")[::stride] != column:
                 return False
         return True
     columns = _signature_columns(sig, n, "B")
@@ -160,6 +154,30 @@ def _columns_match(view: memoryview, sig: bytes, size: int, n: int) -> bool:
 
 
 _WORD = 8
+_PLANS: dict[tuple[bytes, int, int], list[tuple[slice, int, memoryview]]] = {}
+
+
+def _word_plan(sig: bytes, size: int, n: int) -> list[tuple[slice, int, memoryview]]:
+    """For :func:`_columns_match`: per word column, the arena slice that holds it, the
+    stride in words, and the expected column (cached per signature, size and count)."""
+    key = (sig, size, n)
+    plan = _PLANS.get(key)
+    if plan is None:
+        group = _WORD // math.gcd(size, _WORD)
+        stride = group * size // _WORD  # in words, between frames r and r + group
+        column = _signature_columns(sig, n, "Q")[0]
+        plan = []
+        for r in range(min(group, n)):
+            count = (n - r + group - 1) // group  # frames r, r + group, ... below n
+            start = 6 + r * size
+            frames = slice(start, start + _WORD * ((count - 1) * stride + 1))
+            plan.append((frames, stride, column[:count]))
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
 _COLUMNS: dict[tuple[bytes, str], list[memoryview]] = {}
 _DEFAULT_SIGNATURE = frame_signature()
 
