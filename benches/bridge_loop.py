@@ -22,7 +22,9 @@ Measured per run:
 
 Plus a reader-only ceiling: B's txqueuelen is raised to 262144 while a reader is attached
 but not reading, a native writer queues ``--ceiling-frames`` frames, and only the reader's
-draining of them is timed.
+draining of them is timed. ``--probe N`` adds ``examples/reader_probe.rs`` N times per
+size: native and vnetio receive loops taking turns in one process on the same frames (CPU
+per frame), which other work on the machine weighs on alike.
 
 Usage (root): ``python benches/bridge_loop.py [--seconds 3] [--repeat 3] [--out FILE]``.
 """
@@ -32,8 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -473,6 +477,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ceiling", action="store_true", help="skip the reader-only ceiling")
     p.add_argument("--no-loop", action="store_true", help="run only the reader-only ceiling")
     p.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run examples/reader_probe.rs N times per size: receive loops (native "
+        "buffer, native batch, vnetio's) interleaved in one process, CPU ns/frame (0: off)",
+    )
+    p.add_argument(
         "--max-other-cpu",
         type=float,
         default=0.05,
@@ -595,6 +607,66 @@ def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[st
     return run_cells(args, keys, "ceiling ", once, summary, "reader CPU", rotate=False)
 
 
+PROBE_LOOPS = {
+    "buf": "native `read()` into one reused buffer",
+    "keep": "native `read()` into a kept batch (256 frames back to back, two arenas in turn)",
+    "batch": "`PacketBatch` slots, no prefetch (vnetio's loop before the hint)",
+    "batch-pf": "`PacketBatch` slots, next slot prefetched (the library's hint)",
+    "batch1": "`PacketBatch` slots, no prefetch, one batch reused",
+    "lib": "vnetio `tuntap::Queue::recv_batch` (the library's receive path)",
+}
+
+
+def run_probes(args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+    """``examples/reader_probe`` ``--probe`` times per size, each in a fresh bridge loop:
+    per run, each loop's CPU ns/frame (the loops take turns in one process)."""
+    binary = build_example("reader_probe")
+    runs: dict[int, list[dict[str, float]]] = {}
+    for rep in range(args.probe):
+        for size in args.sizes:
+            with topology.BridgeLoop("probe") as loop:
+                argv = [str(binary), "--size", str(size), "--rounds", "3"]
+                proc = subprocess.run(
+                    loop.ns_argv(argv), capture_output=True, text=True, timeout=600, check=False
+                )
+            if proc.returncode != 0:
+                raise BenchError(f"reader_probe failed: {proc.stderr.strip()[-500:]}")
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            res = {x["loop"]: float(x["ns_per_frame"]) for x in lines}
+            runs.setdefault(size, []).append(res)
+            shown = ", ".join(f"{k} {v:.0f}" for k, v in res.items())
+            log(f"[{rep + 1}/{args.probe}] probe {size:5d} B  CPU ns/frame: {shown}")
+    return runs
+
+
+def render_probes(runs: dict[int, list[dict[str, float]]]) -> list[str]:
+    out = [
+        "## Receive loops interleaved in one process (examples/reader_probe.rs)",
+        "",
+        (
+            "Per run, the loops take turns every 4 batches of 256 on the same queued frames "
+            "(3 × 250 000 frames); figures are the reading thread's CPU ns per frame, median "
+            "over runs, and each loop's per-run ratio to `buf` (median, range)."
+        ),
+        "",
+        "| loop | size | CPU ns/frame | vs `buf` (per run) |",
+        "|---|---:|---:|---|",
+    ]
+    for size, rs in runs.items():
+        for key, label in PROBE_LOOPS.items():
+            vals = [r[key] for r in rs if key in r]
+            ratios = [r[key] / r["buf"] for r in rs if key in r and r.get("buf")]
+            if not vals:
+                continue
+            spread = f"{min(ratios):.3f}–{max(ratios):.3f}" if len(ratios) > 1 else ""
+            out.append(
+                f"| {label} | {size} | {statistics.median(vals):.0f} | "
+                f"{statistics.median(ratios):.3f} {spread} |"
+            )
+    out.append("")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = command_line(relative(sys.executable), relative(sys.argv[0]))
@@ -606,10 +678,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cells = {} if args.no_loop else run_loops(args, runnable)
     ceiling = {} if args.no_ceiling else run_ceilings(args, runnable)
+    probes = run_probes(args) if args.probe > 0 else {}
     report = render(args, command, cells, ceiling, skipped, time.monotonic() - t_start)
+    if probes:
+        report += "\n" + "\n".join(render_probes(probes))
     raw = {
         "loop": {f"{k}/{s}": c.runs for (k, s), c in cells.items()},
         "ceiling": {f"{k}/{s}": c.runs for (k, s), c in ceiling.items()},
+        "probe": {str(size): rs for size, rs in probes.items()},
     }
     emit(report, args.out, args.json, raw)
     failed = any(c.error and not c.runs for c in [*cells.values(), *ceiling.values()])

@@ -1,11 +1,12 @@
 //! Where a batch reader's time goes: one process, one TAP, the same frames, drained by
 //! several receive loops taking turns every few batches, so that other work on a shared
 //! machine weighs on every loop alike. Each loop's figure is the reading thread's CPU time
-//! per frame (`CLOCK_THREAD_CPUTIME_ID`), summed over its turns.
+//! per frame (`CLOCK_THREAD_CPUTIME_ID`), summed over its turns; one JSON line per loop.
 //!
-//! Run inside a bridge loop's namespace (see `benches/bridge_loop.py --probe`), which it
-//! fills itself: it attaches to TAP B, raises B's queue, then `--rounds` times writes
-//! `--frames` frames into TAP A and drains them.
+//! Run inside a bridge loop's namespace (`benches/bridge_loop.py --probe N` runs it N times
+//! per frame size and reports the medians). It fills the loop itself: it attaches to TAP B,
+//! raises B's queue, then `--rounds` times writes `--frames` frames into TAP A and drains
+//! them.
 //!
 //! The loops (every one reads one frame per `read()` and checks size and signature, as
 //! `native_bridge` does):
@@ -215,7 +216,7 @@ fn main() -> std::io::Result<()> {
     }
     for (k, name) in names.iter().enumerate() {
         println!(
-            "{name:7} {size:5} B  {:7.1} ns/frame  ({} frames)",
+            "{{\"loop\":\"{name}\",\"size\":{size},\"ns_per_frame\":{:.1},\"frames\":{}}}",
             cpu[k] as f64 / got[k].max(1) as f64,
             got[k]
         );
