@@ -35,12 +35,12 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use rustix::time::{clock_gettime, ClockId};
+use std::sync::Arc;
 use vnetio::batch::MAX_FRAME;
+use vnetio::device::tuntap::{Adapter, OpenOptions, Queue};
 use vnetio::device::BurstClock;
 use vnetio::sys::cache::prefetch;
-use vnetio::device::tuntap::{Adapter, OpenOptions, Queue};
 use vnetio::{Device, Medium, PacketBatch};
-use std::sync::Arc;
 
 const SRC_MAC: [u8; 6] = [0x02, 0x76, 0x6e, 0x10, 0x00, 0x01];
 const DST_MAC: [u8; 6] = [0x02, 0x76, 0x6e, 0x10, 0x00, 0x02];
@@ -79,7 +79,9 @@ impl Loops {
         match which {
             "buf" => {
                 while n < BATCH {
-                    let Ok(len) = (&self.tap).read(&mut self.buf) else { break };
+                    let Ok(len) = (&self.tap).read(&mut self.buf) else {
+                        break;
+                    };
                     own += usize::from(len == self.size && self.buf[6..14] == self.sig);
                     n += 1;
                 }
@@ -105,7 +107,9 @@ impl Loops {
                 while n < BATCH {
                     let slot = b.recv_slot(MAX_FRAME);
                     prefetch(&slot[..last_len]);
-                    let Ok(len) = (&self.tap).read(slot) else { break };
+                    let Ok(len) = (&self.tap).read(slot) else {
+                        break;
+                    };
                     last_len = len;
                     b.commit(len, clock.stamp());
                     n += 1;
@@ -117,7 +121,10 @@ impl Loops {
                 self.batch_turn ^= 1;
                 let mut b = std::mem::take(&mut self.batches[self.batch_turn]);
                 b.clear();
-                n = self.queue.recv_batch(&mut b, BATCH, Duration::ZERO).unwrap_or(0);
+                n = self
+                    .queue
+                    .recv_batch(&mut b, BATCH, Duration::ZERO)
+                    .unwrap_or(0);
                 own += b.iter().filter(|f| self.own(f)).count();
                 self.batches[self.batch_turn] = b;
             }
@@ -128,7 +135,9 @@ impl Loops {
                 let mut b = std::mem::take(&mut self.batches[self.batch_turn]);
                 b.clear();
                 while n < BATCH {
-                    let Ok(len) = (&self.tap).read(b.recv_slot(MAX_FRAME)) else { break };
+                    let Ok(len) = (&self.tap).read(b.recv_slot(MAX_FRAME)) else {
+                        break;
+                    };
                     b.commit(len, clock.stamp());
                     n += 1;
                 }
