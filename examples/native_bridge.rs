@@ -27,6 +27,11 @@
 //! `--control`. They serve the "reader-only ceiling": frames are queued in B's ring first,
 //! then only the draining is timed.
 //!
+//! `--keep N` makes the reader keep its frames as a batch API must: N frames back to back in
+//! an arena, two arenas in turn, instead of one reused buffer (the fair native counterpart
+//! of a caller that holds one `recv_batch` result while it reads the next; see
+//! BENCHMARKS.md, "Reader-only ceiling at 1514 B"). The benchmark's native rows do not use it.
+//!
 //! A frame counts as delivered only if it has the benchmark's size and starts with our
 //! source MAC and `EtherType` (bytes `6..14`); anything else on the port is noise.
 
