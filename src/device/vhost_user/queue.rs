@@ -116,6 +116,7 @@ impl VhostQueue {
             timestamp_ns: now_ns(),
         };
         let mut tally = TxTally::default();
+        let used_before = st.get_queue().next_used();
         let result = ring::pop_tx(
             st.get_queue_mut(),
             &*mem,
@@ -125,7 +126,9 @@ impl VhostQueue {
             &mut scratch,
             &mut tally,
         );
-        if tally.chains > 0 && st.needs_notification().unwrap_or(true) {
+        // The chains are handed back with one index update (see ring::pop_tx), which the
+        // ring's own needs_notification does not count: decide here.
+        if ring::used_needs_notification(st.get_queue(), &*mem, used_before) {
             let _ = st.signal_used_queue();
         }
         drop(st);
