@@ -22,7 +22,9 @@ Measured per run:
 
 Plus a reader-only ceiling: B's txqueuelen is raised to 262144 while a reader is attached
 but not reading, a native writer queues ``--ceiling-frames`` frames, and only the reader's
-draining of them is timed.
+draining of them is timed. ``--probe N`` adds ``examples/reader_probe.rs`` N times per
+size: native and vnetio receive loops taking turns in one process on the same frames (CPU
+per frame), which other work on the machine weighs on alike.
 
 Usage (root): ``python benches/bridge_loop.py [--seconds 3] [--repeat 3] [--out FILE]``.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -536,6 +539,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ceiling", action="store_true", help="skip the reader-only ceiling")
     p.add_argument("--no-loop", action="store_true", help="run only the reader-only ceiling")
     p.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run examples/reader_probe.rs N times per size: receive loops (native "
+        "buffer, native batch, vnetio's) interleaved in one process, CPU ns/frame (0: off)",
+    )
+    p.add_argument(
         "--max-other-cpu",
         type=float,
         default=0.05,
@@ -586,6 +597,66 @@ def select_impls(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return [k for k in args.impls if k not in skipped], skipped
 
 
+PROBE_LOOPS = {
+    "buf": "native `read()` into one reused buffer",
+    "keep": "native `read()` into a kept batch (256 frames back to back, two arenas in turn)",
+    "batch": "`PacketBatch` slots, no prefetch (vnetio's loop before the hint)",
+    "batch-pf": "`PacketBatch` slots, next slot prefetched (the library's hint)",
+    "batch1": "`PacketBatch` slots, no prefetch, one batch reused",
+    "lib": "vnetio `tuntap::Queue::recv_batch` (the library's receive path)",
+}
+
+
+def run_probes(args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+    """``examples/reader_probe`` ``--probe`` times per size, each in a fresh bridge loop:
+    per run, each loop's CPU ns/frame (the loops take turns in one process)."""
+    binary = build_example("reader_probe")
+    runs: dict[int, list[dict[str, float]]] = {}
+    for rep in range(args.probe):
+        for size in args.sizes:
+            with topology.BridgeLoop("probe") as loop:
+                argv = [str(binary), "--size", str(size), "--rounds", "3"]
+                proc = subprocess.run(
+                    loop.ns_argv(argv), capture_output=True, text=True, timeout=600, check=False
+                )
+            if proc.returncode != 0:
+                raise BenchError(f"reader_probe failed: {proc.stderr.strip()[-500:]}")
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            res = {x["loop"]: float(x["ns_per_frame"]) for x in lines}
+            runs.setdefault(size, []).append(res)
+            shown = ", ".join(f"{k} {v:.0f}" for k, v in res.items())
+            log(f"[{rep + 1}/{args.probe}] probe {size:5d} B  CPU ns/frame: {shown}")
+    return runs
+
+
+def render_probes(runs: dict[int, list[dict[str, float]]]) -> list[str]:
+    out = [
+        "## Receive loops interleaved in one process (examples/reader_probe.rs)",
+        "",
+        (
+            "Per run, the loops take turns every 4 batches of 256 on the same queued frames "
+            "(3 × 250 000 frames); figures are the reading thread's CPU ns per frame, median "
+            "over runs, and each loop's per-run ratio to `buf` (median, range)."
+        ),
+        "",
+        "| loop | size | CPU ns/frame | vs `buf` (per run) |",
+        "|---|---:|---:|---|",
+    ]
+    for size, rs in runs.items():
+        for key, label in PROBE_LOOPS.items():
+            vals = [r[key] for r in rs if key in r]
+            ratios = [r[key] / r["buf"] for r in rs if key in r and r.get("buf")]
+            if not vals:
+                continue
+            spread = f"{min(ratios):.3f}–{max(ratios):.3f}" if len(ratios) > 1 else ""
+            out.append(
+                f"| {label} | {size} | {statistics.median(vals):.0f} | "
+                f"{statistics.median(ratios):.3f} {spread} |"
+            )
+    out.append("")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = command_line(relative(sys.executable), relative(sys.argv[0]))
@@ -598,14 +669,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     loops, ceiling = comparisons(args, runnable)
     run_all(args, loops, ceiling)
+    probes = run_probes(args) if args.probe > 0 else {}
     load = (load_start, uptime_line())
     report = render(args, command, loops, ceiling, skipped, time.monotonic() - t_start, load)
+    if probes:
+        report += "\n" + "\n".join(render_probes(probes))
     raw = {
         "command": command,
         "load": list(load),
         "max_other_cpu": args.max_other_cpu,
         "loop": [c.to_json() for c in loops],
         "ceiling": [c.to_json() for c in ceiling],
+        "probe": {str(size): rs for size, rs in probes.items()},
     }
     emit(report, args.out, args.json, raw)
     if args.benchmarks_md:

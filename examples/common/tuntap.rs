@@ -155,3 +155,15 @@ pub fn thread_cpu_seconds() -> f64 {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
+
+/// A second descriptor for the open file behind `fd` (`dup`): the same TAP queue, read
+/// through std. For `reader_probe`, which reads one vnetio queue both ways.
+pub fn dup_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
+    // SAFETY: dup takes an integer and returns a new descriptor or -1; no memory is passed.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a descriptor just returned by dup, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(new) })
+}

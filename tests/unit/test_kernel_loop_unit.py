@@ -108,3 +108,28 @@ def test_import_vnetio_stays_light() -> None:
     )
     assert out.stdout.strip() == "[]"
     assert vnetio.KernelLoop is KernelLoop
+
+
+@pytest.mark.parametrize("size", [64, 1514, 61, 1513])  # even: two-byte columns; odd: bytes
+def test_counting_own_frames_checks_every_signature_byte(size: int) -> None:
+    """The column check must see a wrong byte anywhere in any frame's signature, at either
+    column width, and then count frame by frame."""
+    frame = _topology.build_frame(size)
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([frame] * 300), size) == 300
+    for pos in range(6, 14):
+        for victim in (0, 137, 299):
+            bad = bytearray(frame)
+            bad[pos] ^= 0x40
+            frames = [frame] * 300
+            frames[victim] = bytes(bad)
+            batch = vnetio.Batch.from_frames(frames)
+            assert _topology.count_own_frames(batch, size) == 299, (pos, victim)
+
+
+def test_counting_own_frames_with_foreign_sizes_mixed_in() -> None:
+    own, other = _topology.build_frame(1514), _topology.build_frame(1513)
+    batch = vnetio.Batch.from_frames([own, other, own, other[:-1] + b"\0"])
+    assert _topology.count_own_frames(batch, 1514) == 2
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([]), 1514) == 0
+    stranger = _topology.build_frame(64, src="02:76:6e:10:00:09")  # not our source MAC
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([stranger] * 5), 64) == 0
