@@ -121,8 +121,9 @@ TCK = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of process ``pid`` so far: ``user``, ``system``, and ``vcpu`` (threads
-    named like QEMU's TCG vCPU threads, ``CPU n/TCG``); zeros when it is gone."""
-    out = {"user": 0.0, "system": 0.0, "vcpu": 0.0}
+    named like QEMU's TCG vCPU threads, ``CPU n/TCG``), and how often those slept
+    (``vcpu_sleeps``); zeros when it is gone."""
+    out = {"user": 0.0, "system": 0.0, "vcpu": 0.0, "vcpu_sleeps": 0.0}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -139,7 +140,20 @@ def proc_cpu(pid: int) -> dict[str, float]:
         out["system"] += system
         if "/TCG" in comm:
             out["vcpu"] += user + system
+            out["vcpu_sleeps"] += vcpu_sleeps(pid, tid)
     return out
+
+
+def vcpu_sleeps(pid: int, tid: str) -> float:
+    """Times a vCPU thread went to sleep (``voluntary_ctxt_switches``): under TCG, mostly
+    the guest halting with nothing to do until the device answers."""
+    try:
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
 
 
 def busy_seconds() -> float:
@@ -374,6 +388,7 @@ class Run:
     guest_tx_kicks: int = 0  # … its TX notifications to the device (exits, under TCG)
     guest_rx_packets: int = 0
     guest_rx_kicks: int = 0  # RX buffers posted with a notification
+    vcpu_sleeps: int = 0  # the vCPU thread's voluntary context switches (guest halted)
     attempts: int = 1  # runs made for this one (a disturbed run is redone, the calmest kept)
     error: str | None = None
 
@@ -425,6 +440,10 @@ class Run:
         """Guest virtio interrupts per packet it sent or received."""
         packets = self.guest_tx_packets + self.guest_rx_packets
         return self.guest_irqs / packets if packets else 0.0
+
+    @property
+    def vcpu_sleeps_per_gbit(self) -> float:
+        return self.vcpu_sleeps / self.gbit if self.gbit else 0.0
 
     @property
     def tx_packets_per_gbit(self) -> float:
@@ -530,6 +549,7 @@ def iperf_once(
     run.guest_rx_packets = int(guest["rx_queue_0_packets"])
     run.guest_rx_kicks = int(guest["rx_queue_0_kicks"])
     run.qemu_vcpu = qemu["vcpu"]
+    run.vcpu_sleeps = int(qemu["vcpu_sleeps"])
     run.qemu_other = qemu["user"] + qemu["system"] - qemu["vcpu"]
     run.forwarder_user = fwd.get("user", 0.0)
     run.forwarder_system = fwd.get("system", 0.0)
@@ -680,8 +700,9 @@ def render(
         lines += table_head(
             ["path", "TX packets per Gbit (k)", "TX kicks per TX packet",
              "RX packets per Gbit (k)", "RX kicks per RX packet",
-             "virtio IRQs per packet (TX + RX)", "guest vCPU s per Gbit"],
-            "lrrrrrr",
+             "virtio IRQs per packet (TX + RX)", "vCPU thread sleeps per Gbit",
+             "guest vCPU s per Gbit"],
+            "lrrrrrrr",
         )  # fmt: skip
         for name in args.paths:
             mine = [r for r in ok if r.path == name and r.direction == d]
@@ -695,6 +716,7 @@ def render(
                     f"{med(mine, 'rx_packets_per_gbit') / 1e3:.1f}",
                     span(mine, "rx_kicks_per_packet", ".3f"),
                     span(mine, "irqs_per_packet", ".3f"),
+                    span(mine, "vcpu_sleeps_per_gbit", ".0f"),
                     span(mine, "vcpu_per_gbit", ".3f"),
                 ])
             )  # fmt: skip
