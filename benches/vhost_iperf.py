@@ -18,6 +18,9 @@ One guest per path (tests/vm/rig.py: Debian's kernel, a busybox initramfs with i
   the backend's.
 * **qemu-memfd** (a control): the same as qemu, with the guest's RAM a shared memfd
   (``memory-backend-memfd,share=on``), as a vhost-user guest's RAM must be.
+* **vhost-base** (only when asked for, with ``--baseline-vnetio DIR``): the same as vhost,
+  with a forwarder that imports another vnetio build (``DIR/vnetio``): a before/after
+  comparison of a backend change in the same rounds.
 
 Each round runs every path (alternating, rotated each round) and both directions: an
 iperf3 server in the guest, the client in the path's namespace (``iperf3 -c GUEST -t
@@ -30,7 +33,10 @@ per Gbit). Also: the host iperf3 client's CPU (the same work on both paths, not 
 the CPU that everything else on the machine used meanwhile (``/proc/stat`` busy time minus
 the measured processes: the idle other guests, other people's work), which other
 benchmark processes were running, the guest's virtio interrupts, and the mean size of the
-frames crossing the TAP in the data direction (whole TSO super-frames or not). A run
+frames crossing the TAP in the data direction (whole TSO super-frames or not). The guest's
+side per packet: its virtio-net driver's own counters (``ethtool -S``: packets and kicks
+per queue, a super-frame counting one), virtio interrupts per packet, and how often the
+vCPU thread slept (the guest halted) per Gbit. A run
 during which other work used more than ``--max-other`` cores is redone (``--retries``
 times; the calmest attempt is kept). Ratios are per round (vhost / qemu of the same round).
 
@@ -627,6 +633,41 @@ def span(runs: list[Run], key: str, fmt: str = ".2f") -> str:
     return cell + (f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else "")
 
 
+def guest_side(args: argparse.Namespace, ok: list[Run], d: str) -> list[str]:
+    """The guest's costs per packet on each path, in direction ``d``."""
+    lines = [
+        (
+            f"Guest side, {ARROW[d]} (the guest driver's own counters, `ethtool -S`, and the "
+            "vCPU thread's voluntary context switches; median (range) per run):"
+        ),
+        "",
+    ]
+    lines += table_head(
+        ["path", "TX packets per Gbit (k)", "TX kicks per TX packet",
+         "RX packets per Gbit (k)", "RX kicks per RX packet",
+         "virtio IRQs per packet (TX + RX)", "vCPU thread sleeps per Gbit",
+         "guest vCPU s per Gbit"],
+        "lrrrrrrr",
+    )  # fmt: skip
+    for name in args.paths:
+        mine = [r for r in ok if r.path == name and r.direction == d]
+        if not mine:
+            continue
+        lines.append(
+            row([
+                LABEL[name],
+                f"{med(mine, 'tx_packets_per_gbit') / 1e3:.1f}",
+                span(mine, "tx_kicks_per_packet", ".3f"),
+                f"{med(mine, 'rx_packets_per_gbit') / 1e3:.1f}",
+                span(mine, "rx_kicks_per_packet", ".3f"),
+                span(mine, "irqs_per_packet", ".3f"),
+                span(mine, "vcpu_sleeps_per_gbit", ".0f"),
+                span(mine, "vcpu_per_gbit", ".3f"),
+            ])
+        )  # fmt: skip
+    return [*lines, ""]
+
+
 def render(
     args: argparse.Namespace, runs: list[Run], info: dict[str, Any], counters: dict[str, Any]
 ) -> str:
@@ -695,32 +736,7 @@ def render(
                 ])
             )  # fmt: skip
         lines.append("")
-        lines += [f"Guest side, {ARROW[d]} (the guest driver's own counters, `ethtool -S`; "
-                  "median (range) per run):", ""]  # fmt: skip
-        lines += table_head(
-            ["path", "TX packets per Gbit (k)", "TX kicks per TX packet",
-             "RX packets per Gbit (k)", "RX kicks per RX packet",
-             "virtio IRQs per packet (TX + RX)", "vCPU thread sleeps per Gbit",
-             "guest vCPU s per Gbit"],
-            "lrrrrrrr",
-        )  # fmt: skip
-        for name in args.paths:
-            mine = [r for r in ok if r.path == name and r.direction == d]
-            if not mine:
-                continue
-            lines.append(
-                row([
-                    LABEL[name],
-                    f"{med(mine, 'tx_packets_per_gbit') / 1e3:.1f}",
-                    span(mine, "tx_kicks_per_packet", ".3f"),
-                    f"{med(mine, 'rx_packets_per_gbit') / 1e3:.1f}",
-                    span(mine, "rx_kicks_per_packet", ".3f"),
-                    span(mine, "irqs_per_packet", ".3f"),
-                    span(mine, "vcpu_sleeps_per_gbit", ".0f"),
-                    span(mine, "vcpu_per_gbit", ".3f"),
-                ])
-            )  # fmt: skip
-        lines.append("")
+        lines += guest_side(args, ok, d)
     lines += ["### Every run", ""]
     lines += table_head(
         ["round", "path", "direction", "Gbit/s", "retr.", "host CPU s/Gbit",
