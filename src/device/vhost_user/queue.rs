@@ -1,8 +1,8 @@
 //! One queue pair of a vhost-user adapter: frames the guest transmitted into a batch,
 //! batches into the buffers the guest posted, one copy per frame each way.
 
-use super::ring::{Pushed, RingFault, RxConfig, RxTally, TxConfig, TxTally};
 use super::backend::Conn;
+use super::ring::{Pushed, RingFault, RxConfig, RxTally, TxConfig, TxTally};
 use super::{features, lock, ring, PairSignals, Shared, Staged, RECHECK, STAGE_FRAMES};
 use crate::batch::PacketBatch;
 use crate::device::loopback::Overflow;
@@ -97,10 +97,9 @@ impl VhostQueue {
         sig.set_tx_pending(!staged.batch.is_empty());
         if n < max {
             let scratch = &mut staged.scratch;
-            let drained = self
-                .shared
-                .current()
-                .and_then(|conn| drain_tx(&self.shared, &conn, self.index, batch, max - n, scratch));
+            let drained = self.shared.current().and_then(|conn| {
+                drain_tx(&self.shared, &conn, self.index, batch, max - n, scratch)
+            });
             if let Some(d) = drained {
                 n += d.frames;
                 refused += d.refused;
