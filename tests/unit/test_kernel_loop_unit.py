@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 
@@ -52,8 +51,9 @@ def test_without_privileges_the_error_says_what_is_needed(
     assert namespaces() == before
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
 def test_without_net_admin_for_real() -> None:
+    """A child without CAP_NET_ADMIN (dropped with setpriv, from util-linux: `make
+    system-deps` installs it) gets the PermissionError that names the capability."""
     code = (
         "import vnetio\n"
         "try:\n"
