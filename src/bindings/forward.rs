@@ -57,12 +57,15 @@ fn direction_dict<'py>(py: Python<'py>, s: &DirectionStats) -> PyResult<Bound<'p
 impl PyForwarder {
     #[new]
     #[pyo3(signature = (a, b, *, batch = 256))]
-    fn new(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, batch: usize) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+        batch: usize,
+    ) -> PyResult<Self> {
         let (pa, pb) = (adapter_of(a, "a")?, adapter_of(b, "b")?);
-        let devs: [Arc<dyn Device>; 2] = [
-            Arc::clone(pa.get().device()),
-            Arc::clone(pb.get().device()),
-        ];
+        let devs: [Arc<dyn Device>; 2] =
+            [Arc::clone(pa.get().device()), Arc::clone(pb.get().device())];
         let names = [pa.get().name().to_owned(), pb.get().name().to_owned()];
         let [da, db] = devs;
         let fwd = detached(py, || {

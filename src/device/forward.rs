@@ -286,12 +286,8 @@ impl Forwarder {
     /// in hand). Both devices stay open. Idempotent.
     pub fn close(&self) {
         self.shared.finish(State::Closed);
-        let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for t in threads {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
@@ -452,7 +448,14 @@ mod tests {
     }
 
     /// outer_a ⇄ [a ⇄ fwd ⇄ b] ⇄ outer_b
-    fn rig(mtu_b: usize) -> (Arc<LoopbackEnd>, Arc<LoopbackEnd>, Forwarder, [Arc<dyn Device>; 2]) {
+    fn rig(
+        mtu_b: usize,
+    ) -> (
+        Arc<LoopbackEnd>,
+        Arc<LoopbackEnd>,
+        Forwarder,
+        [Arc<dyn Device>; 2],
+    ) {
         let (oa, a) = pair(4096, Medium::Ethernet, 1500, Overflow::Drop).unwrap();
         let (ob, b) = pair(4096, Medium::Ethernet, mtu_b, Overflow::Drop).unwrap();
         let (a, b): (Arc<dyn Device>, Arc<dyn Device>) = (Arc::new(a), Arc::new(b));
@@ -507,7 +510,10 @@ mod tests {
         let got = drain(&ob, 2);
         assert_eq!(got, vec![frames[0].clone(), frames[2].clone()]);
         let ab = fwd.stats()[0];
-        assert_eq!((ab.frames, ab.delivered, ab.dropped, ab.refused), (3, 2, 1, 1));
+        assert_eq!(
+            (ab.frames, ab.delivered, ab.dropped, ab.refused),
+            (3, 2, 1, 1)
+        );
         assert!(fwd.last_error().unwrap().contains("b refused"));
     }
 
@@ -516,7 +522,11 @@ mod tests {
         let (_oa, _ob, fwd, [a, b]) = rig(1500);
         let t = Instant::now();
         fwd.close();
-        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(fwd.state(), State::Closed);
         assert!(!a.is_closed() && !b.is_closed());
         fwd.close(); // idempotent

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import vnetio
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
 from tests.packets import make_frame
 
@@ -66,7 +68,7 @@ def test_frames_the_destination_refuses_are_dropped_and_counted(
 
 def test_close_is_prompt_and_leaves_the_adapters_open() -> None:
     outer_a, a = vnetio.loopback_pair()
-    outer_b, b = vnetio.loopback_pair()
+    _outer_b, b = vnetio.loopback_pair()
     with vnetio.Forwarder(a, b) as fwd:
         assert fwd.a is a and fwd.b is b
         time.sleep(0.1)
@@ -85,8 +87,8 @@ def test_close_is_prompt_and_leaves_the_adapters_open() -> None:
 
 @pytest.mark.parametrize("side", ["a", "b"])
 def test_a_closed_adapter_stops_the_forwarder(side: str) -> None:
-    outer_a, a = vnetio.loopback_pair()
-    outer_b, b = vnetio.loopback_pair()
+    _outer_a, a = vnetio.loopback_pair()
+    _outer_b, b = vnetio.loopback_pair()
     fwd = vnetio.Forwarder(a, b)
     try:
         assert fwd.wait(0.05) is False
@@ -124,9 +126,6 @@ def test_superframes_sent_into_a_loopback_cross_as_their_segments() -> None:
     """A loopback end keeps no offload metadata (it splits a super-frame when it is sent),
     so the forwarder sees and moves plain segments; super-frames crossing whole are tested
     over two TAPs (tests/privileged/test_forwarder_taps.py)."""
-    from scapy.layers.inet import IP, TCP  # noqa: PLC0415
-    from scapy.layers.l2 import Ether  # noqa: PLC0415
-
     pkt = (
         Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
         / IP(src="192.0.2.1", dst="192.0.2.2")
