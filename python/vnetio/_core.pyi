@@ -26,6 +26,7 @@ __all__ = [
     "Adapter",
     "Batch",
     "EchoResponder",
+    "Forwarder",
     "Loopback",
     "Macvtap",
     "Offload",

@@ -199,14 +199,14 @@ impl Forwarder {
         let this = Forwarder {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
-            names: names.clone(),
+            names,
         };
         for (dir, (src, dst)) in [(Arc::clone(&a), Arc::clone(&b)), (b, a)]
             .into_iter()
             .enumerate()
         {
             let s = Arc::clone(&shared);
-            let names = names.clone();
+            let names = this.names.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vnetio-fwd-{}", ["ab", "ba"][dir]))
                 .spawn(move || {
@@ -448,14 +448,14 @@ mod tests {
     }
 
     /// outer_a ⇄ [a ⇄ fwd ⇄ b] ⇄ outer_b
-    fn rig(
-        mtu_b: usize,
-    ) -> (
+    type Rig = (
         Arc<LoopbackEnd>,
         Arc<LoopbackEnd>,
         Forwarder,
         [Arc<dyn Device>; 2],
-    ) {
+    );
+
+    fn rig(mtu_b: usize) -> Rig {
         let (oa, a) = pair(4096, Medium::Ethernet, 1500, Overflow::Drop).unwrap();
         let (ob, b) = pair(4096, Medium::Ethernet, mtu_b, Overflow::Drop).unwrap();
         let (a, b): (Arc<dyn Device>, Arc<dyn Device>) = (Arc::new(a), Arc::new(b));
