@@ -66,7 +66,11 @@ impl PyForwarder {
         let (pa, pb) = (adapter_of(a, "a")?, adapter_of(b, "b")?);
         let devs: [Arc<dyn Device>; 2] =
             [Arc::clone(pa.get().device()), Arc::clone(pb.get().device())];
-        let names = [pa.get().name().to_owned(), pb.get().name().to_owned()];
+        let mut names = [pa.get().name().to_owned(), pb.get().name().to_owned()];
+        if names[0] == names[1] {
+            // Two ends both called e.g. "loop1": say which side a message is about.
+            names = [format!("a ({})", names[0]), format!("b ({})", names[1])];
+        }
         let [da, db] = devs;
         let fwd = detached(py, || {
             Forwarder::start(da, db, names, ForwardOptions { batch })

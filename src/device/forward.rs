@@ -493,12 +493,13 @@ mod tests {
         ob.send_frames(&s).unwrap();
         assert_eq!(drain(&ob, 100), there);
         assert_eq!(drain(&oa, 50), back);
+        assert_eq!(fwd.state(), State::Running);
+        fwd.close(); // joins the threads: the counters are final
         let [ab, ba] = fwd.stats();
         assert_eq!((ab.frames, ab.delivered, ab.dropped), (100, 100, 0));
         assert_eq!((ba.frames, ba.delivered, ba.dropped), (50, 50, 0));
         let bytes: usize = there.iter().map(Vec::len).sum();
         assert_eq!(ab.bytes, bytes as u64);
-        assert_eq!(fwd.state(), State::Running);
     }
 
     #[test]
@@ -509,6 +510,7 @@ mod tests {
         oa.send_frames(&s).unwrap();
         let got = drain(&ob, 2);
         assert_eq!(got, vec![frames[0].clone(), frames[2].clone()]);
+        fwd.close();
         let ab = fwd.stats()[0];
         assert_eq!(
             (ab.frames, ab.delivered, ab.dropped, ab.refused),

@@ -26,6 +26,19 @@ def rig() -> Iterator[tuple[vnetio.Loopback, vnetio.Loopback, vnetio.Forwarder]]
             end.close()
 
 
+def settled(fwd: vnetio.Forwarder, direction: str, frames: int) -> dict[str, int]:
+    """The direction's counters once every frame taken is accounted for (the receiver can
+    see a frame a moment before the forwarder counts it delivered)."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        stats = fwd.stats()[direction]
+        done = (
+            stats["frames"] >= frames and stats["delivered"] + stats["dropped"] == stats["frames"]
+        )
+        if done or time.monotonic() > deadline:
+            return stats
+
+
 def drain(end: vnetio.Loopback, want: int, timeout: float = 5.0) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -44,8 +57,7 @@ def test_frames_cross_both_ways_in_order_and_are_counted(
     assert outer_b.send_batch(back) == 120
     assert drain(outer_b, 300) == there
     assert drain(outer_a, 120) == back
-    stats = fwd.stats()
-    ab, ba = stats["a_to_b"], stats["b_to_a"]
+    ab, ba = settled(fwd, "a_to_b", 300), settled(fwd, "b_to_a", 120)
     assert (ab["frames"], ab["delivered"], ab["dropped"]) == (300, 300, 0)
     assert ab["bytes"] == sum(map(len, there))
     assert (ba["frames"], ba["delivered"], ba["dropped"]) == (120, 120, 0)
@@ -60,7 +72,7 @@ def test_frames_the_destination_refuses_are_dropped_and_counted(
     frames = [make_frame(1, 100), make_frame(2, 1400), make_frame(3, 200)]  # b's MTU is 1000
     outer_a.send_batch(frames)
     assert drain(outer_b, 2) == [frames[0], frames[2]]
-    ab = fwd.stats()["a_to_b"]
+    ab = settled(fwd, "a_to_b", 3)
     assert (ab["frames"], ab["delivered"], ab["dropped"], ab["refused"]) == (3, 2, 1, 1)
     assert fwd.last_error is not None and "refused" in fwd.last_error
     assert fwd.running  # a refused frame does not stop it
@@ -97,8 +109,9 @@ def test_a_closed_adapter_stops_the_forwarder(side: str) -> None:
         assert fwd.wait(2.0) is True
         assert time.monotonic() - started < 0.5
         assert fwd.state == "stopped" and not fwd.running
+        # Both ends are called "loop1": the reason says which side too.
         name = (a if side == "a" else b).name
-        assert fwd.reason == f"{name} was closed"
+        assert fwd.reason == f"{side} ({name}) was closed"
         assert not (b if side == "a" else a).closed  # the other side is left open
     finally:
         fwd.close()
@@ -143,5 +156,5 @@ def test_superframes_sent_into_a_loopback_cross_as_their_segments() -> None:
     with vnetio.Forwarder(a, b) as fwd:
         outer_a.send_batch(superframe)
         assert drain(outer_b, len(segments)) == segments
-        ab = fwd.stats()["a_to_b"]
+        ab = settled(fwd, "a_to_b", 5)
         assert (ab["frames"], ab["superframes"], ab["delivered"]) == (5, 0, 5)
