@@ -600,7 +600,9 @@ class Forwarder:
     (no Python per batch; the interpreter lock is never taken). Offload metadata crosses
     when the destination takes it, and is resolved in software otherwise. A closed adapter
     stops the forwarder (``state == "stopped"``, ``reason`` names it); ``close()`` stops it
-    and leaves both adapters open. Do not receive from ``a`` or ``b`` yourself meanwhile."""
+    and leaves both adapters open. Do not receive from ``a`` or ``b`` yourself meanwhile.
+    A multi-queue adapter is forwarded through its first queue: to use every queue, give
+    each pair of ``Queue`` objects a Forwarder of its own."""
 
     def __new__(cls, a: Adapter, b: Adapter, *, batch: int = 256) -> Self: ...
     @property

@@ -15,7 +15,8 @@ use crate::device::Device;
 
 /// Forward frames both ways between two adapters, in two Rust threads. Offload metadata
 /// crosses when the destination takes it; otherwise it is resolved in software. Closing
-/// the forwarder (or either adapter) stops it; closing it leaves both adapters open.
+/// the forwarder (or either adapter) stops it; closing it leaves both adapters open. A
+/// multi-queue adapter is forwarded through its first queue (pass `Queue`s for the others).
 #[pyclass(name = "Forwarder", module = "vnetio._core", frozen)]
 pub struct PyForwarder {
     fwd: Arc<Forwarder>,
