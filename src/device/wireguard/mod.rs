@@ -1,0 +1,675 @@
+//! WireGuard: a tunnel endpoint between a plaintext packet port and a UDP socket.
+//!
+//! The plaintext side is any [`Device`] of IP packets: a TUN adapter (the system routes
+//! through it) or one end of an in-memory loopback pair whose other end is the user's
+//! (an endpoint in-process, without root). The protocol itself — handshake, cookies,
+//! timers, rekeying, replay window, ChaCha20-Poly1305 — is boringtun's `noise` module;
+//! this module adds what a device around it needs: cryptokey routing (`peers`), roaming,
+//! the data path threads, and a count for every datagram or packet it does not deliver.
+//!
+//! Threads (all Rust, no Python): *outbound* reads plaintext packets from the port in
+//! batches, routes each by destination to a peer, encrypts and sends it; *inbound* reads
+//! datagrams, finds the peer, decrypts, checks the inner source against the peer's
+//! AllowedIPs and writes the packet to the port; it also runs the peers' timers
+//! (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`].
+
+pub mod keys;
+mod peers;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+pub use self::keys::KEY_LEN;
+use self::peers::PeerTable;
+pub use self::peers::{canonical, parse_network, Peer, PeerConfig, PeerInfo};
+use super::Device;
+use crate::batch::PacketBatch;
+use crate::error::{Error, VnetResult};
+
+/// How often the peers' timers run (boringtun's own device ticks every 250 ms).
+pub const TIMER_PERIOD: Duration = Duration::from_millis(100);
+
+/// Handshake initiations per second the interface accepts before it answers with cookies
+/// (boringtun's device uses the same figure).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// Largest datagram: a 64 KiB plaintext packet plus WireGuard's 32 bytes of framing.
+const MAX_DATAGRAM: usize = 65_535 + 32;
+
+/// Plaintext packets read per outbound batch.
+const OUTBOUND_BATCH: usize = 64;
+
+/// Why a datagram or packet was not delivered. Each has its own counter in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A datagram that is not a WireGuard message (wrong type, wrong length, truncated).
+    Malformed,
+    /// A message for a session index or public key no peer has.
+    UnknownPeer,
+    /// A message that fails authentication: wrong key, bad MAC or AEAD tag.
+    BadAuthentication,
+    /// A data message whose counter was seen before or is too old, or a handshake
+    /// initiation replayed (its timestamp is not newer than the last one).
+    Replayed,
+    /// A data message for a session that no longer exists (expired or never made).
+    NoSession,
+    /// A handshake refused because the interface is under load and the sender has no cookie.
+    UnderLoad,
+    /// A decrypted packet whose source address is outside its peer's AllowedIPs.
+    DisallowedSource,
+    /// A plaintext packet that is not IPv4 or IPv6 (no destination to route by).
+    NotIp,
+    /// A plaintext packet whose destination is in no peer's AllowedIPs.
+    NoRoute,
+    /// A plaintext packet for a peer that has no endpoint yet (none configured, never heard).
+    NoEndpoint,
+    /// A datagram the UDP socket refused to send.
+    SendError,
+    /// A packet the plaintext port refused (it is closed, or the frame did not fit).
+    PortError,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`Stats::drops`].
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::UnknownPeer,
+        DropReason::BadAuthentication,
+        DropReason::Replayed,
+        DropReason::NoSession,
+        DropReason::UnderLoad,
+        DropReason::DisallowedSource,
+        DropReason::NotIp,
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::SendError,
+        DropReason::PortError,
+    ];
+
+    /// The counter's name (Python attribute names).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::BadAuthentication => "bad_authentication",
+            DropReason::Replayed => "replayed",
+            DropReason::NoSession => "no_session",
+            DropReason::UnderLoad => "under_load",
+            DropReason::DisallowedSource => "disallowed_source",
+            DropReason::NotIp => "not_ip",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::SendError => "send_error",
+            DropReason::PortError => "port_error",
+        }
+    }
+
+    fn of(error: &WireGuardError) -> DropReason {
+        use WireGuardError as E;
+        match error {
+            E::WrongIndex => DropReason::UnknownPeer,
+            E::WrongKey | E::InvalidMac | E::InvalidAeadTag => DropReason::BadAuthentication,
+            E::InvalidTai64nTimestamp
+            | E::WrongTai64nTimestamp
+            | E::InvalidCounter
+            | E::DuplicateCounter => DropReason::Replayed,
+            E::NoCurrentSession | E::ConnectionExpired => DropReason::NoSession,
+            E::UnderLoad => DropReason::UnderLoad,
+            E::DestinationBufferTooSmall
+            | E::IncorrectPacketLength
+            | E::UnexpectedPacket
+            | E::WrongPacketType
+            | E::InvalidPacket
+            | E::LockFailed => DropReason::Malformed,
+        }
+    }
+}
+
+/// The interface's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received (every one, delivered or not).
+    pub rx_datagrams: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Datagrams sent (handshakes, cookies, keepalives and data).
+    pub tx_datagrams: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Decrypted packets written to the plaintext port.
+    pub rx_packets: u64,
+    /// Plaintext packets encrypted and sent.
+    pub tx_packets: u64,
+    /// Plaintext packets held while a handshake completes (sent once it does; boringtun
+    /// keeps at most 256 per peer and drops older ones when a session expires unused).
+    pub queued: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Failed receive calls on the UDP socket.
+    pub rx_errors: u64,
+    /// Per [`Drop`] reason, in the order of [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+#[derive(Default)]
+struct Counters {
+    rx_datagrams: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    queued: AtomicU64,
+    handshakes: AtomicU64,
+    rx_errors: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// What an interface is made with (the `[Interface]` section of a wg-quick file, less
+/// what the TUN side does with addresses and MTU).
+pub struct TunnelConfig {
+    /// This end's private key.
+    pub private_key: [u8; KEY_LEN],
+    /// UDP port to listen on (`None` or 0: one the kernel picks).
+    pub listen_port: Option<u16>,
+}
+
+struct Shared {
+    private: StaticSecret,
+    public: PublicKey,
+    rate_limiter: RateLimiter,
+    table: RwLock<PeerTable>,
+    socket: UdpSocket,
+    /// Whether the socket is IPv6 (dual-stack): IPv4 endpoints are then sent as mapped.
+    socket_v6: bool,
+    port: Arc<dyn Device>,
+    counters: Counters,
+    closed: AtomicBool,
+}
+
+/// A WireGuard interface: the peers, the UDP socket and the threads between the socket
+/// and the plaintext port. Dropping it (or [`Tunnel::close`]) stops the threads.
+pub struct Tunnel {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Tunnel {
+    /// Bind the UDP socket (in the caller's network namespace: open it on a thread in
+    /// the right one) and start the threads over `port`, a device of IP packets.
+    pub fn start(config: &TunnelConfig, port: Arc<dyn Device>) -> VnetResult<Tunnel> {
+        if port.medium() != crate::wire::Medium::Ip {
+            return Err(Error::InvalidArgument(
+                "a WireGuard interface carries IP packets: its plaintext side must be a TUN \
+                 (kind=\"tun\"), not a TAP"
+                    .into(),
+            ));
+        }
+        let (socket, socket_v6) = bind(config.listen_port.unwrap_or(0))?;
+        socket
+            .set_read_timeout(Some(TIMER_PERIOD))
+            .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
+        let private = StaticSecret::from(config.private_key);
+        let public = PublicKey::from(&private);
+        let shared = Arc::new(Shared {
+            rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
+            private,
+            public,
+            table: RwLock::new(PeerTable::default()),
+            socket,
+            socket_v6,
+            port,
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for (name, body) in [
+            ("vnetio-wg-in", Shared::inbound as fn(&Shared)),
+            ("vnetio-wg-out", Shared::outbound as fn(&Shared)),
+        ] {
+            let mine = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&mine));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    let tunnel = Tunnel {
+                        shared,
+                        threads: Mutex::new(threads),
+                    };
+                    tunnel.close();
+                    return Err(Error::os(format!("start the {name} thread"), e));
+                }
+            }
+        }
+        Ok(Tunnel {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// This end's public key.
+    pub fn public_key(&self) -> [u8; KEY_LEN] {
+        self.shared.public.to_bytes()
+    }
+
+    /// The UDP port datagrams arrive on.
+    pub fn listen_port(&self) -> VnetResult<u16> {
+        self.shared
+            .socket
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| Error::os("getsockname on the UDP socket", e))
+    }
+
+    /// Add a peer, or replace the one with the same public key.
+    pub fn add_peer(&self, config: PeerConfig) -> VnetResult<()> {
+        let peer = self
+            .shared
+            .write_table()
+            .add(&self.shared.private, config)?;
+        // A peer with a persistent keepalive and an endpoint starts its handshake at
+        // once (as `wg set` does), so it is reachable before it has anything to send.
+        if peer.config.persistent_keepalive.is_some() {
+            let mut buf = vec![0u8; 256];
+            let result = peer.tunn().format_handshake_initiation(&mut buf, false);
+            self.shared.emit(&peer, result, None);
+        }
+        Ok(())
+    }
+
+    /// Remove a peer. Returns whether it existed.
+    pub fn remove_peer(&self, public_key: &[u8; KEY_LEN]) -> bool {
+        self.shared.write_table().remove(public_key)
+    }
+
+    /// Every peer, as `wg show` describes it.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared
+            .read_table()
+            .peers()
+            .iter()
+            .map(|p| p.info())
+            .collect()
+    }
+
+    /// The interface's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let mut drops = [0; DropReason::ALL.len()];
+        for (out, counter) in drops.iter_mut().zip(&c.drops) {
+            *out = counter.load(Relaxed);
+        }
+        Stats {
+            rx_datagrams: c.rx_datagrams.load(Relaxed),
+            rx_bytes: c.rx_bytes.load(Relaxed),
+            tx_datagrams: c.tx_datagrams.load(Relaxed),
+            tx_bytes: c.tx_bytes.load(Relaxed),
+            rx_packets: c.rx_packets.load(Relaxed),
+            tx_packets: c.tx_packets.load(Relaxed),
+            queued: c.queued.load(Relaxed),
+            handshakes: c.handshakes.load(Relaxed),
+            rx_errors: c.rx_errors.load(Relaxed),
+            drops,
+        }
+    }
+
+    /// Stop the threads (within [`TIMER_PERIOD`]) and close the plaintext port.
+    /// Idempotent.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Relaxed);
+        self.shared.port.close();
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for handle in threads {
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether [`Tunnel::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Relaxed)
+    }
+}
+
+impl std::ops::Drop for Tunnel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A UDP socket on `port`: dual-stack IPv6 where the namespace has IPv6, else IPv4.
+fn bind(port: u16) -> VnetResult<(UdpSocket, bool)> {
+    match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(socket) => Ok((socket, true)),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                .map(|s| (s, false))
+                .map_err(|e| bind_error(port, e))
+        }
+        Err(e) => Err(bind_error(port, e)),
+    }
+}
+
+fn bind_error(port: u16, e: io::Error) -> Error {
+    let err = Error::os(format!("bind the WireGuard UDP socket to port {port}"), e);
+    match err {
+        Error::Os { ref source, .. } if source.raw_os_error() == Some(libc::EADDRINUSE) => err
+            .with_hint(format!(
+                "another socket (another WireGuard interface?) uses UDP port {port}; choose \
+                 another listen_port, or none to let the kernel pick one"
+            )),
+        other => other,
+    }
+}
+
+impl Shared {
+    fn read_table(&self) -> RwLockReadGuard<'_, PeerTable> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, PeerTable> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Send a datagram to `to` (an endpoint as we keep it: IPv4 plain).
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> bool {
+        let to = match to {
+            SocketAddr::V4(v4) if self.socket_v6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        };
+        match self.socket.send_to(datagram, to) {
+            Ok(_) => {
+                self.counters.tx_datagrams.fetch_add(1, Relaxed);
+                self.counters
+                    .tx_bytes
+                    .fetch_add(datagram.len() as u64, Relaxed);
+                true
+            }
+            Err(_) => {
+                self.counters.drop(DropReason::SendError);
+                false
+            }
+        }
+    }
+
+    /// Act on what boringtun asked for: send a datagram to `to` (or the peer's endpoint),
+    /// count an error. Returns whether a datagram was sent.
+    fn emit(&self, peer: &Peer, result: TunnResult<'_>, to: Option<SocketAddr>) -> bool {
+        match result {
+            TunnResult::WriteToNetwork(datagram) => match to.or_else(|| peer.endpoint()) {
+                Some(to) => {
+                    let sent = self.send_to(datagram, to);
+                    if sent {
+                        peer.tx_datagrams.fetch_add(1, Relaxed);
+                        peer.tx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+                    }
+                    sent
+                }
+                None => {
+                    self.counters.drop(DropReason::NoEndpoint);
+                    false
+                }
+            },
+            TunnResult::Err(e) => {
+                self.counters.drop(DropReason::of(&e));
+                false
+            }
+            TunnResult::Done
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => false,
+        }
+    }
+
+    /// Plaintext port → peers: route, encrypt, send.
+    fn outbound(&self) {
+        let mut batch = PacketBatch::default();
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        while !self.closed.load(Relaxed) {
+            batch.clear();
+            match self
+                .port
+                .recv_batch(&mut batch, OUTBOUND_BATCH, TIMER_PERIOD)
+            {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(Error::Closed) => break,
+                Err(_) => {
+                    self.counters.drop(DropReason::PortError);
+                    std::thread::sleep(TIMER_PERIOD);
+                    continue;
+                }
+            }
+            let table = self.read_table();
+            for packet in batch.iter() {
+                let Some(dst) = Tunn::dst_address(packet) else {
+                    self.counters.drop(DropReason::NotIp);
+                    continue;
+                };
+                let Some(peer) = table.route(dst) else {
+                    self.counters.drop(DropReason::NoRoute);
+                    continue;
+                };
+                let mut tunn = peer.tunn();
+                let result = tunn.encapsulate(packet, &mut out);
+                drop(tunn);
+                let is_data =
+                    matches!(&result, TunnResult::WriteToNetwork(d) if d.first() == Some(&4));
+                if !is_data {
+                    // No session yet: boringtun holds the packet and (maybe) starts a
+                    // handshake; the packet goes out when the handshake completes.
+                    self.counters.queued.fetch_add(1, Relaxed);
+                    self.emit(peer, result, None);
+                } else if self.emit(peer, result, None) {
+                    self.counters.tx_packets.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Peers → plaintext port: receive, authenticate, decrypt, check, deliver; and the
+    /// timers.
+    fn inbound(&self) {
+        let mut datagram = vec![0u8; MAX_DATAGRAM];
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        let mut next_tick = Instant::now() + TIMER_PERIOD;
+        let mut next_reset = Instant::now() + Duration::from_secs(1);
+        while !self.closed.load(Relaxed) {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(&mut out);
+                next_tick = now + TIMER_PERIOD;
+                if now >= next_reset {
+                    self.rate_limiter.reset_count();
+                    next_reset = now + Duration::from_secs(1);
+                }
+            }
+            match self.socket.recv_from(&mut datagram) {
+                Ok((len, from)) => self.receive(&datagram[..len], from, &mut out),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.counters.rx_errors.fetch_add(1, Relaxed);
+                    std::thread::sleep(TIMER_PERIOD);
+                }
+            }
+        }
+    }
+
+    fn tick(&self, out: &mut [u8]) {
+        for peer in self.read_table().peers() {
+            let result = peer.tunn().update_timers(out);
+            match result {
+                // An expired connection is routine (no traffic for 3 minutes): not a drop.
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                result => {
+                    self.emit(&peer, result, None);
+                }
+            }
+        }
+    }
+
+    fn receive(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+        let c = &self.counters;
+        c.rx_datagrams.fetch_add(1, Relaxed);
+        c.rx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+        let from_ip = canonical(from).ip();
+        // MAC1 of handshakes first (cheap, keyed on our public key), cookies under load:
+        // only then the Diffie-Hellman that finds the initiator's key.
+        let packet = match self
+            .rate_limiter
+            .verify_packet(Some(from_ip), datagram, out)
+        {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.send_to(cookie, from);
+                c.drop(DropReason::UnderLoad);
+                return;
+            }
+            Err(TunnResult::Err(e)) => {
+                c.drop(DropReason::of(&e));
+                return;
+            }
+            Err(_) => {
+                c.drop(DropReason::Malformed);
+                return;
+            }
+        };
+        let table = self.read_table();
+        let peer = match &packet {
+            Packet::HandshakeInit(init) => {
+                match parse_handshake_anon(&self.private, &self.public, init) {
+                    Ok(half) => table.by_key(&half.peer_static_public),
+                    Err(e) => {
+                        c.drop(DropReason::of(&e));
+                        return;
+                    }
+                }
+            }
+            Packet::HandshakeResponse(p) => table.by_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => table.by_index(p.receiver_idx),
+            Packet::PacketData(p) => table.by_index(p.receiver_idx),
+        };
+        let Some(peer) = peer else {
+            c.drop(DropReason::UnknownPeer);
+            return;
+        };
+        let handshake = matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        );
+        let mut tunn = peer.tunn();
+        match tunn.decapsulate(Some(from_ip), datagram, out) {
+            TunnResult::Err(e) => {
+                drop(tunn);
+                c.drop(DropReason::of(&e));
+            }
+            TunnResult::Done => {
+                drop(tunn);
+                peer.heard_from(from, datagram.len()); // a keepalive, or a cookie
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake answered (or completed: a keepalive confirms it). Then what
+                // waited for the session goes out.
+                if handshake {
+                    c.handshakes.fetch_add(1, Relaxed);
+                }
+                let sent = {
+                    let reply_len = reply.len();
+                    let ok = self.send_to(reply, from);
+                    if ok {
+                        peer.tx_datagrams.fetch_add(1, Relaxed);
+                        peer.tx_bytes.fetch_add(reply_len as u64, Relaxed);
+                    }
+                    ok
+                };
+                let _ = sent;
+                loop {
+                    match tunn.decapsulate(None, &[], out) {
+                        TunnResult::WriteToNetwork(queued) => {
+                            let len = queued.len();
+                            if self.send_to(queued, from) {
+                                peer.tx_datagrams.fetch_add(1, Relaxed);
+                                peer.tx_bytes.fetch_add(len as u64, Relaxed);
+                                c.tx_packets.fetch_add(1, Relaxed);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                drop(tunn);
+                peer.heard_from(from, datagram.len());
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => {
+                drop(tunn);
+                self.deliver(&table, peer, IpAddr::V4(src), packet, from, datagram.len());
+            }
+            TunnResult::WriteToTunnelV6(packet, src) => {
+                drop(tunn);
+                self.deliver(&table, peer, IpAddr::V6(src), packet, from, datagram.len());
+            }
+        }
+    }
+
+    /// Hand a decrypted packet to the port if its source belongs to the peer that sent it.
+    fn deliver(
+        &self,
+        table: &PeerTable,
+        peer: &Peer,
+        src: IpAddr,
+        packet: &[u8],
+        from: SocketAddr,
+        datagram_len: usize,
+    ) {
+        // The datagram was authentic: roaming applies even if the packet is refused.
+        peer.heard_from(from, datagram_len);
+        if table.route(src).map(|p| p.id) != Some(peer.id) {
+            self.counters.drop(DropReason::DisallowedSource);
+            return;
+        }
+        match self.port.send_frames(&[packet]) {
+            Ok(_) => {
+                self.counters.rx_packets.fetch_add(1, Relaxed);
+            }
+            Err(_) => self.counters.drop(DropReason::PortError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
