@@ -14,6 +14,9 @@ DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
 # The serial devices: socat is the relay baseline in the benchmarks; net-tools has slattach,
 # copied into the guest that tests SlipLink against Linux's own SLIP driver.
 DEB_PACKAGES += socat net-tools
+# WireGuard peers no one here wrote: wireguard-go (userspace) and wg (wireguard-tools),
+# also copied into the guest that runs kernel WireGuard.
+DEB_PACKAGES += wireguard-go wireguard-tools
 # The guest rig (tests/vm/rig.py): QEMU, Debian's kernel with its modules, static busybox.
 # Installed without recommends (QEMU's are the GUI, OVMF, qemu-utils, block drivers: unused).
 DEB_PACKAGES_NO_RECOMMENDS := qemu-system-x86 linux-image-amd64 busybox-static

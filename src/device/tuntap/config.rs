@@ -264,6 +264,34 @@ impl Adapter {
             })
     }
 
+    /// Route `dst/prefix` through this adapter (`ip route add DST/PREFIX dev NAME`).
+    pub fn add_route(&self, dst: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl().add_route(self.ifindex, dst, prefix).map_err(|e| {
+            let exists = e.raw_os_error() == Some(libc::EEXIST);
+            let err = with_cap_hint(Error::os(
+                format!("add route {dst}/{prefix} via {}", self.name),
+                e,
+            ));
+            if exists {
+                err.with_hint("a route to this network exists already (`ip route show`)")
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Remove a route added with [`Adapter::add_route`].
+    pub fn del_route(&self, dst: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl().del_route(self.ifindex, dst, prefix).map_err(|e| {
+            with_cap_hint(Error::os(
+                format!("remove route {dst}/{prefix} via {}", self.name),
+                e,
+            ))
+        })
+    }
+
     /// Every address with its prefix length.
     pub fn addresses(&self) -> VnetResult<Vec<(IpAddr, u8)>> {
         self.live()?;

@@ -195,7 +195,11 @@ struct Shared {
     public: PublicKey,
     rate_limiter: RateLimiter,
     table: RwLock<PeerTable>,
-    socket: UdpSocket,
+    /// The socket for sends outside the threads (a new peer's first handshake). Each
+    /// thread has its own descriptor of the same socket; all are closed by `close`, so the
+    /// port is free again once it returns.
+    control: Mutex<Option<UdpSocket>>,
+    listen_port: u16,
     /// Whether the socket is IPv6 (dual-stack): IPv4 endpoints are then sent as mapped.
     socket_v6: bool,
     port: Arc<dyn Device>,
@@ -211,9 +215,13 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Bind the UDP socket (in the caller's network namespace: open it on a thread in
-    /// the right one) and start the threads over `port`, a device of IP packets.
-    pub fn start(config: &TunnelConfig, port: Arc<dyn Device>) -> VnetResult<Tunnel> {
+    /// Bind the UDP socket in network namespace `netns` (`None`: the caller's) and start
+    /// the threads over `port`, a device of IP packets.
+    pub fn start(
+        config: &TunnelConfig,
+        port: Arc<dyn Device>,
+        netns: Option<&str>,
+    ) -> VnetResult<Tunnel> {
         if port.medium() != crate::wire::Medium::Ip {
             return Err(Error::InvalidArgument(
                 "a WireGuard interface carries IP packets: its plaintext side must be a TUN \
@@ -221,10 +229,21 @@ impl Tunnel {
                     .into(),
             ));
         }
-        let (socket, socket_v6) = bind(config.listen_port.unwrap_or(0))?;
+        let (socket, socket_v6) =
+            super::netns::run_in(netns, || bind(config.listen_port.unwrap_or(0)))?;
         socket
             .set_read_timeout(Some(TIMER_PERIOD))
             .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
+        let listen_port = socket
+            .local_addr()
+            .map_err(|e| Error::os("getsockname on the UDP socket", e))?
+            .port();
+        let dup = |what| {
+            socket
+                .try_clone()
+                .map_err(|e| Error::os(format!("duplicate the UDP socket for {what}"), e))
+        };
+        let (inbound, outbound) = (dup("receiving")?, dup("sending")?);
         let private = StaticSecret::from(config.private_key);
         let public = PublicKey::from(&private);
         let shared = Arc::new(Shared {
@@ -232,21 +251,30 @@ impl Tunnel {
             private,
             public,
             table: RwLock::new(PeerTable::default()),
-            socket,
+            control: Mutex::new(Some(socket)),
+            listen_port,
             socket_v6,
             port,
             counters: Counters::default(),
             closed: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
-        for (name, body) in [
-            ("vnetio-wg-in", Shared::inbound as fn(&Shared)),
-            ("vnetio-wg-out", Shared::outbound as fn(&Shared)),
+        for (name, body, socket) in [
+            (
+                "vnetio-wg-in",
+                Shared::inbound as fn(&Shared, &UdpSocket),
+                inbound,
+            ),
+            (
+                "vnetio-wg-out",
+                Shared::outbound as fn(&Shared, &UdpSocket),
+                outbound,
+            ),
         ] {
             let mine = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || body(&mine));
+                .spawn(move || body(&mine, &socket));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -271,12 +299,8 @@ impl Tunnel {
     }
 
     /// The UDP port datagrams arrive on.
-    pub fn listen_port(&self) -> VnetResult<u16> {
-        self.shared
-            .socket
-            .local_addr()
-            .map(|a| a.port())
-            .map_err(|e| Error::os("getsockname on the UDP socket", e))
+    pub fn listen_port(&self) -> u16 {
+        self.shared.listen_port
     }
 
     /// Add a peer, or replace the one with the same public key.
@@ -288,9 +312,16 @@ impl Tunnel {
         // A peer with a persistent keepalive and an endpoint starts its handshake at
         // once (as `wg set` does), so it is reachable before it has anything to send.
         if peer.config.persistent_keepalive.is_some() {
-            let mut buf = vec![0u8; 256];
-            let result = peer.tunn().format_handshake_initiation(&mut buf, false);
-            self.shared.emit(&peer, result, None);
+            let control = self
+                .shared
+                .control
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(socket) = control.as_ref() {
+                let mut buf = vec![0u8; 256];
+                let result = peer.tunn().format_handshake_initiation(&mut buf, false);
+                self.shared.emit(socket, &peer, result, None);
+            }
         }
         Ok(())
     }
@@ -336,6 +367,11 @@ impl Tunnel {
     pub fn close(&self) {
         self.shared.closed.store(true, Relaxed);
         self.shared.port.close();
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let threads = std::mem::take(
             &mut *self
                 .threads
@@ -401,14 +437,14 @@ impl Shared {
     }
 
     /// Send a datagram to `to` (an endpoint as we keep it: IPv4 plain).
-    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> bool {
+    fn send_to(&self, socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> bool {
         let to = match to {
             SocketAddr::V4(v4) if self.socket_v6 => {
                 SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
             }
             other => other,
         };
-        match self.socket.send_to(datagram, to) {
+        match socket.send_to(datagram, to) {
             Ok(_) => {
                 self.counters.tx_datagrams.fetch_add(1, Relaxed);
                 self.counters
@@ -425,11 +461,17 @@ impl Shared {
 
     /// Act on what boringtun asked for: send a datagram to `to` (or the peer's endpoint),
     /// count an error. Returns whether a datagram was sent.
-    fn emit(&self, peer: &Peer, result: TunnResult<'_>, to: Option<SocketAddr>) -> bool {
+    fn emit(
+        &self,
+        socket: &UdpSocket,
+        peer: &Peer,
+        result: TunnResult<'_>,
+        to: Option<SocketAddr>,
+    ) -> bool {
         match result {
             TunnResult::WriteToNetwork(datagram) => match to.or_else(|| peer.endpoint()) {
                 Some(to) => {
-                    let sent = self.send_to(datagram, to);
+                    let sent = self.send_to(socket, datagram, to);
                     if sent {
                         peer.tx_datagrams.fetch_add(1, Relaxed);
                         peer.tx_bytes.fetch_add(datagram.len() as u64, Relaxed);
@@ -452,7 +494,7 @@ impl Shared {
     }
 
     /// Plaintext port → peers: route, encrypt, send.
-    fn outbound(&self) {
+    fn outbound(&self, socket: &UdpSocket) {
         let mut batch = PacketBatch::default();
         let mut out = vec![0u8; MAX_DATAGRAM];
         while !self.closed.load(Relaxed) {
@@ -489,8 +531,8 @@ impl Shared {
                     // No session yet: boringtun holds the packet and (maybe) starts a
                     // handshake; the packet goes out when the handshake completes.
                     self.counters.queued.fetch_add(1, Relaxed);
-                    self.emit(peer, result, None);
-                } else if self.emit(peer, result, None) {
+                    self.emit(socket, peer, result, None);
+                } else if self.emit(socket, peer, result, None) {
                     self.counters.tx_packets.fetch_add(1, Relaxed);
                 }
             }
@@ -499,7 +541,7 @@ impl Shared {
 
     /// Peers → plaintext port: receive, authenticate, decrypt, check, deliver; and the
     /// timers.
-    fn inbound(&self) {
+    fn inbound(&self, socket: &UdpSocket) {
         let mut datagram = vec![0u8; MAX_DATAGRAM];
         let mut out = vec![0u8; MAX_DATAGRAM];
         let mut next_tick = Instant::now() + TIMER_PERIOD;
@@ -507,15 +549,15 @@ impl Shared {
         while !self.closed.load(Relaxed) {
             let now = Instant::now();
             if now >= next_tick {
-                self.tick(&mut out);
+                self.tick(socket, &mut out);
                 next_tick = now + TIMER_PERIOD;
                 if now >= next_reset {
                     self.rate_limiter.reset_count();
                     next_reset = now + Duration::from_secs(1);
                 }
             }
-            match self.socket.recv_from(&mut datagram) {
-                Ok((len, from)) => self.receive(&datagram[..len], from, &mut out),
+            match socket.recv_from(&mut datagram) {
+                Ok((len, from)) => self.receive(socket, &datagram[..len], from, &mut out),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -531,20 +573,20 @@ impl Shared {
         }
     }
 
-    fn tick(&self, out: &mut [u8]) {
+    fn tick(&self, socket: &UdpSocket, out: &mut [u8]) {
         for peer in self.read_table().peers() {
             let result = peer.tunn().update_timers(out);
             match result {
                 // An expired connection is routine (no traffic for 3 minutes): not a drop.
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {}
                 result => {
-                    self.emit(&peer, result, None);
+                    self.emit(socket, &peer, result, None);
                 }
             }
         }
     }
 
-    fn receive(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+    fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
         let c = &self.counters;
         c.rx_datagrams.fetch_add(1, Relaxed);
         c.rx_bytes.fetch_add(datagram.len() as u64, Relaxed);
@@ -557,7 +599,7 @@ impl Shared {
         {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
-                self.send_to(cookie, from);
+                self.send_to(socket, cookie, from);
                 c.drop(DropReason::UnderLoad);
                 return;
             }
@@ -611,7 +653,7 @@ impl Shared {
                 }
                 let sent = {
                     let reply_len = reply.len();
-                    let ok = self.send_to(reply, from);
+                    let ok = self.send_to(socket, reply, from);
                     if ok {
                         peer.tx_datagrams.fetch_add(1, Relaxed);
                         peer.tx_bytes.fetch_add(reply_len as u64, Relaxed);
@@ -623,7 +665,7 @@ impl Shared {
                     match tunn.decapsulate(None, &[], out) {
                         TunnResult::WriteToNetwork(queued) => {
                             let len = queued.len();
-                            if self.send_to(queued, from) {
+                            if self.send_to(socket, queued, from) {
                                 peer.tx_datagrams.fetch_add(1, Relaxed);
                                 peer.tx_bytes.fetch_add(len as u64, Relaxed);
                                 c.tx_packets.fetch_add(1, Relaxed);

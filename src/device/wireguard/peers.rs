@@ -13,6 +13,7 @@ use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 
 use super::keys::{self, KEY_LEN};
+use crate::device::tuntap::parse_cidr;
 use crate::error::{Error, VnetResult};
 
 /// What a peer is configured with (a `[Peer]` section of a wg-quick file).
@@ -33,26 +34,14 @@ pub struct PeerConfig {
 /// Read an AllowedIPs entry: an address with an optional prefix length ("10.0.0.0/24",
 /// "fd00::1/128", "10.0.0.7" = /32). Host bits are cleared, as `wg` does.
 pub fn parse_network(text: &str) -> VnetResult<IpNetwork> {
-    let bad = |why: &str| {
-        Err(Error::InvalidArgument(format!(
-            "allowed IP {text:?}: {why}; write an address with an optional prefix length, \
-             such as \"10.0.0.0/24\", \"10.0.0.7\" or \"fd00::/64\""
-        )))
-    };
-    let (addr, prefix) = match text.trim().split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text.trim(), None),
-    };
-    let Ok(addr) = addr.parse::<IpAddr>() else {
-        return bad("not an IPv4 or IPv6 address");
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix.map(str::parse::<u8>) {
-        None => max,
-        Some(Ok(p)) if p <= max => p,
-        Some(_) => return bad(&format!("the prefix length must be 0 to {max}")),
-    };
-    IpNetwork::new_truncate(addr, prefix).or_else(|e| bad(&e.to_string()))
+    let (addr, prefix) = parse_cidr(text.trim()).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "allowed IP: {e}; write an address with an optional prefix length, such as \
+             \"10.0.0.0/24\", \"10.0.0.7\" or \"fd00::/64\""
+        ))
+    })?;
+    IpNetwork::new_truncate(addr, prefix)
+        .map_err(|e| Error::InvalidArgument(format!("allowed IP {text:?}: {e}")))
 }
 
 /// An endpoint as we keep it: IPv4-mapped IPv6 addresses as plain IPv4.

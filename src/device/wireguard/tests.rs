@@ -21,7 +21,7 @@ fn end() -> End {
         listen_port: None,
     };
     End {
-        tunnel: Tunnel::start(&config, Arc::new(port)).unwrap(),
+        tunnel: Tunnel::start(&config, Arc::new(port), None).unwrap(),
         user,
         private,
     }
@@ -31,12 +31,8 @@ fn peer_of(other: &End, allowed: &[&str], endpoint: bool) -> PeerConfig {
     PeerConfig {
         public_key: keys::public_of(&other.private),
         preshared_key: None,
-        endpoint: endpoint.then(|| {
-            SocketAddr::new(
-                Ipv4Addr::LOCALHOST.into(),
-                other.tunnel.listen_port().unwrap(),
-            )
-        }),
+        endpoint: endpoint
+            .then(|| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), other.tunnel.listen_port())),
         allowed_ips: allowed.iter().map(|a| parse_network(a).unwrap()).collect(),
         persistent_keepalive: None,
     }
@@ -124,10 +120,7 @@ fn packets_cross_both_ways_after_a_handshake() {
         0
     );
     let pb = &b.tunnel.peers()[0];
-    assert_eq!(
-        pb.endpoint.map(|e| e.port()),
-        Some(a.tunnel.listen_port().unwrap())
-    );
+    assert_eq!(pb.endpoint.map(|e| e.port()), Some(a.tunnel.listen_port()));
     assert!(pb.latest_handshake.is_some() && pb.rx_bytes > 0 && pb.tx_bytes > 0);
 }
 
@@ -152,7 +145,7 @@ fn spoofed_sources_unknown_routes_and_garbage_are_counted() {
     a.user.send_frames(&[&nowhere]).unwrap();
     // Garbage straight at b's socket.
     let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let b_addr = (Ipv4Addr::LOCALHOST, b.tunnel.listen_port().unwrap());
+    let b_addr = (Ipv4Addr::LOCALHOST, b.tunnel.listen_port());
     probe.send_to(b"\x04\0\0\0short", b_addr).unwrap(); // data type, truncated
     probe.send_to(&[0x63; 200], b_addr).unwrap(); // no such message type
     let mut forged = vec![4u8, 0, 0, 0];
@@ -222,4 +215,15 @@ fn close_stops_the_threads_promptly() {
     );
     assert!(a.tunnel.is_closed());
     a.tunnel.close();
+}
+
+#[test]
+fn close_frees_the_port() {
+    let a = end();
+    let port = a.tunnel.listen_port();
+    a.tunnel.close();
+    // The Tunnel still exists (as a Python object would until collected): the port is free.
+    UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .expect("the port is still bound after close()");
 }

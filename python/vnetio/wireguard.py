@@ -1,0 +1,392 @@
+"""WireGuard endpoints: on a vnetio TUN (the system routes through it) or in-process.
+
+>>> from vnetio import wireguard
+>>> key = wireguard.genkey()
+>>> len(wireguard.pubkey(key))
+44
+
+The protocol (handshake, cookies, timers, rekeying, replay window, ChaCha20-Poly1305) is
+boringtun's ``noise`` module in the Rust core; cryptokey routing, roaming and the data path
+(Rust threads, no Python per packet) are vnetio's. Two modes:
+
+* ``Interface(key, tun="wg0", addresses=[...])``: a TUN adapter with those addresses, and a
+  route through it for every peer's AllowedIPs, as ``wg-quick up`` sets up (needs root);
+* ``Interface(key)``: no TUN and no root. The interface itself is the plaintext adapter:
+  ``recv_batch``/``send_batch`` carry the IP packets that go through the tunnel, and it takes
+  ``set_filter``, capture and scapy inspection like any vnetio adapter (``.adapter``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import _core
+from ._core import Adapter, Batch, Tun
+
+__all__ = [
+    "Config",
+    "Interface",
+    "Peer",
+    "PeerConfig",
+    "genkey",
+    "pubkey",
+]
+
+#: Frames the in-process interface's plaintext queue holds in each direction.
+DEFAULT_CAPACITY = 4096
+
+
+def genkey() -> str:
+    """A new private key in base64, like ``wg genkey`` (interchangeable with it)."""
+    return _core.wg_genkey()
+
+
+def pubkey(private_key: str) -> str:
+    """The public key of ``private_key``, like ``wg pubkey``."""
+    return _core.wg_pubkey(private_key)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer as ``wg show`` describes it."""
+
+    public_key: str
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
+    #: Unix time of the latest completed handshake (None: never).
+    latest_handshake: float | None
+    rx_bytes: int
+    tx_bytes: int
+    rx_datagrams: int
+    tx_datagrams: int
+    persistent_keepalive: int | None
+    preshared_key: bool
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A ``[Peer]`` section."""
+
+    public_key: str
+    endpoint: str | None = None
+    allowed_ips: tuple[str, ...] = ()
+    preshared_key: str | None = None
+    persistent_keepalive: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A wg-quick file: the ``[Interface]`` keys vnetio uses, the peers, and what it does not
+    use (``ignored``: (section, key) pairs such as ("Interface", "DNS"))."""
+
+    private_key: str
+    addresses: tuple[str, ...] = ()
+    listen_port: int | None = None
+    mtu: int | None = None
+    peers: tuple[PeerConfig, ...] = ()
+    ignored: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "<text>") -> Config:
+        """Read the wg-quick format (``wg showconf`` output included)."""
+        interface: dict[str, str] = {}
+        peers: list[dict[str, str]] = []
+        ignored: list[tuple[str, str]] = []
+        section: dict[str, str] | None = None
+        section_name = ""
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            where = f"{source}, line {number}"
+            header = re.fullmatch(r"\[\s*(\w+)\s*\]", line)
+            if header:
+                section_name = header.group(1).lower()
+                if section_name == "interface":
+                    if interface:
+                        raise ValueError(f"{where}: a second [Interface] section")
+                    section = interface
+                elif section_name == "peer":
+                    section = {}
+                    peers.append(section)
+                else:
+                    raise ValueError(
+                        f"{where}: unknown section [{header.group(1)}]; a wg-quick file has "
+                        "one [Interface] and any number of [Peer] sections"
+                    )
+                continue
+            if section is None:
+                raise ValueError(f"{where}: {line!r} comes before any [Interface] or [Peer]")
+            if "=" not in line:
+                raise ValueError(f"{where}: {line!r} is not KEY = VALUE")
+            key, value = (part.strip() for part in line.split("=", 1))
+            lower = key.lower()
+            known = _INTERFACE_KEYS if section_name == "interface" else _PEER_KEYS
+            if lower not in known:
+                ignored.append(("Interface" if section_name == "interface" else "Peer", key))
+                continue
+            if lower in _LIST_KEYS and lower in section:
+                section[lower] += "," + value  # repeated AllowedIPs/Address lines add up
+            else:
+                section[lower] = value
+        if "privatekey" not in interface:
+            raise ValueError(f"{source}: the [Interface] section has no PrivateKey")
+        return cls(
+            private_key=interface["privatekey"],
+            addresses=_split(interface.get("address", "")),
+            listen_port=_int(interface.get("listenport"), "ListenPort", source),
+            mtu=_int(interface.get("mtu"), "MTU", source),
+            peers=tuple(_peer(p, source) for p in peers),
+            ignored=tuple(ignored),
+        )
+
+
+_INTERFACE_KEYS = {"privatekey", "address", "listenport", "mtu"}
+_PEER_KEYS = {"publickey", "presharedkey", "allowedips", "endpoint", "persistentkeepalive"}
+_LIST_KEYS = {"address", "allowedips"}
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(value: str | None, key: str, source: str) -> int | None:
+    if value is None or value.lower() == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{source}: {key} = {value!r} is not a number") from None
+
+
+def _peer(section: dict[str, str], source: str) -> PeerConfig:
+    if "publickey" not in section:
+        raise ValueError(f"{source}: a [Peer] section has no PublicKey")
+    return PeerConfig(
+        public_key=section["publickey"],
+        endpoint=section.get("endpoint"),
+        allowed_ips=_split(section.get("allowedips", "")),
+        preshared_key=section.get("presharedkey"),
+        persistent_keepalive=_int(
+            section.get("persistentkeepalive"), "PersistentKeepalive", source
+        ),
+    )
+
+
+class Interface:
+    """A WireGuard interface. With ``tun``: a TUN adapter of that name (root), addresses on
+    it, routes for the peers' AllowedIPs. Without: an in-process endpoint whose plaintext
+    side is this object (``recv_batch``/``send_batch``, ``adapter`` for the rest)."""
+
+    def __init__(
+        self,
+        private_key: str,
+        *,
+        listen_port: int | None = None,
+        addresses: Iterable[str] = (),
+        mtu: int = 1420,
+        netns: str | None = None,
+        tun: str | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self.addresses = tuple(addresses)
+        self.mtu = mtu
+        self.netns = netns
+        self._tun: Tun | None = None
+        self._routes: list[str] = []
+        port: Adapter
+        if tun is None:
+            user, port = _core.loopback_pair(capacity, kind="tun", mtu=mtu)
+            self._adapter: Adapter = user
+        else:
+            self._tun = Tun(tun, netns=netns, mtu=mtu)
+            self._adapter = port = self._tun
+        try:
+            if self._tun is not None:
+                for address in self.addresses:
+                    self._tun.add_address(address)
+                self._tun.up()
+            self._wg = _core.WireGuard(private_key, port, listen_port=listen_port, netns=netns)
+        except BaseException:
+            self._adapter.close()
+            if tun is None:
+                port.close()
+            raise
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | os.PathLike[str] | Config,
+        *,
+        tun: str | None = None,
+        netns: str | None = None,
+        **kwargs: Any,
+    ) -> Interface:
+        """An interface and its peers from a wg-quick file (a path or its text). Keys vnetio
+        does not use (DNS, PostUp, Table, …) are named in a warning, not ignored silently."""
+        if not isinstance(config, Config):
+            text = str(config)
+            if "\n" not in text and Path(text).exists():
+                config = Config.parse(Path(text).read_text(), source=text)
+            else:
+                config = Config.parse(text)
+        if config.ignored:
+            names = ", ".join(f"{section}.{key}" for section, key in config.ignored)
+            warnings.warn(
+                f"WireGuard configuration: vnetio does not use {names} (left out)",
+                stacklevel=2,
+            )
+        iface = cls(
+            config.private_key,
+            listen_port=config.listen_port,
+            addresses=config.addresses,
+            mtu=config.mtu or 1420,
+            netns=netns,
+            tun=tun,
+            **kwargs,
+        )
+        try:
+            for peer in config.peers:
+                iface.add_peer(
+                    peer.public_key,
+                    endpoint=peer.endpoint,
+                    allowed_ips=peer.allowed_ips,
+                    preshared_key=peer.preshared_key,
+                    persistent_keepalive=peer.persistent_keepalive,
+                )
+        except BaseException:
+            iface.close()
+            raise
+        return iface
+
+    # -- the tunnel ----------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> str:
+        return self._wg.public_key
+
+    @property
+    def listen_port(self) -> int:
+        return self._wg.listen_port
+
+    @property
+    def tun(self) -> Tun | None:
+        """The TUN adapter (TUN mode), or None (in-process)."""
+        return self._tun
+
+    @property
+    def adapter(self) -> Adapter:
+        """The plaintext adapter: the TUN in TUN mode (the tunnel reads and writes it), this
+        interface's own end in-process (capture, asyncio, filters, scapy helpers)."""
+        return self._adapter
+
+    def add_peer(
+        self,
+        public_key: str,
+        *,
+        endpoint: str | None = None,
+        allowed_ips: Sequence[str] = (),
+        preshared_key: str | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> None:
+        """Add a peer (or replace the one with this key). In TUN mode, each AllowedIPs
+        network also gets a route through the TUN (one that exists already is kept)."""
+        self._wg.add_peer(
+            public_key,
+            endpoint=endpoint,
+            allowed_ips=list(allowed_ips),
+            preshared_key=preshared_key,
+            persistent_keepalive=persistent_keepalive,
+        )
+        if self._tun is not None:
+            for network in allowed_ips:
+                try:
+                    self._tun.add_route(network)
+                except FileExistsError:
+                    continue
+                self._routes.append(network)
+
+    def remove_peer(self, public_key: str) -> bool:
+        """Remove a peer; returns whether it existed."""
+        return self._wg.remove_peer(public_key)
+
+    def peers(self) -> list[Peer]:
+        """Every peer, with what ``wg show`` prints for it."""
+        return [
+            Peer(**{**p, "allowed_ips": tuple(p["allowed_ips"])}) for p in self._wg.peers()
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Datagrams, packets, handshakes, and ``drops``: every datagram or packet not
+        delivered, by reason."""
+        return self._wg.stats()
+
+    def close(self) -> None:
+        """Stop the tunnel and close the plaintext side (the TUN goes with it)."""
+        self._wg.close()
+        self._adapter.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._wg.closed
+
+    def __enter__(self) -> Interface:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the plaintext side (in-process) -------------------------------------------------
+
+    def _plaintext(self) -> Adapter:
+        if self._tun is not None:
+            raise RuntimeError(
+                f"{self._tun.name} is a TUN: the system sends and receives through it, and "
+                "the tunnel reads it; make the interface without tun= to handle the "
+                "plaintext packets in Python"
+            )
+        return self._adapter
+
+    def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> Batch:
+        """Decrypted IP packets from the peers (in-process mode)."""
+        return self._plaintext().recv_batch(max_frames, timeout)
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """One decrypted IP packet (in-process mode)."""
+        return self._plaintext().recv(timeout)
+
+    def send_batch(self, packets: Batch | Iterable[Any]) -> int:
+        """Encrypt IP packets to the peers their destinations route to (in-process mode)."""
+        return self._plaintext().send_batch(packets)
+
+    def send(self, packet: Any) -> None:
+        """Encrypt one IP packet to its peer (in-process mode)."""
+        self._plaintext().send(packet)
+
+    def fileno(self) -> int:
+        """Readable while decrypted packets wait (in-process mode; for event loops)."""
+        return self._plaintext().fileno()
+
+    def set_filter(self, expression: str | None, **kwargs: Any) -> Any:
+        """Filter the decrypted packets this interface delivers (in-process mode)."""
+        return self._plaintext().set_filter(expression, **kwargs)
+
+    def __repr__(self) -> str:
+        mode = f"tun={self._tun.name!r}" if self._tun is not None else "in-process"
+        return (
+            f"<vnetio.wireguard.Interface {mode} port={self._wg.listen_port} "
+            f"peers={len(self._wg.peers())}{' closed' if self.closed else ''}>"
+        )
+
