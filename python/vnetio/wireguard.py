@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from . import _core
 from ._core import Adapter, Batch, Tun
@@ -99,43 +99,22 @@ class Config:
         interface: dict[str, str] = {}
         peers: list[dict[str, str]] = []
         ignored: list[tuple[str, str]] = []
-        section: dict[str, str] | None = None
-        section_name = ""
-        for number, raw in enumerate(text.splitlines(), 1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            where = f"{source}, line {number}"
-            header = re.fullmatch(r"\[\s*(\w+)\s*\]", line)
-            if header:
-                section_name = header.group(1).lower()
-                if section_name == "interface":
-                    if interface:
-                        raise ValueError(f"{where}: a second [Interface] section")
-                    section = interface
-                elif section_name == "peer":
-                    section = {}
-                    peers.append(section)
-                else:
-                    raise ValueError(
-                        f"{where}: unknown section [{header.group(1)}]; a wg-quick file has "
-                        "one [Interface] and any number of [Peer] sections"
-                    )
-                continue
-            if section is None:
-                raise ValueError(f"{where}: {line!r} comes before any [Interface] or [Peer]")
-            if "=" not in line:
-                raise ValueError(f"{where}: {line!r} is not KEY = VALUE")
-            key, value = (part.strip() for part in line.split("=", 1))
-            lower = key.lower()
-            known = _INTERFACE_KEYS if section_name == "interface" else _PEER_KEYS
-            if lower not in known:
-                ignored.append(("Interface" if section_name == "interface" else "Peer", key))
-                continue
-            if lower in _LIST_KEYS and lower in section:
-                section[lower] += "," + value  # repeated AllowedIPs/Address lines add up
+        for name, where, entries in _sections(text, source):
+            if name == "Interface":
+                if interface:
+                    raise ValueError(f"{where}: a second [Interface] section")
+                section, known = interface, _INTERFACE_KEYS
             else:
-                section[lower] = value
+                section, known = {}, _PEER_KEYS
+                peers.append(section)
+            for key, value in entries:
+                lower = key.lower()
+                if lower not in known:
+                    ignored.append((name, key))
+                elif lower in _LIST_KEYS and lower in section:
+                    section[lower] += "," + value  # repeated AllowedIPs/Address lines add up
+                else:
+                    section[lower] = value
         if "privatekey" not in interface:
             raise ValueError(f"{source}: the [Interface] section has no PrivateKey")
         return cls(
@@ -146,6 +125,34 @@ class Config:
             peers=tuple(_peer(p, source) for p in peers),
             ignored=tuple(ignored),
         )
+
+
+def _sections(text: str, source: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """The sections of a wg-quick file in order: ("Interface" or "Peer", where it starts,
+    its KEY = VALUE entries). Comments and blank lines are left out."""
+    sections: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        where = f"{source}, line {number}"
+        header = re.fullmatch(r"\[\s*(\w+)\s*\]", line)
+        if header:
+            name = header.group(1).capitalize()
+            if name not in ("Interface", "Peer"):
+                raise ValueError(
+                    f"{where}: unknown section [{header.group(1)}]; a wg-quick file has "
+                    "one [Interface] and any number of [Peer] sections"
+                )
+            sections.append((name, where, []))
+        elif not sections:
+            raise ValueError(f"{where}: {line!r} comes before any [Interface] or [Peer]")
+        elif "=" not in line:
+            raise ValueError(f"{where}: {line!r} is not KEY = VALUE")
+        else:
+            key, value = (part.strip() for part in line.split("=", 1))
+            sections[-1][2].append((key, value))
+    return sections
 
 
 _INTERFACE_KEYS = {"privatekey", "address", "listenport", "mtu"}
@@ -319,9 +326,7 @@ class Interface:
 
     def peers(self) -> list[Peer]:
         """Every peer, with what ``wg show`` prints for it."""
-        return [
-            Peer(**{**p, "allowed_ips": tuple(p["allowed_ips"])}) for p in self._wg.peers()
-        ]
+        return [Peer(**{**p, "allowed_ips": tuple(p["allowed_ips"])}) for p in self._wg.peers()]
 
     def stats(self) -> dict[str, Any]:
         """Datagrams, packets, handshakes, and ``drops``: every datagram or packet not
@@ -337,7 +342,7 @@ class Interface:
     def closed(self) -> bool:
         return self._wg.closed
 
-    def __enter__(self) -> Interface:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -389,4 +394,3 @@ class Interface:
             f"<vnetio.wireguard.Interface {mode} port={self._wg.listen_port} "
             f"peers={len(self._wg.peers())}{' closed' if self.closed else ''}>"
         )
-

@@ -85,6 +85,7 @@ impl PyWireGuard {
     }
 
     /// Add a peer (or replace the one with the same public key).
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands extracted arguments over by value
     #[pyo3(signature = (public_key, *, endpoint = None, allowed_ips = Vec::new(),
                         preshared_key = None, persistent_keepalive = None))]
     fn add_peer(

@@ -52,8 +52,8 @@ pub fn to_text(key: &[u8; KEY_LEN]) -> String {
 /// private keys are (what `wg genkey` prints).
 pub fn generate_private() -> [u8; KEY_LEN] {
     let mut key = StaticSecret::random_from_rng(rand_core::OsRng).to_bytes();
-    key[0] &= 248;
-    key[31] = (key[31] & 127) | 64;
+    key[0] &= 0b1111_1000;
+    key[31] = (key[31] & 0b0111_1111) | 0b0100_0000;
     key
 }
 

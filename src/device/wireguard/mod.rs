@@ -444,19 +444,31 @@ impl Shared {
             }
             other => other,
         };
-        match socket.send_to(datagram, to) {
-            Ok(_) => {
-                self.counters.tx_datagrams.fetch_add(1, Relaxed);
-                self.counters
-                    .tx_bytes
-                    .fetch_add(datagram.len() as u64, Relaxed);
-                true
-            }
-            Err(_) => {
-                self.counters.drop(DropReason::SendError);
-                false
-            }
+        if socket.send_to(datagram, to).is_err() {
+            self.counters.drop(DropReason::SendError);
+            return false;
         }
+        self.counters.tx_datagrams.fetch_add(1, Relaxed);
+        self.counters
+            .tx_bytes
+            .fetch_add(datagram.len() as u64, Relaxed);
+        true
+    }
+
+    /// [`Shared::send_to`], counted for `peer` too.
+    fn send_to_peer(
+        &self,
+        socket: &UdpSocket,
+        peer: &Peer,
+        datagram: &[u8],
+        to: SocketAddr,
+    ) -> bool {
+        let sent = self.send_to(socket, datagram, to);
+        if sent {
+            peer.tx_datagrams.fetch_add(1, Relaxed);
+            peer.tx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+        }
+        sent
     }
 
     /// Act on what boringtun asked for: send a datagram to `to` (or the peer's endpoint),
@@ -469,20 +481,14 @@ impl Shared {
         to: Option<SocketAddr>,
     ) -> bool {
         match result {
-            TunnResult::WriteToNetwork(datagram) => match to.or_else(|| peer.endpoint()) {
-                Some(to) => {
-                    let sent = self.send_to(socket, datagram, to);
-                    if sent {
-                        peer.tx_datagrams.fetch_add(1, Relaxed);
-                        peer.tx_bytes.fetch_add(datagram.len() as u64, Relaxed);
-                    }
-                    sent
-                }
-                None => {
+            TunnResult::WriteToNetwork(datagram) => {
+                if let Some(to) = to.or_else(|| peer.endpoint()) {
+                    self.send_to_peer(socket, peer, datagram, to)
+                } else {
                     self.counters.drop(DropReason::NoEndpoint);
                     false
                 }
-            },
+            }
             TunnResult::Err(e) => {
                 self.counters.drop(DropReason::of(&e));
                 false
@@ -651,27 +657,10 @@ impl Shared {
                 if handshake {
                     c.handshakes.fetch_add(1, Relaxed);
                 }
-                let sent = {
-                    let reply_len = reply.len();
-                    let ok = self.send_to(socket, reply, from);
-                    if ok {
-                        peer.tx_datagrams.fetch_add(1, Relaxed);
-                        peer.tx_bytes.fetch_add(reply_len as u64, Relaxed);
-                    }
-                    ok
-                };
-                let _ = sent;
-                loop {
-                    match tunn.decapsulate(None, &[], out) {
-                        TunnResult::WriteToNetwork(queued) => {
-                            let len = queued.len();
-                            if self.send_to(socket, queued, from) {
-                                peer.tx_datagrams.fetch_add(1, Relaxed);
-                                peer.tx_bytes.fetch_add(len as u64, Relaxed);
-                                c.tx_packets.fetch_add(1, Relaxed);
-                            }
-                        }
-                        _ => break,
+                self.send_to_peer(socket, peer, reply, from);
+                while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out) {
+                    if self.send_to_peer(socket, peer, queued, from) {
+                        c.tx_packets.fetch_add(1, Relaxed);
                     }
                 }
                 drop(tunn);
