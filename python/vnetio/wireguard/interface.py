@@ -1,43 +1,20 @@
-"""WireGuard endpoints: on a vnetio TUN (the system routes through it) or in-process.
-
->>> from vnetio import wireguard
->>> key = wireguard.genkey()
->>> len(wireguard.pubkey(key))
-44
-
-The protocol (handshake, cookies, timers, rekeying, replay window, ChaCha20-Poly1305) is
-boringtun's ``noise`` module in the Rust core; cryptokey routing, roaming and the data path
-(Rust threads, no Python per packet) are vnetio's. Two modes:
-
-* ``Interface(key, tun="wg0", addresses=[...])``: a TUN adapter with those addresses, and a
-  route through it for every peer's AllowedIPs, as ``wg-quick up`` sets up (needs root);
-* ``Interface(key)``: no TUN and no root. The interface itself is the plaintext adapter:
-  ``recv_batch``/``send_batch`` carry the IP packets that go through the tunnel, and it takes
-  ``set_filter``, capture and scapy inspection like any vnetio adapter (``.adapter``).
-"""
+"""The WireGuard interface: the tunnel engine of the Rust core and its plaintext adapter."""
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from . import _core
-from ._core import Adapter, Batch, Tun
+from .. import _core
+from .._core import Adapter, Batch, Tun
+from .config import Config
 
-__all__ = [
-    "Config",
-    "Interface",
-    "Peer",
-    "PeerConfig",
-    "genkey",
-    "pubkey",
-]
+__all__ = ["Interface", "Peer", "genkey", "pubkey"]
 
 #: Frames the in-process interface's plaintext queue holds in each direction.
 DEFAULT_CAPACITY = 4096
@@ -70,123 +47,6 @@ class Peer:
     preshared_key: bool
 
 
-@dataclass(frozen=True)
-class PeerConfig:
-    """A ``[Peer]`` section."""
-
-    public_key: str
-    endpoint: str | None = None
-    allowed_ips: tuple[str, ...] = ()
-    preshared_key: str | None = None
-    persistent_keepalive: int | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """A wg-quick file: the ``[Interface]`` keys vnetio uses, the peers, and what it does not
-    use (``ignored``: (section, key) pairs such as ("Interface", "DNS"))."""
-
-    private_key: str
-    addresses: tuple[str, ...] = ()
-    listen_port: int | None = None
-    mtu: int | None = None
-    peers: tuple[PeerConfig, ...] = ()
-    ignored: tuple[tuple[str, str], ...] = field(default=())
-
-    @classmethod
-    def parse(cls, text: str, *, source: str = "<text>") -> Config:
-        """Read the wg-quick format (``wg showconf`` output included)."""
-        interface: dict[str, str] = {}
-        peers: list[dict[str, str]] = []
-        ignored: list[tuple[str, str]] = []
-        for name, where, entries in _sections(text, source):
-            if name == "Interface":
-                if interface:
-                    raise ValueError(f"{where}: a second [Interface] section")
-                section, known = interface, _INTERFACE_KEYS
-            else:
-                section, known = {}, _PEER_KEYS
-                peers.append(section)
-            for key, value in entries:
-                lower = key.lower()
-                if lower not in known:
-                    ignored.append((name, key))
-                elif lower in _LIST_KEYS and lower in section:
-                    section[lower] += "," + value  # repeated AllowedIPs/Address lines add up
-                else:
-                    section[lower] = value
-        if "privatekey" not in interface:
-            raise ValueError(f"{source}: the [Interface] section has no PrivateKey")
-        return cls(
-            private_key=interface["privatekey"],
-            addresses=_split(interface.get("address", "")),
-            listen_port=_int(interface.get("listenport"), "ListenPort", source),
-            mtu=_int(interface.get("mtu"), "MTU", source),
-            peers=tuple(_peer(p, source) for p in peers),
-            ignored=tuple(ignored),
-        )
-
-
-def _sections(text: str, source: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """The sections of a wg-quick file in order: ("Interface" or "Peer", where it starts,
-    its KEY = VALUE entries). Comments and blank lines are left out."""
-    sections: list[tuple[str, str, list[tuple[str, str]]]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{source}, line {number}"
-        header = re.fullmatch(r"\[\s*(\w+)\s*\]", line)
-        if header:
-            name = header.group(1).capitalize()
-            if name not in ("Interface", "Peer"):
-                raise ValueError(
-                    f"{where}: unknown section [{header.group(1)}]; a wg-quick file has "
-                    "one [Interface] and any number of [Peer] sections"
-                )
-            sections.append((name, where, []))
-        elif not sections:
-            raise ValueError(f"{where}: {line!r} comes before any [Interface] or [Peer]")
-        elif "=" not in line:
-            raise ValueError(f"{where}: {line!r} is not KEY = VALUE")
-        else:
-            key, value = (part.strip() for part in line.split("=", 1))
-            sections[-1][2].append((key, value))
-    return sections
-
-
-_INTERFACE_KEYS = {"privatekey", "address", "listenport", "mtu"}
-_PEER_KEYS = {"publickey", "presharedkey", "allowedips", "endpoint", "persistentkeepalive"}
-_LIST_KEYS = {"address", "allowedips"}
-
-
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _int(value: str | None, key: str, source: str) -> int | None:
-    if value is None or value.lower() == "off":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{source}: {key} = {value!r} is not a number") from None
-
-
-def _peer(section: dict[str, str], source: str) -> PeerConfig:
-    if "publickey" not in section:
-        raise ValueError(f"{source}: a [Peer] section has no PublicKey")
-    return PeerConfig(
-        public_key=section["publickey"],
-        endpoint=section.get("endpoint"),
-        allowed_ips=_split(section.get("allowedips", "")),
-        preshared_key=section.get("presharedkey"),
-        persistent_keepalive=_int(
-            section.get("persistentkeepalive"), "PersistentKeepalive", source
-        ),
-    )
-
-
 class Interface:
     """A WireGuard interface. With ``tun``: a TUN adapter of that name (root), addresses on
     it, routes for the peers' AllowedIPs. Without: an in-process endpoint whose plaintext
@@ -203,6 +63,8 @@ class Interface:
         tun: str | None = None,
         capacity: int = DEFAULT_CAPACITY,
     ) -> None:
+        self._private_key = private_key
+        self._psks: dict[str, str] = {}
         self.addresses = tuple(addresses)
         self.mtu = mtu
         self.netns = netns
@@ -280,6 +142,15 @@ class Interface:
         return self._wg.public_key
 
     @property
+    def private_key(self) -> str:
+        """This end's private key (base64), as given."""
+        return self._private_key
+
+    def preshared_key_of(self, public_key: str) -> str | None:
+        """The preshared key given for a peer (None: none)."""
+        return self._psks.get(public_key)
+
+    @property
     def listen_port(self) -> int:
         return self._wg.listen_port
 
@@ -312,6 +183,10 @@ class Interface:
             preshared_key=preshared_key,
             persistent_keepalive=persistent_keepalive,
         )
+        if preshared_key:
+            self._psks[public_key] = preshared_key
+        else:
+            self._psks.pop(public_key, None)
         if self._tun is not None:
             for network in allowed_ips:
                 try:
@@ -322,6 +197,7 @@ class Interface:
 
     def remove_peer(self, public_key: str) -> bool:
         """Remove a peer; returns whether it existed."""
+        self._psks.pop(public_key, None)
         return self._wg.remove_peer(public_key)
 
     def peers(self) -> list[Peer]:
