@@ -3,9 +3,13 @@ file in a namespace, checked with wireguard-tools' own ``wg show``/``wg showconf
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +100,9 @@ def test_up_show_down(netns: Netns, conf: tuple[Path, str]) -> None:
     original = wireguard.Config.parse(path.read_text())
     assert again.private_key == original.private_key
     assert again.peers[0].preshared_key == original.peers[0].preshared_key
+    listed = vnetio("list", "--netns", netns.name, "--json")
+    (tun,) = [a for a in json.loads(listed.stdout) if a["name"] == name]
+    assert tun["wireguard"] == tun["holders"][0]["pid"], tun
     ours = vnetio("wg", "show", name)
     assert ours.returncode == 0 and "latest handshake: never" in ours.stdout, ours
     assert name in vnetio("wg", "show").stdout
@@ -115,3 +122,41 @@ def test_a_bad_file_is_refused_with_its_line(tmp_path: Path) -> None:
     path.write_text("[Interface]\nPrivateKey = x\n[Peer]\nAllowedIPs = 10.0.0.0/8\n")
     result = vnetio("wg", "up", str(path), "--foreground")
     assert result.returncode == 1 and "no PublicKey" in result.stderr, result
+
+
+@pytest.mark.ipv6
+def test_a_killed_interface_is_named_by_doctor_and_cleaned_up(
+    netns: Netns, conf: tuple[Path, str]
+) -> None:
+    path, name = conf
+    up = subprocess.Popen(
+        [sys.executable, "-m", "vnetio.cli", "wg", "up", "--foreground", str(path),
+         "--netns", netns.name],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None and f"{name}: up" in up.stdout.readline()
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait(timeout=10)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()
+    deadline = time.monotonic() + 5
+    while netns.has_link(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not netns.has_link(name), "the TUN outlived its process"
+    (record,) = [r for r in uapi.records() if r.name == name]
+    assert record.pid == up.pid and not record.alive
+    doctor = vnetio("doctor", "--json")
+    findings = [f for f in json.loads(doctor.stdout) if f["check"] == "wireguard-stale"]
+    assert any(name in f["summary"] and f["adapter"] == name for f in findings), findings
+    dry = vnetio("cleanup", "--dry-run")
+    assert f"would remove  WireGuard record {name}" in dry.stdout
+    assert uapi.socket_path(name).exists()
+    done = vnetio("cleanup")
+    assert f"removed  WireGuard record {name}" in done.stdout, done
+    assert not uapi.socket_path(name).exists()
+    assert name not in [r.name for r in uapi.records()]

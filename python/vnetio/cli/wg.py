@@ -68,54 +68,37 @@ def _name_of(config: str, name: str | None) -> str:
     return stem.removesuffix(".conf")
 
 
-def _pid_file(name: str) -> Path:
-    from vnetio.wireguard import uapi
-
-    return uapi.RUN_DIR / f"{name}.vnetio.pid"
-
-
 def _up_foreground(args: argparse.Namespace, name: str) -> int:
     import warnings
 
     from vnetio import wireguard
-    from vnetio.wireguard import uapi
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            iface = wireguard.Interface.from_config(args.config, tun=name, netns=args.netns)
+            iface = wireguard.Interface.from_config(
+                args.config, tun=name, netns=args.netns, uapi=True
+            )
         except (OSError, ValueError) as exc:
             print(f"vnetio wg up: {exc}", file=sys.stderr)
             return 1
     for warning in seen:
         print(f"vnetio wg up: {warning.message}", file=sys.stderr)
     with iface:
-        try:
-            server = uapi.Server(iface, name)
-        except OSError as exc:
-            print(f"vnetio wg up: {exc}", file=sys.stderr)
-            return 1
-        pid_file = _pid_file(name)
-        try:
-            pid_file.write_text(f"{os.getpid()}\n")
-            print(
-                f"{name}: up (public key {iface.public_key}, UDP port {iface.listen_port}"
-                f"{', netns ' + args.netns if args.netns else ''})",
-                flush=True,
-            )
-            with until_signal() as done:
-                hold(done, None)
-        finally:
-            server.close()
-            pid_file.unlink(missing_ok=True)
+        print(
+            f"{name}: up (public key {iface.public_key}, UDP port {iface.listen_port}"
+            f"{', netns ' + args.netns if args.netns else ''})",
+            flush=True,
+        )
+        with until_signal() as done:
+            hold(done, None)
     return 0
 
 
 def _recorded_pid(name: str) -> int | None:
-    try:
-        return int(_pid_file(name).read_text())
-    except (OSError, ValueError):
-        return None
+    from vnetio.wireguard import uapi
+
+    return next((r.pid for r in uapi.records() if r.name == name), None)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -137,6 +120,7 @@ def _up(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if child.poll() is not None:
             sys.stderr.write(log.read_text())
+            log.unlink(missing_ok=True)
             return child.returncode or 1
         if _recorded_pid(name) == child.pid and name in uapi.served():
             sys.stdout.write(log.read_text())
@@ -151,13 +135,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from vnetio.wireguard import uapi
+
     name = _name_of(args.name, None)
-    pid_file = _pid_file(name)
     pid = _recorded_pid(name)
     if pid is None:
         print(
-            f"vnetio wg down: no vnetio WireGuard interface named {name!r} is up "
-            f"({pid_file} is missing); `vnetio wg show` lists those that are",
+            f"vnetio wg down: no vnetio WireGuard interface named {name!r} is up; "
+            "`vnetio wg show` lists those that are",
             file=sys.stderr,
         )
         return 1
@@ -165,21 +150,28 @@ def _down(args: argparse.Namespace) -> int:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         cmdline = []
-    if not any(b"vnetio" in part for part in cmdline) or b"wg" not in cmdline:
-        pid_file.unlink(missing_ok=True)
+    if not cmdline:
+        uapi.forget(name)
         print(
             f"vnetio wg down: {name}'s process ({pid}) is gone (stale record removed)",
             file=sys.stderr,
         )
         return 1
+    if not any(b"vnetio" in part for part in cmdline) or b"up" not in cmdline:
+        print(
+            f"vnetio wg down: {name} is held by process {pid}, which is not a `vnetio wg up`: "
+            "close the interface in that program",
+            file=sys.stderr,
+        )
+        return 1
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and pid_file.exists():
+    while time.monotonic() < deadline and _recorded_pid(name) == pid:
         time.sleep(0.05)
-    if pid_file.exists():
+    if _recorded_pid(name) == pid:
         print(f"vnetio wg down: {name}'s process ({pid}) did not stop within 10 s", file=sys.stderr)
         return 1
-    (pid_file.parent / f"{name}.vnetio.log").unlink(missing_ok=True)
+    uapi.forget(name)  # the log
     print(f"{name}: down")
     return 0
 

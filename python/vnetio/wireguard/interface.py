@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from .. import _core
 from .._core import Adapter, Batch, Tun
+from . import uapi as _uapi
 from .config import Config
 
 __all__ = ["Interface", "Peer", "genkey", "pubkey"]
@@ -50,7 +51,11 @@ class Peer:
 class Interface:
     """A WireGuard interface. With ``tun``: a TUN adapter of that name (root), addresses on
     it, routes for the peers' AllowedIPs. Without: an in-process endpoint whose plaintext
-    side is this object (``recv_batch``/``send_batch``, ``adapter`` for the rest)."""
+    side is this object (``recv_batch``/``send_batch``, ``adapter`` for the rest).
+
+    ``uapi=True`` (TUN mode) serves WireGuard's userspace API socket
+    ``/var/run/wireguard/<tun>.sock``, so ``wg show``/``wg showconf`` read this interface, and
+    ``vnetio list`` marks its TUN as WireGuard's."""
 
     def __init__(
         self,
@@ -62,7 +67,9 @@ class Interface:
         netns: str | None = None,
         tun: str | None = None,
         capacity: int = DEFAULT_CAPACITY,
+        uapi: bool = False,
     ) -> None:
+        use_uapi = uapi  # the parameter shadows nothing below: the module is _uapi
         self._private_key = private_key
         self._psks: dict[str, str] = {}
         self.addresses = tuple(addresses)
@@ -88,6 +95,19 @@ class Interface:
             if tun is None:
                 port.close()
             raise
+        self._uapi: _uapi.Server | None = None
+        if use_uapi:
+            if tun is None:
+                self.close()
+                raise ValueError(
+                    "uapi=True serves /var/run/wireguard/NAME.sock for a TUN named NAME; "
+                    "give tun= (an in-process interface has no name for `wg show`)"
+                )
+            try:
+                self._uapi = _uapi.Server(self, tun)
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
     def from_config(
@@ -211,6 +231,10 @@ class Interface:
 
     def close(self) -> None:
         """Stop the tunnel and close the plaintext side (the TUN goes with it)."""
+        if getattr(self, "_uapi", None) is not None:
+            assert self._uapi is not None
+            self._uapi.close()
+            self._uapi = None
         self._wg.close()
         self._adapter.close()
 

@@ -24,7 +24,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .interface import Interface
 
-__all__ = ["RUN_DIR", "InterfaceState", "PeerState", "Server", "query", "socket_path"]
+__all__ = [
+    "RUN_DIR",
+    "InterfaceState",
+    "PeerState",
+    "Record",
+    "Server",
+    "forget",
+    "query",
+    "records",
+    "served",
+    "socket_path",
+]
 
 #: Where userspace WireGuard implementations put their sockets (wireguard-tools looks here).
 RUN_DIR = Path(os.environ.get("VNETIO_WG_RUN_DIR", "/var/run/wireguard"))
@@ -32,6 +43,41 @@ RUN_DIR = Path(os.environ.get("VNETIO_WG_RUN_DIR", "/var/run/wireguard"))
 
 def socket_path(name: str) -> Path:
     return RUN_DIR / f"{name}.sock"
+
+
+def _record_path(name: str) -> Path:
+    return RUN_DIR / f"{name}.vnetio.pid"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A vnetio process's claim on a socket in :data:`RUN_DIR`: interface ``name`` is served
+    by process ``pid`` (written by :class:`Server`, removed when it closes)."""
+
+    name: str
+    pid: int
+
+    @property
+    def alive(self) -> bool:
+        """The process still runs and still answers on the socket (else: killed)."""
+        return Path(f"/proc/{self.pid}").exists() and _alive(socket_path(self.name))
+
+
+def records() -> list[Record]:
+    """Every vnetio record in :data:`RUN_DIR`, live or left behind by a killed process."""
+    found = []
+    for path in sorted(RUN_DIR.glob("*.vnetio.pid")) if RUN_DIR.is_dir() else []:
+        try:
+            found.append(Record(path.name.removesuffix(".vnetio.pid"), int(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def forget(name: str) -> None:
+    """Remove what a vnetio process left for interface `name`: socket, record, log."""
+    for path in (socket_path(name), _record_path(name), RUN_DIR / f"{name}.vnetio.log"):
+        path.unlink(missing_ok=True)
 
 
 def _hex(b64: str) -> str:
@@ -89,6 +135,8 @@ class Server:
             os.umask(old_umask)
         self._sock.listen(8)
         self._sock.settimeout(0.1)
+        self._record = _record_path(name)
+        self._record.write_text(f"{os.getpid()}\n")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"vnetio-wg-uapi-{name}")
         self._thread.daemon = True
@@ -124,6 +172,7 @@ class Server:
         self._thread.join(timeout=2)
         self._sock.close()
         self.path.unlink(missing_ok=True)
+        self._record.unlink(missing_ok=True)
 
 
 def _alive(path: Path) -> bool:

@@ -238,15 +238,17 @@ impl Adapter {
         self.nl()
             .add_address(self.ifindex, addr, prefix)
             .map_err(|e| {
-                let exists = e.raw_os_error() == Some(libc::EEXIST);
-                let err = with_cap_hint(Error::os(
-                    format!("add address {addr}/{prefix} to {}", self.name),
-                    e,
-                ));
-                if exists {
-                    err.with_hint("the adapter already has this address")
-                } else {
-                    err
+                let errno = e.raw_os_error();
+                let err = Error::os(format!("add address {addr}/{prefix} to {}", self.name), e);
+                match errno {
+                    Some(libc::EEXIST) => err.with_hint("the adapter already has this address"),
+                    // The kernel's answer when IPv6 is switched off for the device.
+                    Some(libc::EACCES) if addr.is_ipv6() => err.with_hint(format!(
+                        "IPv6 is disabled on {} (sysctl net.ipv6.conf.{}.disable_ipv6 = 1, or \
+                         for the whole namespace); enable it or give IPv4 addresses only",
+                        self.name, self.name
+                    )),
+                    _ => with_cap_hint(err),
                 }
             })
     }
