@@ -39,6 +39,7 @@ __all__ = [
     "Tun",
     "VhostStats",
     "VhostUserNet",
+    "WireGuard",
     "Writer",
     "_KernelAdapter",
     "__version__",
@@ -59,6 +60,8 @@ __all__ = [
     "update_checksum32",
     "validate_ifname",
     "verify_checksums",
+    "wg_genkey",
+    "wg_pubkey",
 ]
 
 __version__: Final[str]
