@@ -212,3 +212,36 @@ def test_close_is_prompt_and_frees_the_port() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         iface.close()  # again: nothing happens
+
+
+def test_in_process_capture_and_asyncio(tmp_path: Path) -> None:
+    """The plaintext side is an ordinary adapter: capture_to writes what the tunnel
+    delivered (raw IP, linktype 101) and asyncio receives from it."""
+    import asyncio
+    import threading
+
+    from vnetio import capture
+
+    a, b = pair()
+    with a, b:
+        packets = [
+            bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(dport=9) / Raw(bytes([i]) * 10))
+            for i in range(5)
+        ]
+        sender = threading.Timer(0.3, lambda: a.send_batch(packets))
+        sender.start()
+        path = tmp_path / "tunnel.pcapng"
+        stats = capture.capture_to(b.adapter, path, count=5, duration=10)
+        sender.join()
+        assert stats.captured == 5, stats
+        with capture.Reader(path) as reader:
+            assert reader.linktype == 101  # LINKTYPE_RAW: IP packets, as a TUN carries
+            frames = [bytes(frame) for batch in reader for frame in batch]
+        assert frames == packets
+
+        async def receive() -> bytes:
+            a.send(bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(dport=9) / Raw(b"async")))
+            batch = await b.adapter.recv_batch_async(16, timeout=5)
+            return bytes(batch[0])
+
+        assert asyncio.run(receive()).endswith(b"async")
