@@ -9,14 +9,16 @@ QEMU's tap netdev on a TAP in a namespace made here; in that namespace vnetio's
     host namespace                                      guest
     vnwg0 (vnetio TUN)  10.9.0.1/24  fd09::1/64         wg0 (kernel)  10.9.0.2/24  fd09::2/64
     vnetio UDP :51820 -- TAP vnvmwg0 192.0.2.1  <-->  eth0 192.0.2.2 -- kernel UDP :51821
+                                 2001:db8:1::1          2001:db8:1::2
 
 With a preshared key on both sides. One guest boot serves the whole module. Checked: a
 handshake started by each side (the other side has no endpoint for it, so it can only
 answer, and learns the endpoint from the handshake), seen by ``iface.peers()`` and by the
-guest's ``wg show``; pings both ways over IPv4 and IPv6, up to a full 1420-byte packet;
-4 MiB TCP streams both ways with sha256 at both ends (small because the guest's crypto
-and TCP run under TCG emulation); no drops by vnetio other than stray multicast, and no
-invalid packets counted by the kernel.
+guest's ``wg show``, with the datagrams over IPv4 and (guest-started) over IPv6; pings both
+ways over IPv4 and IPv6 inside, up to a full 1420-byte packet; 4 MiB TCP streams both ways
+with sha256 at both ends (small because the guest's crypto and TCP run under TCG
+emulation); no drops by vnetio other than stray multicast, no invalid packets counted by
+the kernel.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.privileged]
 
 TAP, TAP_MAC = "vnvmwg0", "52:54:00:76:6e:31"
 HOST_OUTER, GUEST_OUTER = "192.0.2.1", "192.0.2.2"
+HOST_OUTER6, GUEST_OUTER6 = "2001:db8:1::1", "2001:db8:1::2"
 HOST_PORT, GUEST_PORT = 51820, 51821
 WG_TUN = "vnwg0"
 HOST_INNER = {"ipv4": "10.9.0.1", "ipv6": "fd09::1"}
@@ -62,6 +65,13 @@ def need_wg() -> None:
         pytest.skip(message)
 
 
+def endpoints(outer: str) -> tuple[str, str]:
+    """vnetio's and the guest's WireGuard endpoint over IPv4 or IPv6."""
+    if outer == "ipv6":
+        return f"[{HOST_OUTER6}]:{HOST_PORT}", f"[{GUEST_OUTER6}]:{GUEST_PORT}"
+    return f"{HOST_OUTER}:{HOST_PORT}", f"{GUEST_OUTER}:{GUEST_PORT}"
+
+
 @dataclass
 class Tunnel:
     """The booted guest, the host namespace its NIC leads to, and vnetio's interface there
@@ -75,14 +85,16 @@ class Tunnel:
     psk: str
     iface: wireguard.Interface | None = None
 
-    def reset(self, *, initiator: str) -> None:
+    def reset(self, *, initiator: str, outer: str = "ipv4") -> None:
         """Fresh WireGuard state on both ends (no session): vnetio's interface made anew,
         the guest's wg0 deleted and made anew. Only ``initiator`` ("vnetio" or "guest")
-        knows the other's endpoint, so only it can start the handshake."""
+        knows the other's endpoint, so only it can start the handshake; ``outer`` is the
+        family of the endpoint addresses (the UDP datagrams between the two)."""
         if self.iface is not None:
             self.iface.close()
             self.iface = None
-        guest_endpoint = f"endpoint {HOST_OUTER}:{HOST_PORT}" if initiator == "guest" else ""
+        host_ep, guest_ep = endpoints(outer)
+        guest_endpoint = f"endpoint {host_ep}" if initiator == "guest" else ""
         self.guest.run(
             "ip link del wg0 2>/dev/null; "
             "ip link add wg0 type wireguard && "
@@ -105,7 +117,7 @@ class Tunnel:
         self.iface = iface
         iface.add_peer(
             wireguard.pubkey(self.guest_key),
-            endpoint=f"{GUEST_OUTER}:{GUEST_PORT}" if initiator == "vnetio" else None,
+            endpoint=guest_ep if initiator == "vnetio" else None,
             allowed_ips=[f"{GUEST_INNER['ipv4']}/32", f"{GUEST_INNER['ipv6']}/128"],
             preshared_key=self.psk,
         )
@@ -159,6 +171,7 @@ def tunnel() -> Iterator[Tunnel]:
     try:
         with vnetio.Tap(TAP, persist=True, netns=ns.name) as tap:
             tap.add_address(f"{HOST_OUTER}/24")
+            tap.add_address(f"{HOST_OUTER6}/64")
             tap.up()
         guest = rig.Guest(
             nics=[rig.TapNic(TAP, TAP_MAC, netns=ns.name)],
@@ -184,7 +197,8 @@ def tunnel() -> Iterator[Tunnel]:
         )
         eth = guest.ifname(TAP_MAC)
         guest.run(
-            f"ip addr add {GUEST_OUTER}/24 dev {eth} && ip link set dev {eth} up && "
+            f"ip addr add {GUEST_OUTER}/24 dev {eth} && "
+            f"ip -6 addr add {GUEST_OUTER6}/64 dev {eth} nodad && ip link set dev {eth} up && "
             f"for i in $(seq 100); do "
             f"[ $(cat /sys/class/net/{eth}/carrier) = 1 ] && exit 0; usleep 50000; done; exit 1",
             check=True,
@@ -226,7 +240,7 @@ def test_handshake_started_by_vnetio(tunnel: Tunnel) -> None:
     since = time.time()
     t.ping("host", "ipv4")
     assert_handshake_on_both_sides(t, since)
-    assert t.wg_show("endpoints")[1] == f"{HOST_OUTER}:{HOST_PORT}"
+    assert t.wg_show("endpoints")[1] == endpoints("ipv4")[0]
     assert t.wg.stats()["handshakes"] >= 1
 
 
@@ -308,17 +322,19 @@ def test_nothing_dropped_or_invalid_on_either_side(tunnel: Tunnel) -> None:
     assert host_tcp["InCsumErrors"] == 0, host_tcp
 
 
-def test_handshake_started_by_the_guest(tunnel: Tunnel) -> None:
+@pytest.mark.parametrize("outer", ["ipv4", "ipv6"])
+def test_handshake_started_by_the_guest(tunnel: Tunnel, outer: str) -> None:
     """vnetio has no endpoint for the guest: the kernel initiates, vnetio responds and
-    learns the guest's address from the handshake, then traffic flows both ways."""
+    learns the guest's address from the handshake, then traffic flows both ways. Over
+    IPv4 and over IPv6 between the two ends (vnetio's one socket takes both)."""
     t = tunnel
-    t.reset(initiator="guest")
+    t.reset(initiator="guest", outer=outer)
     (peer,) = t.wg.peers()
     assert peer.endpoint is None and peer.latest_handshake is None, peer
     since = time.time()
     t.ping("guest", "ipv4")
     assert_handshake_on_both_sides(t, since)
     (peer,) = t.wg.peers()
-    assert peer.endpoint == f"{GUEST_OUTER}:{GUEST_PORT}", peer
+    assert peer.endpoint == endpoints(outer)[1], peer
     t.ping("host", "ipv4")
     t.ping("host", "ipv6")
