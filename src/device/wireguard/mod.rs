@@ -8,10 +8,22 @@
 //! the data path threads, and a count for every datagram or packet it does not deliver.
 //!
 //! Threads (all Rust, no Python): *outbound* reads plaintext packets from the port in
-//! batches, routes each by destination to a peer, encrypts and sends it; *inbound* reads
-//! datagrams, finds the peer, decrypts, checks the inner source against the peer's
-//! AllowedIPs and writes the packet to the port; it also runs the peers' timers
-//! (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`].
+//! batches, routes each by destination to a peer, encrypts them back to back into one
+//! buffer and sends the batch with one `sendmmsg`, runs of equal-size datagrams to one
+//! endpoint as one UDP GSO message; *inbound* reads datagrams with `recvmmsg` (UDP GRO
+//! runs split back into datagrams), finds each one's peer, decrypts, checks the inner
+//! source against the peer's AllowedIPs and writes the batch's packets to the port in one
+//! `send_frames` call (a TUN with offload merges them with GRO); it also runs the peers'
+//! timers (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`]. Where
+//! the kernel refuses GSO or GRO the thread falls back to single datagrams and counts it
+//! (`Stats::gso_fallbacks`, `Stats::gro_unavailable`).
+//!
+//! One thread each way, not a pool of crypto workers: boringtun's `Tunn` takes `&mut self`
+//! for every packet (counters, replay window), so one peer's packets are encrypted or
+//! decrypted one at a time under its lock whatever the number of threads; workers could
+//! only spread different peers. Measured on the 2-core machine of BENCHMARKS.md, both ends
+//! of a 2.5 Gbit/s tunnel used under one core together; the rest went to the kernel and
+//! iperf3.
 
 pub mod keys;
 mod peers;
@@ -424,6 +436,32 @@ impl Tunnel {
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Relaxed)
     }
+
+    /// Hand `data` to the receive path as if `recvmmsg` had returned it from `from`: one
+    /// datagram, or with `segment` > 0 a GRO run of datagrams of that size. Replies go out
+    /// of the interface's socket; decrypted packets are written to the port. For the fuzz
+    /// target (no network needed); not an API.
+    #[doc(hidden)]
+    pub fn inject_datagrams(&self, data: &[u8], from: SocketAddr, segment: usize) {
+        let control = self
+            .shared
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(socket) = control.as_ref() else {
+            return;
+        };
+        let mut sink = Inbound::new(self.shared.port.mtu(), MAX_DATAGRAM + 64);
+        let received = Received {
+            len: data.len(),
+            from: Some(from),
+            segment,
+            truncated: false,
+        };
+        self.shared
+            .receive_buffer(socket, data, &received, &mut sink);
+        self.shared.flush_inbound(&mut sink);
+    }
 }
 
 impl std::ops::Drop for Tunnel {
@@ -713,7 +751,7 @@ impl Shared {
         let mut rx = RecvBatch::new(INBOUND_BATCH);
         let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; INBOUND_BATCH];
         let mut got = [Received::default(); INBOUND_BATCH];
-        let mut sink = Inbound::new_for(self.port.mtu());
+        let mut sink = Inbound::new(self.port.mtu(), ARENA + MAX_DATAGRAM);
         let mut next_tick = Instant::now() + TIMER_PERIOD;
         let mut next_reset = Instant::now() + Duration::from_secs(1);
         while !self.closed.load(Relaxed) {
@@ -811,7 +849,7 @@ impl Shared {
     /// One datagram from `from`: authenticate, decrypt; a data packet is checked against
     /// the peer's AllowedIPs and gathered in `sink` (the caller flushes it), anything else
     /// (handshakes, cookies, keepalives) is answered at once.
-    pub(crate) fn receive(
+    fn receive(
         &self,
         socket: &UdpSocket,
         datagram: &[u8],
@@ -952,8 +990,7 @@ impl Outbound {
 
 /// What the inbound thread gathers between `send_frames` calls: decrypted packets back to
 /// back in `arena`, and their spans.
-#[doc(hidden)]
-pub struct Inbound {
+struct Inbound {
     arena: Vec<u8>,
     used: usize,
     spans: Vec<(usize, usize)>,
@@ -961,9 +998,9 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn new_for(mtu: usize) -> Inbound {
+    fn new(mtu: usize, bytes: usize) -> Inbound {
         Inbound {
-            arena: vec![0; ARENA + MAX_DATAGRAM],
+            arena: vec![0; bytes],
             used: 0,
             spans: Vec::with_capacity(256),
             mtu,
