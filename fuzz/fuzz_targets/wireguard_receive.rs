@@ -147,7 +147,11 @@ impl Rig {
         self.a.inject_datagrams(data, from, segment);
         let (rx1, ok1, drop1) = self.counts();
         assert_eq!(rx1 - rx0, n, "datagrams counted");
-        assert_eq!((ok1 - ok0) + (drop1 - drop0), n, "each delivered or dropped once");
+        assert_eq!(
+            (ok1 - ok0) + (drop1 - drop0),
+            n,
+            "each delivered or dropped once"
+        );
         let mut batch = PacketBatch::default();
         self.user
             .recv_batch(&mut batch, 8192, Duration::ZERO)
@@ -170,7 +174,20 @@ fn kind(r: &TunnResult<'_>) -> &'static str {
 
 fn ipv4(src: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    let mut p = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
     p.extend_from_slice(&src);
     p.extend_from_slice(&[10, 0, 0, 1]);
     let udp = (8 + payload.len()) as u16;
@@ -187,7 +204,9 @@ fn rig() -> &'static Mutex<Rig> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut rig = rig().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut rig = rig()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let other: SocketAddr = "[2001:db8::7]:4242".parse().unwrap();
     let mut input = data;
     while let [op, len, rest @ ..] = input {
@@ -198,7 +217,11 @@ fuzz_target!(|data: &[u8]| {
         match op % 4 {
             0 => {
                 // Raw bytes: never authentic, so every datagram is dropped.
-                let segment = if op & 0x40 != 0 { usize::from(op & 0x0f) * 7 } else { 0 };
+                let segment = if op & 0x40 != 0 {
+                    usize::from(op & 0x0f) * 7
+                } else {
+                    0
+                };
                 let n = if segment > 0 && segment < chunk.len() {
                     chunk.len().div_ceil(segment) as u64
                 } else {
@@ -217,7 +240,11 @@ fuzz_target!(|data: &[u8]| {
                     let at = usize::from(chunk[0]) * 7 % datagram.len();
                     datagram[at] ^= chunk.get(1).copied().unwrap_or(1).max(1);
                 }
-                let want = if src == ALLOWED && !altered { vec![packet] } else { vec![] };
+                let want = if src == ALLOWED && !altered {
+                    vec![packet]
+                } else {
+                    vec![]
+                };
                 rig.inject(&datagram, from, 0, 1, &want);
                 rig.last = datagram;
             }
@@ -235,7 +262,11 @@ fuzz_target!(|data: &[u8]| {
                 let mut want = Vec::new();
                 let mut size = 0;
                 for i in 0..count {
-                    let cut = if i + 1 == count { chunk.len() / 2 } else { chunk.len() };
+                    let cut = if i + 1 == count {
+                        chunk.len() / 2
+                    } else {
+                        chunk.len()
+                    };
                     let packet = ipv4(ALLOWED, &chunk[..cut]);
                     let datagram = rig.seal(&packet);
                     if i == 0 {

@@ -110,25 +110,31 @@ impl RecvBatch {
             // wrote into cmsgs[i]; CMSG_FIRSTHDR/NXTHDR stay within that length, and each
             // header's data is read only when its length covers a `c_int`/`u16`.
             unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+                let mut c = libc::CMSG_FIRSTHDR(&raw const hdr.msg_hdr);
                 while !c.is_null() {
                     if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                         let len = (*c).cmsg_len as usize;
                         if len >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize {
-                            let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                            let v =
+                                std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                             segment = usize::try_from(v).unwrap_or(0);
                         } else if len >= libc::CMSG_LEN(size_of::<u16>() as u32) as usize {
-                            segment = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u16>()) as usize;
+                            segment =
+                                std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u16>()) as usize;
                         }
                     }
-                    c = libc::CMSG_NXTHDR(&hdr.msg_hdr, c);
+                    c = libc::CMSG_NXTHDR(&raw const hdr.msg_hdr, c);
                 }
             }
             let len = hdr.msg_len as usize;
             *slot = Received {
                 len,
                 from: from_sockaddr(&self.addrs[i], hdr.msg_hdr.msg_namelen),
-                segment: if segment > 0 && segment < len { segment } else { 0 },
+                segment: if segment > 0 && segment < len {
+                    segment
+                } else {
+                    0
+                },
                 truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
         }
@@ -197,7 +203,7 @@ impl SendBatch {
                 // CMSG_FIRSTHDR of a msghdr with a control buffer that large is non-null
                 // and points at its start; the u16 fits in the data area CMSG_LEN covers.
                 unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&msg);
+                    let c = libc::CMSG_FIRSTHDR(&raw const msg);
                     (*c).cmsg_level = libc::SOL_UDP;
                     (*c).cmsg_type = libc::UDP_SEGMENT;
                     (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
@@ -299,7 +305,8 @@ fn from_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Opti
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, and it is aligned
             // and large enough for one.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
                 u16::from_be(sin.sin_port),
@@ -339,21 +346,34 @@ mod tests {
     #[test]
     fn batches_over_loopback_with_and_without_gso_and_gro() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
         let gro = udp_set_gro(rx.as_fd(), true).is_ok();
         // Three single datagrams, then a GSO run of 4 × 100 bytes + 40.
         let run: Vec<u8> = (0..440u32).map(|i| (i / 100) as u8).collect();
         let msgs = [
-            Outgoing { data: &b"one"[..], to, segment: None },
-            Outgoing { data: &b"two!"[..], to, segment: None },
-            Outgoing { data: &run, to, segment: Some(100) },
+            Outgoing {
+                data: &b"one"[..],
+                to,
+                segment: None,
+            },
+            Outgoing {
+                data: &b"two!"[..],
+                to,
+                segment: None,
+            },
+            Outgoing {
+                data: &run,
+                to,
+                segment: Some(100),
+            },
         ];
-        let mut send = SendBatch::default();
+        let mut batch = SendBatch::default();
         let mut sent = 0;
         while sent < msgs.len() {
-            sent += send.send(tx.as_fd(), &msgs[sent..]).unwrap();
+            sent += batch.send(tx.as_fd(), &msgs[sent..]).unwrap();
         }
         let mut recv = RecvBatch::new(16);
         let mut bufs = vec![vec![0u8; 65_536]; 16];

@@ -790,7 +790,11 @@ impl Shared {
     fn receive_buffer(&self, socket: &UdpSocket, data: &[u8], r: &Received, sink: &mut Inbound) {
         let Some(from) = r.from.filter(|_| !r.truncated) else {
             // An address family we do not speak, or a datagram cut short: count each one.
-            let n = if r.segment > 0 { data.len().div_ceil(r.segment) } else { 1 };
+            let n = if r.segment > 0 {
+                data.len().div_ceil(r.segment)
+            } else {
+                1
+            };
             let c = &self.counters;
             c.rx_datagrams.fetch_add(n as u64, Relaxed);
             c.rx_bytes.fetch_add(data.len() as u64, Relaxed);
@@ -849,13 +853,7 @@ impl Shared {
     /// One datagram from `from`: authenticate, decrypt; a data packet is checked against
     /// the peer's AllowedIPs and gathered in `sink` (the caller flushes it), anything else
     /// (handshakes, cookies, keepalives) is answered at once.
-    fn receive(
-        &self,
-        socket: &UdpSocket,
-        datagram: &[u8],
-        from: SocketAddr,
-        sink: &mut Inbound,
-    ) {
+    fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, sink: &mut Inbound) {
         let c = &self.counters;
         c.rx_datagrams.fetch_add(1, Relaxed);
         c.rx_bytes.fetch_add(datagram.len() as u64, Relaxed);
