@@ -416,11 +416,12 @@ def report(samples: list[Sample], extra: dict[str, Any], args: argparse.Namespac
             f"In-process, {r['size']}-byte packets: {r['pps'] / 1e3:.0f} k packets/s "
             f"({r['gbps']:.2f} Gbit/s) delivered from `send_batch` of 64 to `recv_batch` (one "
             f"Python thread each, {args.seconds:g} s). The sender is not paced: `send_batch` "
-            f"took {r['sent'] / 1e6:.1f} M packets, {r['received'] / 1e6:.2f} M arrived; the "
-            "rest overflowed the sending interface's in-process queue (4096 packets, "
-            'overflow "drop") before the tunnel could encrypt them; the tunnels '
-            f"themselves dropped {r['tunnel_drops']}, the receiver's queue "
-            f"{r['receiver_queue_drops']}."
+            f"took {r['sent'] / 1e6:.1f} M packets, {r['received'] / 1e6:.2f} M arrived; of the "
+            "rest, the receiving interface's in-process queue dropped "
+            f"{r['receiver_queue_drops'] / 1e6:.2f} M (the Python reader fell behind) and the "
+            "sending interface's queue the others, before the tunnel could encrypt them (4096 "
+            'packets each, overflow "drop"); the tunnels themselves dropped '
+            f"{r['tunnel_drops']}."
         )
         lines.append("")
     lines.append("")
