@@ -22,7 +22,7 @@
 //! for every packet (counters, replay window), so one peer's packets are encrypted or
 //! decrypted one at a time under its lock whatever the number of threads; workers could
 //! only spread different peers. Measured on the 2-core machine of BENCHMARKS.md, both ends
-//! of a 2.5 Gbit/s tunnel used under one core together; the rest went to the kernel and
+//! of a 3.3–4.9 Gbit/s tunnel used 1.0–1.5 cores together; the rest went to the kernel and
 //! iperf3.
 
 pub mod keys;
