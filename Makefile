@@ -151,12 +151,13 @@ demo: system-deps build ## the main job: traffic through two TAPs on a bridge (l
 	$(VENV)/bin/vnetio demo
 
 .PHONY: bench
-bench: system-deps build ## bridge-loop benchmarks of every implementation, iperf3 through a guest's vhost-user NIC, micro-benchmarks
+bench: system-deps build ## bridge-loop benchmarks of every implementation, iperf3 through a guest's vhost-user NIC and through WireGuard, micro-benchmarks
 	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
 	$(PY) benches/capture_loop.py --repeat 3 --out bench-results/capture_loop.md --json bench-results/capture_loop.json
 	$(PY) benches/filter_loop.py --out bench-results/filter_loop.md --json bench-results/filter_loop.json
 	$(PY) benches/serial_loop.py --out bench-results/serial_loop.md --json bench-results/serial_loop.json
 	$(PY) benches/vhost_iperf.py --repeat 5 --out bench-results/vhost_iperf.md --json bench-results/vhost_iperf.json
+	$(PY) benches/wireguard.py --repeat 3 --out bench-results/wireguard.md --json bench-results/wireguard.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 	@echo "criterion benchmarks of the Rust core (the vhost-user ring processing among them): make bench-rust"
 

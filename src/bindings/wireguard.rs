@@ -164,6 +164,8 @@ impl PyWireGuard {
             ("queued", s.queued),
             ("handshakes", s.handshakes),
             ("rx_errors", s.rx_errors),
+            ("gso_fallbacks", s.gso_fallbacks),
+            ("gro_unavailable", s.gro_unavailable),
         ] {
             d.set_item(name, value)?;
         }

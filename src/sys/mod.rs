@@ -12,6 +12,7 @@
 pub mod mounts;
 pub mod pidfd;
 pub mod tty;
+pub mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

@@ -82,7 +82,7 @@ class Interface:
             user, port = _core.loopback_pair(capacity, kind="tun", mtu=mtu)
             self._adapter: Adapter = user
         else:
-            self._tun = Tun(tun, netns=netns, mtu=mtu)
+            self._tun = Tun(tun, netns=netns, mtu=mtu, offload=True)
             self._adapter = port = self._tun
         try:
             if self._tun is not None:

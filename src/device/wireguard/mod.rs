@@ -8,16 +8,29 @@
 //! the data path threads, and a count for every datagram or packet it does not deliver.
 //!
 //! Threads (all Rust, no Python): *outbound* reads plaintext packets from the port in
-//! batches, routes each by destination to a peer, encrypts and sends it; *inbound* reads
-//! datagrams, finds the peer, decrypts, checks the inner source against the peer's
-//! AllowedIPs and writes the packet to the port; it also runs the peers' timers
-//! (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`].
+//! batches, routes each by destination to a peer, encrypts them back to back into one
+//! buffer and sends the batch with one `sendmmsg`, runs of equal-size datagrams to one
+//! endpoint as one UDP GSO message; *inbound* reads datagrams with `recvmmsg` (UDP GRO
+//! runs split back into datagrams), finds each one's peer, decrypts, checks the inner
+//! source against the peer's AllowedIPs and writes the batch's packets to the port in one
+//! `send_frames` call (a TUN with offload merges them with GRO); it also runs the peers'
+//! timers (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`]. Where
+//! the kernel refuses GSO or GRO the thread falls back to single datagrams and counts it
+//! (`Stats::gso_fallbacks`, `Stats::gro_unavailable`).
+//!
+//! One thread each way, not a pool of crypto workers: boringtun's `Tunn` takes `&mut self`
+//! for every packet (counters, replay window), so one peer's packets are encrypted or
+//! decrypted one at a time under its lock whatever the number of threads; workers could
+//! only spread different peers. Measured on the 2-core machine of BENCHMARKS.md, both ends
+//! of a 3.3–4.9 Gbit/s tunnel used 1.0–1.5 cores together; the rest went to the kernel and
+//! iperf3.
 
 pub mod keys;
 mod peers;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
@@ -35,6 +48,7 @@ pub use self::peers::{canonical, parse_network, Peer, PeerConfig, PeerInfo};
 use super::Device;
 use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
+use crate::sys::udp::{self, Outgoing, Received, RecvBatch, SendBatch};
 
 /// How often the peers' timers run (boringtun's own device ticks every 250 ms).
 pub const TIMER_PERIOD: Duration = Duration::from_millis(100);
@@ -48,6 +62,25 @@ const MAX_DATAGRAM: usize = 65_535 + 32;
 
 /// Plaintext packets read per outbound batch.
 const OUTBOUND_BATCH: usize = 64;
+
+/// Datagrams (or GRO runs of datagrams) taken per `recvmmsg`.
+const INBOUND_BATCH: usize = 32;
+
+/// Bytes of encrypted datagrams (outbound) or decrypted packets (inbound) gathered before
+/// they go out in one `sendmmsg` or one `send_frames` call; a batch also ends with the
+/// packets or datagrams the kernel had queued.
+const ARENA: usize = 256 * 1024;
+
+/// The most datagrams the kernel takes in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// The most bytes of one UDP GSO send (one UDP datagram's worth: the kernel's limit is
+/// the 16-bit length; kept under it with room for the headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Socket buffers asked for (wireguard-go asks for 7 MiB): a burst of a window's worth of
+/// datagrams must not overflow the receive queue while the thread decrypts.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Why a datagram or packet was not delivered. Each has its own counter in [`Stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +190,12 @@ pub struct Stats {
     pub handshakes: u64,
     /// Failed receive calls on the UDP socket.
     pub rx_errors: u64,
+    /// UDP GSO sends the kernel refused (after the first, the interface sends datagrams
+    /// one by one: each refusal is counted, and its datagrams are sent again singly).
+    pub gso_fallbacks: u64,
+    /// 1 when the kernel refused UDP GRO on the socket (datagrams are then received one
+    /// per buffer), else 0.
+    pub gro_unavailable: u64,
     /// Per [`Drop`] reason, in the order of [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -172,12 +211,18 @@ struct Counters {
     queued: AtomicU64,
     handshakes: AtomicU64,
     rx_errors: AtomicU64,
+    gso_fallbacks: AtomicU64,
+    gro_unavailable: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 impl Counters {
     fn drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    fn drop_n(&self, reason: DropReason, n: usize) {
+        self.drops[reason as usize].fetch_add(n as u64, Relaxed);
     }
 }
 
@@ -231,6 +276,8 @@ impl Tunnel {
         }
         let (socket, socket_v6) =
             super::netns::run_in(netns, || bind(config.listen_port.unwrap_or(0)))?;
+        // Best effort: a smaller buffer only costs drops under bursts (the kernel counts them).
+        let _ = udp::set_socket_buffers(socket.as_fd(), SOCKET_BUFFER);
         socket
             .set_read_timeout(Some(TIMER_PERIOD))
             .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
@@ -358,6 +405,8 @@ impl Tunnel {
             queued: c.queued.load(Relaxed),
             handshakes: c.handshakes.load(Relaxed),
             rx_errors: c.rx_errors.load(Relaxed),
+            gso_fallbacks: c.gso_fallbacks.load(Relaxed),
+            gro_unavailable: c.gro_unavailable.load(Relaxed),
             drops,
         }
     }
@@ -386,6 +435,32 @@ impl Tunnel {
     /// Whether [`Tunnel::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Relaxed)
+    }
+
+    /// Hand `data` to the receive path as if `recvmmsg` had returned it from `from`: one
+    /// datagram, or with `segment` > 0 a GRO run of datagrams of that size. Replies go out
+    /// of the interface's socket; decrypted packets are written to the port. For the fuzz
+    /// target (no network needed); not an API.
+    #[doc(hidden)]
+    pub fn inject_datagrams(&self, data: &[u8], from: SocketAddr, segment: usize) {
+        let control = self
+            .shared
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(socket) = control.as_ref() else {
+            return;
+        };
+        let mut sink = Inbound::new(self.shared.port.mtu(), MAX_DATAGRAM + 64);
+        let received = Received {
+            len: data.len(),
+            from: Some(from),
+            segment,
+            truncated: false,
+        };
+        self.shared
+            .receive_buffer(socket, data, &received, &mut sink);
+        self.shared.flush_inbound(&mut sink);
     }
 }
 
@@ -499,10 +574,12 @@ impl Shared {
         }
     }
 
-    /// Plaintext port → peers: route, encrypt, send.
+    /// Plaintext port → peers: route, encrypt, send. Datagrams of a batch are gathered in
+    /// one buffer and leave in one `sendmmsg`; runs of equal-size datagrams to one endpoint
+    /// go as one UDP GSO message while the kernel takes them.
     fn outbound(&self, socket: &UdpSocket) {
         let mut batch = PacketBatch::default();
-        let mut out = vec![0u8; MAX_DATAGRAM];
+        let mut tx = Outbound::new();
         while !self.closed.load(Relaxed) {
             batch.clear();
             match self
@@ -528,42 +605,172 @@ impl Shared {
                     self.counters.drop(DropReason::NoRoute);
                     continue;
                 };
+                if tx.room() < packet.len() + 64 {
+                    self.flush_outbound(socket, &mut tx);
+                }
+                let start = tx.used;
                 let mut tunn = peer.tunn();
-                let result = tunn.encapsulate(packet, &mut out);
+                let result = tunn.encapsulate(packet, &mut tx.arena[start..]);
                 drop(tunn);
-                let is_data =
-                    matches!(&result, TunnResult::WriteToNetwork(d) if d.first() == Some(&4));
-                if !is_data {
-                    // No session yet: boringtun holds the packet and (maybe) starts a
-                    // handshake; the packet goes out when the handshake completes.
-                    self.counters.queued.fetch_add(1, Relaxed);
-                    self.emit(socket, peer, result, None);
-                } else if self.emit(socket, peer, result, None) {
-                    self.counters.tx_packets.fetch_add(1, Relaxed);
+                match result {
+                    TunnResult::WriteToNetwork(d) if d.first() == Some(&4) => {
+                        let len = d.len();
+                        if let Some(to) = peer.endpoint() {
+                            tx.used += len;
+                            tx.pending.push((start, len, to, Arc::clone(peer)));
+                        } else {
+                            self.counters.drop(DropReason::NoEndpoint);
+                        }
+                    }
+                    result => {
+                        // No session yet: boringtun holds the packet and (maybe) starts a
+                        // handshake; the packet goes out when the handshake completes.
+                        self.counters.queued.fetch_add(1, Relaxed);
+                        self.emit(socket, peer, result, None);
+                    }
                 }
             }
+            self.flush_outbound(socket, &mut tx);
         }
     }
 
-    /// Peers → plaintext port: receive, authenticate, decrypt, check, deliver; and the
-    /// timers.
+    /// Send what [`Shared::outbound`] gathered: GSO runs where allowed, in `sendmmsg`s.
+    fn flush_outbound(&self, socket: &UdpSocket, tx: &mut Outbound) {
+        let c = &self.counters;
+        let fd = socket.as_fd();
+        let arena = &tx.arena;
+        // Runs: consecutive datagrams (contiguous in the arena) to one endpoint, all the
+        // size of the first but the last, which may be shorter.
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (first, count, bytes, size)
+        let mut i = 0;
+        while i < tx.pending.len() {
+            let (_, size, to, _) = &tx.pending[i];
+            let mut count = 1;
+            let mut bytes = *size;
+            if tx.gso {
+                while let Some((_, len, next_to, _)) = tx.pending.get(i + count) {
+                    if next_to != to
+                        || *len > *size
+                        || count >= GSO_MAX_SEGMENTS
+                        || bytes + len > GSO_MAX_BYTES
+                    {
+                        break;
+                    }
+                    count += 1;
+                    bytes += len;
+                    if *len < *size {
+                        break; // a shorter datagram ends a run
+                    }
+                }
+            }
+            runs.push((i, count, bytes, *size));
+            i += count;
+        }
+        let msgs: Vec<Outgoing<'_>> = runs
+            .iter()
+            .map(|&(first, count, bytes, size)| {
+                let (start, _, to, _) = tx.pending[first];
+                Outgoing {
+                    data: &arena[start..start + bytes],
+                    to: self.wire_address(to),
+                    segment: (count > 1).then(|| u16::try_from(size).unwrap_or(u16::MAX)),
+                }
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            match tx.send.send(fd, &msgs[done..]) {
+                Ok(n) => {
+                    for &(first, count, _, _) in &runs[done..done + n] {
+                        self.count_sent(&tx.pending[first..first + count]);
+                    }
+                    done += n;
+                }
+                Err(e) if msgs[done].segment.is_some() && gso_refused(&e) => {
+                    // The kernel (or the route's device) does not take UDP GSO: from now
+                    // on datagrams go singly; this run goes again, one by one.
+                    tx.gso = false;
+                    c.gso_fallbacks.fetch_add(1, Relaxed);
+                    let (first, count, _, _) = runs[done];
+                    for entry in &tx.pending[first..first + count] {
+                        let (start, len, to, _) = entry;
+                        let one = [Outgoing {
+                            data: &arena[*start..*start + *len],
+                            to: self.wire_address(*to),
+                            segment: None,
+                        }];
+                        if tx.send.send(fd, &one).is_ok() {
+                            self.count_sent(std::slice::from_ref(entry));
+                        } else {
+                            c.drop(DropReason::SendError);
+                        }
+                    }
+                    done += 1;
+                }
+                Err(_) => {
+                    c.drop_n(DropReason::SendError, runs[done].1);
+                    done += 1;
+                }
+            }
+        }
+        drop(msgs);
+        tx.pending.clear();
+        tx.used = 0;
+    }
+
+    /// Count datagrams sent (each a plaintext packet), for the interface and their peers.
+    fn count_sent(&self, sent: &[(usize, usize, SocketAddr, Arc<Peer>)]) {
+        let c = &self.counters;
+        let bytes: usize = sent.iter().map(|e| e.1).sum();
+        c.tx_datagrams.fetch_add(sent.len() as u64, Relaxed);
+        c.tx_packets.fetch_add(sent.len() as u64, Relaxed);
+        c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        for (_, len, _, peer) in sent {
+            peer.tx_datagrams.fetch_add(1, Relaxed);
+            peer.tx_bytes.fetch_add(*len as u64, Relaxed);
+        }
+    }
+
+    /// An endpoint as the socket takes it (IPv4 as mapped on a dual-stack socket).
+    fn wire_address(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.socket_v6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        }
+    }
+
+    /// Peers → plaintext port: receive (`recvmmsg`, GRO runs split back into datagrams),
+    /// authenticate, decrypt, check, deliver a batch in one `send_frames`; and the timers.
     fn inbound(&self, socket: &UdpSocket) {
-        let mut datagram = vec![0u8; MAX_DATAGRAM];
-        let mut out = vec![0u8; MAX_DATAGRAM];
+        let fd = socket.as_fd();
+        if udp::udp_set_gro(fd, true).is_err() {
+            self.counters.gro_unavailable.store(1, Relaxed);
+        }
+        let mut rx = RecvBatch::new(INBOUND_BATCH);
+        let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; INBOUND_BATCH];
+        let mut got = [Received::default(); INBOUND_BATCH];
+        let mut sink = Inbound::new(self.port.mtu(), ARENA + MAX_DATAGRAM);
         let mut next_tick = Instant::now() + TIMER_PERIOD;
         let mut next_reset = Instant::now() + Duration::from_secs(1);
         while !self.closed.load(Relaxed) {
             let now = Instant::now();
             if now >= next_tick {
-                self.tick(socket, &mut out);
+                self.tick(socket, &mut sink.arena);
                 next_tick = now + TIMER_PERIOD;
                 if now >= next_reset {
                     self.rate_limiter.reset_count();
                     next_reset = now + Duration::from_secs(1);
                 }
             }
-            match socket.recv_from(&mut datagram) {
-                Ok((len, from)) => self.receive(socket, &datagram[..len], from, &mut out),
+            match rx.recv(fd, &mut bufs, &mut got) {
+                Ok(n) => {
+                    for (buf, r) in bufs.iter().zip(&got).take(n) {
+                        self.receive_buffer(socket, &buf[..r.len], r, &mut sink);
+                    }
+                    self.flush_inbound(&mut sink);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -579,6 +786,57 @@ impl Shared {
         }
     }
 
+    /// One buffer of `recvmmsg`: a datagram, or a GRO run of them from one source.
+    fn receive_buffer(&self, socket: &UdpSocket, data: &[u8], r: &Received, sink: &mut Inbound) {
+        let Some(from) = r.from.filter(|_| !r.truncated) else {
+            // An address family we do not speak, or a datagram cut short: count each one.
+            let n = if r.segment > 0 {
+                data.len().div_ceil(r.segment)
+            } else {
+                1
+            };
+            let c = &self.counters;
+            c.rx_datagrams.fetch_add(n as u64, Relaxed);
+            c.rx_bytes.fetch_add(data.len() as u64, Relaxed);
+            c.drop_n(DropReason::Malformed, n);
+            return;
+        };
+        if r.segment > 0 {
+            for datagram in data.chunks(r.segment) {
+                self.receive(socket, datagram, from, sink);
+            }
+        } else {
+            self.receive(socket, data, from, sink);
+        }
+    }
+
+    /// Write the decrypted packets gathered in `sink` to the port in one call.
+    fn flush_inbound(&self, sink: &mut Inbound) {
+        if sink.spans.is_empty() {
+            return;
+        }
+        let frames: Vec<&[u8]> = sink
+            .spans
+            .iter()
+            .map(|&(start, len)| &sink.arena[start..start + len])
+            .collect();
+        let total = frames.len();
+        let c = &self.counters;
+        match self.port.send_frames(&frames) {
+            Ok(_) => {
+                c.rx_packets.fetch_add(total as u64, Relaxed);
+            }
+            Err(Error::Partial { sent, .. }) => {
+                c.rx_packets.fetch_add(sent as u64, Relaxed);
+                c.drop_n(DropReason::PortError, total - sent);
+            }
+            Err(_) => c.drop_n(DropReason::PortError, total),
+        }
+        drop(frames);
+        sink.spans.clear();
+        sink.used = 0;
+    }
+
     fn tick(&self, socket: &UdpSocket, out: &mut [u8]) {
         for peer in self.read_table().peers() {
             let result = peer.tunn().update_timers(out);
@@ -592,10 +850,18 @@ impl Shared {
         }
     }
 
-    fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+    /// One datagram from `from`: authenticate, decrypt; a data packet is checked against
+    /// the peer's AllowedIPs and gathered in `sink` (the caller flushes it), anything else
+    /// (handshakes, cookies, keepalives) is answered at once.
+    fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, sink: &mut Inbound) {
         let c = &self.counters;
         c.rx_datagrams.fetch_add(1, Relaxed);
         c.rx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+        if sink.room() < datagram.len() + 64 {
+            self.flush_inbound(sink);
+        }
+        let start = sink.used;
+        let out = &mut sink.arena[start..];
         let from_ip = canonical(from).ip();
         // MAC1 of handshakes first (cheap, keyed on our public key), cookies under load:
         // only then the Diffie-Hellman that finds the initiator's key.
@@ -642,19 +908,25 @@ impl Shared {
             Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
         );
         let mut tunn = peer.tunn();
-        match tunn.decapsulate(Some(from_ip), datagram, out) {
+        let (len, src) = match tunn.decapsulate(Some(from_ip), datagram, out) {
             TunnResult::Err(e) => {
                 drop(tunn);
                 c.drop(DropReason::of(&e));
+                return;
             }
             TunnResult::Done => {
                 drop(tunn);
                 peer.heard_from(from, datagram.len()); // a keepalive, or a cookie
+                return;
             }
             TunnResult::WriteToNetwork(reply) => {
-                // A handshake answered (or completed: a keepalive confirms it). Then what
-                // waited for the session goes out.
-                if handshake {
+                // A handshake answered (or completed: a keepalive confirms it), or a
+                // cookie: the peer's own load guard (more than 10 handshakes a second)
+                // asks the initiator to prove its address first. Then what waited for the
+                // session goes out.
+                if reply.first() == Some(&3) {
+                    c.drop(DropReason::UnderLoad);
+                } else if handshake {
                     c.handshakes.fetch_add(1, Relaxed);
                 }
                 self.send_to_peer(socket, peer, reply, from);
@@ -665,41 +937,86 @@ impl Shared {
                 }
                 drop(tunn);
                 peer.heard_from(from, datagram.len());
+                return;
             }
-            TunnResult::WriteToTunnelV4(packet, src) => {
-                drop(tunn);
-                self.deliver(&table, peer, IpAddr::V4(src), packet, from, datagram.len());
-            }
-            TunnResult::WriteToTunnelV6(packet, src) => {
-                drop(tunn);
-                self.deliver(&table, peer, IpAddr::V6(src), packet, from, datagram.len());
-            }
+            TunnResult::WriteToTunnelV4(packet, src) => (packet.len(), IpAddr::V4(src)),
+            TunnResult::WriteToTunnelV6(packet, src) => (packet.len(), IpAddr::V6(src)),
+        };
+        drop(tunn);
+        // The datagram was authentic: roaming applies even if the packet is refused.
+        peer.heard_from(from, datagram.len());
+        if table.route(src).map(|p| p.id) != Some(peer.id) {
+            c.drop(DropReason::DisallowedSource);
+            return;
+        }
+        let packet = &sink.arena[start..start + len];
+        if self.port.medium().check_frame(packet, sink.mtu).is_err() {
+            c.drop(DropReason::PortError); // larger than the port's MTU
+            return;
+        }
+        sink.spans.push((start, len));
+        sink.used += len;
+    }
+}
+
+/// What the outbound thread gathers between `sendmmsg`s: encrypted datagrams back to back
+/// in `arena`, and for each its span, endpoint and peer.
+struct Outbound {
+    arena: Vec<u8>,
+    used: usize,
+    pending: Vec<(usize, usize, SocketAddr, Arc<Peer>)>,
+    send: SendBatch,
+    /// Whether UDP GSO is still in use (the kernel has not refused it).
+    gso: bool,
+}
+
+impl Outbound {
+    fn new() -> Outbound {
+        Outbound {
+            arena: vec![0; ARENA + MAX_DATAGRAM],
+            used: 0,
+            pending: Vec::with_capacity(OUTBOUND_BATCH),
+            send: SendBatch::default(),
+            gso: true,
         }
     }
 
-    /// Hand a decrypted packet to the port if its source belongs to the peer that sent it.
-    fn deliver(
-        &self,
-        table: &PeerTable,
-        peer: &Peer,
-        src: IpAddr,
-        packet: &[u8],
-        from: SocketAddr,
-        datagram_len: usize,
-    ) {
-        // The datagram was authentic: roaming applies even if the packet is refused.
-        peer.heard_from(from, datagram_len);
-        if table.route(src).map(|p| p.id) != Some(peer.id) {
-            self.counters.drop(DropReason::DisallowedSource);
-            return;
-        }
-        match self.port.send_frames(&[packet]) {
-            Ok(_) => {
-                self.counters.rx_packets.fetch_add(1, Relaxed);
-            }
-            Err(_) => self.counters.drop(DropReason::PortError),
+    fn room(&self) -> usize {
+        self.arena.len() - self.used
+    }
+}
+
+/// What the inbound thread gathers between `send_frames` calls: decrypted packets back to
+/// back in `arena`, and their spans.
+struct Inbound {
+    arena: Vec<u8>,
+    used: usize,
+    spans: Vec<(usize, usize)>,
+    mtu: usize,
+}
+
+impl Inbound {
+    fn new(mtu: usize, bytes: usize) -> Inbound {
+        Inbound {
+            arena: vec![0; bytes],
+            used: 0,
+            spans: Vec::with_capacity(256),
+            mtu,
         }
     }
+
+    fn room(&self) -> usize {
+        self.arena.len() - self.used
+    }
+}
+
+/// Errors with which the kernel refuses a UDP GSO send it cannot do (no checksum offload
+/// on the route's device, GSO unsupported, a size it does not take).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
 }
 
 #[cfg(test)]
