@@ -80,10 +80,12 @@ class Interface:
         port: Adapter
         if tun is None:
             user, port = _core.loopback_pair(capacity, kind="tun", mtu=mtu)
+            self._port: Adapter | None = port
             self._adapter: Adapter = user
         else:
             self._tun = Tun(tun, netns=netns, mtu=mtu, offload=True)
             self._adapter = port = self._tun
+            self._port = None
         try:
             if self._tun is not None:
                 for address in self.addresses:
@@ -226,8 +228,15 @@ class Interface:
 
     def stats(self) -> dict[str, Any]:
         """Datagrams, packets, handshakes, and ``drops``: every datagram or packet not
-        delivered, by reason."""
-        return self._wg.stats()
+        delivered, by reason. In-process, ``drops`` also holds the two queues between this
+        object and the tunnel: ``tunnel_queue_full`` (packets you sent that found the
+        tunnel's queue full) and ``reader_queue_full`` (decrypted packets that found your
+        queue full: read faster, or make the interface with a larger ``capacity``)."""
+        stats = self._wg.stats()
+        if self._port is not None:
+            stats["drops"]["tunnel_queue_full"] = self._port.stats().rx_dropped
+            stats["drops"]["reader_queue_full"] = self._adapter.stats().rx_dropped
+        return stats
 
     def close(self) -> None:
         """Stop the tunnel and close the plaintext side (the TUN goes with it)."""
