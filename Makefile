@@ -11,6 +11,8 @@ EXT_STAMP := $(VENV)/.ext-stamp
 # Debian packages the test suite and benchmarks need (installed only when missing).
 # tshark (with capinfos/editcap from wireshark-common) checks the capture files vnetio writes.
 DEB_PACKAGES := iproute2 iputils-ping python3-venv ethtool iperf3 tshark
+# util-linux has setpriv: tests drop capabilities (CAP_NET_ADMIN, CAP_BPF) in a child with it.
+DEB_PACKAGES += util-linux
 # The serial devices: socat is the relay baseline in the benchmarks; net-tools has slattach,
 # copied into the guest that tests SlipLink against Linux's own SLIP driver.
 DEB_PACKAGES += socat net-tools
@@ -150,16 +152,22 @@ dist-check: system-deps dist ## auditwheel; the suite against the wheel without 
 demo: system-deps build ## the main job: traffic through two TAPs on a bridge (loopback without root)
 	$(VENV)/bin/vnetio demo
 
+# Where the benchmarks write their reports (NAME.md) and raw per-run figures (NAME.json).
+# bench-results/ is ignored by git; `make bench BENCH_OUT=docs/bench-data` keeps the raw
+# figures of the published tables in the repository (see docs/bench-data/README.md).
+BENCH_OUT ?= bench-results
 .PHONY: bench
-bench: system-deps build ## bridge-loop benchmarks of every implementation, iperf3 through a guest's vhost-user NIC and through WireGuard, micro-benchmarks
-	$(PY) benches/bridge_loop.py --out bench-results/bridge_loop.md --json bench-results/bridge_loop.json
-	$(PY) benches/capture_loop.py --repeat 3 --out bench-results/capture_loop.md --json bench-results/capture_loop.json
-	$(PY) benches/filter_loop.py --out bench-results/filter_loop.md --json bench-results/filter_loop.json
-	$(PY) benches/serial_loop.py --out bench-results/serial_loop.md --json bench-results/serial_loop.json
-	$(PY) benches/vhost_iperf.py --repeat 5 --out bench-results/vhost_iperf.md --json bench-results/vhost_iperf.json
-	$(PY) benches/wireguard.py --repeat 3 --out bench-results/wireguard.md --json bench-results/wireguard.json
+bench: system-deps build ## bridge-loop (paired), checksum vs scapy (paired), capture, filter, serial, vhost-user and WireGuard iperf3 benchmarks, Ctrl-C/close()/responder-stop latency, micro-benchmarks (BENCH_OUT=dir)
+	$(PY) benches/bridge_loop.py --out $(BENCH_OUT)/bridge_loop.md --json $(BENCH_OUT)/bridge_loop.json
+	$(PY) benches/checksum_scapy.py --out $(BENCH_OUT)/checksum_scapy.md --json $(BENCH_OUT)/checksum_scapy.json
+	$(PY) benches/capture_loop.py --repeat 3 --out $(BENCH_OUT)/capture_loop.md --json $(BENCH_OUT)/capture_loop.json
+	$(PY) benches/filter_loop.py --out $(BENCH_OUT)/filter_loop.md --json $(BENCH_OUT)/filter_loop.json
+	$(PY) benches/serial_loop.py --out $(BENCH_OUT)/serial_loop.md --json $(BENCH_OUT)/serial_loop.json
+	$(PY) benches/vhost_iperf.py --repeat 5 --out $(BENCH_OUT)/vhost_iperf.md --json $(BENCH_OUT)/vhost_iperf.json
+	$(PY) benches/wireguard.py --repeat 3 --out $(BENCH_OUT)/wireguard.md --json $(BENCH_OUT)/wireguard.json
+	$(PY) benches/latency.py --trials 200 --out $(BENCH_OUT)/latency.md --json $(BENCH_OUT)/latency.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
-	@echo "criterion benchmarks of the Rust core (the vhost-user ring processing among them): make bench-rust"
+	@echo "also: make bench-offload (iperf3 forwarder, super-frame loop), make bench-rust (criterion)"
 
 SOAK_FRAMES ?= 100000000
 .PHONY: soak
@@ -167,13 +175,14 @@ soak: system-deps build ## SOAK_FRAMES (10^8) frames each through the bridge loo
 	$(PY) benches/soak.py --frames $(SOAK_FRAMES) --out bench-results/soak.md --json bench-results/soak.json
 
 .PHONY: bench-offload
-bench-offload: system-deps build ## iperf3 through TUN/TAP forwarders, and the 64 KiB super-frame bridge loop
-	$(PY) benches/forwarder.py --out bench-results/forwarder.md
-	$(PY) benches/superframe_loop.py --out bench-results/superframe_loop.md
+bench-offload: system-deps build ## iperf3 through TUN/TAP forwarders (paired), and the 64 KiB super-frame bridge loop (BENCH_OUT=dir)
+	$(PY) benches/forwarder.py --out $(BENCH_OUT)/forwarder.md --json $(BENCH_OUT)/forwarder.json
+	$(PY) benches/superframe_loop.py --out $(BENCH_OUT)/superframe_loop.md --json $(BENCH_OUT)/superframe_loop.json
 
 .PHONY: bench-rust
-bench-rust: ## criterion benchmarks of the Rust core's in-memory paths (vhost-user rings included)
+bench-rust: ## every criterion benchmark of the Rust core: batches, checksum, vhost-user rings
 	cargo bench --bench batch
+	cargo bench --bench checksum
 	cargo bench --bench vhost_ring
 
 .PHONY: clean

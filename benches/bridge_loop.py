@@ -22,7 +22,9 @@ Measured per run:
 
 Plus a reader-only ceiling: B's txqueuelen is raised to 262144 while a reader is attached
 but not reading, a native writer queues ``--ceiling-frames`` frames, and only the reader's
-draining of them is timed.
+draining of them is timed. ``--probe N`` adds ``examples/reader_probe.rs`` N times per
+size: native and vnetio receive loops taking turns in one process on the same frames (CPU
+per frame), which other work on the machine weighs on alike.
 
 Usage (root): ``python benches/bridge_loop.py [--seconds 3] [--repeat 3] [--out FILE]``.
 """
@@ -31,20 +33,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import cli
+from harness.pairing import (
+    Comparison,
+    Pair,
+    criterion_line,
+    interleave,
+    uneven_by,
+    uptime_line,
+)
 from harness.procs import EXAMPLES, BenchError, Child, build_example, cpu_ticks, log
-from harness.report import command_line, emit, relative, table_head, table_row
+from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio import _topology as topology
 
 IMPLS_DIR = Path(__file__).resolve().parent / "impls"
@@ -222,33 +233,7 @@ def run_ceiling_once(
     }
 
 
-# -- orchestration -------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    #: runs during which other work used more than this share of the CPUs are left out of
-    #: the median when at least one undisturbed run exists
-    max_other_cpu: float = 1.0
-
-    def used(self) -> list[dict[str, Any]]:
-        calm = [r for r in self.runs if r["other_cpu"] <= self.max_other_cpu]
-        return calm or self.runs
-
-    def median_run(self) -> dict[str, Any] | None:
-        """The run whose delivered/s is the median (lower median for even counts)."""
-        runs = self.used()
-        if not runs:
-            return None
-        ordered = sorted(runs, key=lambda r: r["rate"])
-        return ordered[(len(ordered) - 1) // 2]
-
-    def rate_range(self) -> str:
-        rates = [r["rate"] for r in self.used()]
-        span = f"{fmt_rate(min(rates))}–{fmt_rate(max(rates))}" if len(rates) > 1 else "—"
-        return f"{span} ({len(rates)}/{len(self.runs)})"
+# -- helpers -------------------------------------------------------------------------------
 
 
 def check_available(spec: ImplSpec, python: str, native: Path) -> str | None:
@@ -303,143 +288,218 @@ def machine_info(python: str) -> list[str]:
     ]
 
 
+# -- orchestration -------------------------------------------------------------------------
+
+#: The figures each pair gives a ratio of (implementation over native).
+METRICS = ("rate", "cpu_ns_per_frame")
+RUN_ERRORS = (BenchError, TimeoutError, topology.TopologyError)
+
+
+def comparisons(
+    args: argparse.Namespace, runnable: list[str]
+) -> tuple[list[Comparison], list[Comparison]]:
+    """(bridge loop, ceiling): each implementation against native, per frame size."""
+
+    def against_native(keys: list[str]) -> list[Comparison]:
+        return [
+            Comparison(key, "native", METRICS, args.repeat, args.max_pairs, tag=size)
+            for size in args.sizes
+            for key in keys
+            if key != "native"
+        ]
+
+    loops = [] if args.no_loop else against_native(runnable)
+    ceiling = [] if args.no_ceiling else against_native([k for k in CEILING_IMPLS if k in runnable])
+    return loops, ceiling
+
+
+def run_all(args: argparse.Namespace, loops: list[Comparison], ceiling: list[Comparison]) -> None:
+    noise_done: set[tuple[str, int]] = set()
+
+    def run_loop(c: Comparison, key: str) -> dict[str, Any]:
+        # The idle-writer noise window: once per implementation and size.
+        noise = 0.0 if (key, c.tag) in noise_done else args.noise_seconds
+        noise_done.add((key, c.tag))
+        return run_loop_once(IMPLS[key], c.tag, args.seconds, noise, args.python, args.native_bin)
+
+    def run_ceiling(c: Comparison, key: str) -> dict[str, Any]:
+        return run_ceiling_once(
+            IMPLS[key], c.tag, args.ceiling_frames, args.python, args.native_bin
+        )
+
+    def noisy(run: dict[str, Any]) -> str | None:
+        other = run["other_cpu"]
+        return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
+
+    def progress(what: str) -> Callable[[Comparison, Pair], None]:
+        def show(c: Comparison, p: Pair) -> None:
+            status = f"DISCARDED ({p.noise})" if p.noise else "kept"
+            ratio = p.ratios.get("rate")
+            log(
+                f"{what}{c.tag:5d} B pair {len(c.pairs)} ({len(c.kept())}/{c.want} kept) "
+                f"{c.a} {fmt_rate(p.a['rate'])}/s vs native {fmt_rate(p.b['rate'])}/s, "
+                f"{p.first} first: {ratio:.2f}× "
+                f"(other CPU {p.a['other_cpu'] * 100:.0f}% / {p.b['other_cpu'] * 100:.0f}%), "
+                f"{status}"
+                if ratio is not None
+                else f"{what}{c.tag} B pair {len(c.pairs)}: no ratio, {status}"
+            )
+
+        return show
+
+    uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+    for comps, run, what in ((loops, run_loop, "loop "), (ceiling, run_ceiling, "ceiling ")):
+        interleave(comps, run, noisy, errors=RUN_ERRORS, progress=progress(what), uneven=uneven)
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run whose delivered/s is the median (lower median for even counts)."""
+    ordered = sorted(runs, key=lambda r: r["rate"])
+    return ordered[(len(ordered) - 1) // 2] if ordered else None
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else 0.0
+
+
 def render(
     args: argparse.Namespace,
     command: str,
-    cells: dict[tuple[str, int], Cell],
-    ceiling: dict[tuple[str, int], Cell],
+    loops: list[Comparison],
+    ceiling: list[Comparison],
     skipped: dict[str, str],
     elapsed: float,
+    load: tuple[str, str],
 ) -> str:
-    out = ["# Bridge-loop benchmark", ""]
+    out = ["## Bridge loop: every implementation against native, in paired runs", ""]
     out.append(f"- command: `{command}`")
     out += machine_info(args.python)
+    out.append(f"- load (`uptime`): at the start {load[0]}; at the end {load[1]}")
     out.append(f"- total wall time: {elapsed:.0f} s")
-    all_runs = [r for c in [*cells.values(), *ceiling.values()] for r in c.runs]
-    redone = sum(r.get("discarded", 0) for r in all_runs)
-    still = sum(1 for r in all_runs if r["other_cpu"] > args.max_other_cpu)
-    out.append(
-        f"- disturbed runs (other CPU above {args.max_other_cpu * 100:.0f}%): {redone} redone, "
-        f"{still} kept after {args.retries} retries"
-    )
     out.append("")
     out += [f"- **{key} skipped**: {why}" for key, why in skipped.items()]
     if skipped:
         out.append("")
-    for size in args.sizes if cells else []:
-        out += render_loop_table(args, size, cells, skipped)
-    if ceiling:
-        out += render_ceiling_table(args, ceiling)
+    for size in args.sizes if loops else []:
+        out += render_table(
+            f"### Bridge loop, {size}-byte frames: runs of {args.seconds:g} s",
+            [c for c in loops if c.tag == size],
+            LOOP_COLUMNS,
+        )
+    for size in args.sizes if ceiling else []:
+        out += render_table(
+            (
+                f"### Reader-only ceiling, {size}-byte frames: {fmt_count(args.ceiling_frames)} "
+                f"frames queued in B's ring (txqueuelen {CEILING_QLEN}), only the draining timed"
+            ),
+            [c for c in ceiling if c.tag == size],
+            CEILING_COLUMNS,
+        )
     out.append(
-        "Delivered = frames of our own read by the reader (size, source MAC and EtherType "
-        "match); delivered/s divides by the reader's time until its ring was empty after the "
-        "writer stopped. Loss = 1 − delivered/written; B TX dropped is the kernel's counter "
-        "of frames B's full ring refused during the run. Noise = other frames on B, with the "
-        "writer idle for the noise window of the first repeat, and during the run. Other CPU = "
-        "share of all CPUs busy with anything but the measured process during the timed part "
-        "(kernel threads, softirq time, other programs on the machine): a high value marks a "
-        "disturbed run, rerun up to --retries times and left out of medians and ranges when "
-        "calm runs exist. CPU ns/frame (bridge loop) = CPU time of the whole implementation "
+        criterion_line(
+            "when, during either of its runs, work other than the measured process (other "
+            "programs, kernel threads, softirq and the hypervisor's steal time, from "
+            f"/proc/stat) used more than {args.max_other_cpu * 100:.0f}% of the machine's "
+            "CPUs, or when that share differed between its two runs by more than "
+            f"{args.max_other_cpu_diff * 100:.0f} points (the two sides did not see the same "
+            "machine)",
+            [*loops, *ceiling],
+        )
+        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}."
+    )
+    out.append("")
+    for c in [*loops, *ceiling]:
+        what = "ceiling" if c in ceiling else "loop"
+        out.append(f"- {what} {c.tag} B, {c.a} vs native: {c.discard_note()}")
+    out.append("")
+    out.append(
+        "Figures of a row (written … other CPU) are those of the implementation's median run "
+        "(by delivered/s) among its runs in the kept pairs (in all pairs when none was kept); "
+        "native's runs are those of every comparison at that size. Delivered = frames of our own read by the reader (size, "
+        "source MAC and EtherType match); delivered/s divides by the reader's time until its "
+        "ring was empty after the writer stopped. Loss = 1 − delivered/written; B TX dropped "
+        "is the kernel's counter of frames B's full ring refused during the run. Noise = other "
+        "frames on B, with the writer idle for 1 s before the first run of each implementation, "
+        "and during the run. CPU ns/frame (bridge loop) = CPU time of the whole implementation "
         "process, writer and reader threads and the kernel work in their system calls, per "
-        "delivered frame; reader CPU ns/frame (ceiling) = CPU time of the draining thread "
-        "(schedstat) per frame; both are medians over the runs used, and less sensitive to "
-        "other load than the wall-clock rates. "
-        "Each run uses a fresh namespace and processes; 'vs native' compares "
-        "medians of the same invocation."
+        "delivered frame (median of the runs); reader CPU ns/frame (ceiling) = CPU time of the "
+        "draining thread (schedstat) per frame. Each run uses a fresh namespace and processes. "
+        "*vs native* = median of the per-pair ratios over the kept pairs, with their range; "
+        "*all pairs* = the same over every pair run, noisy ones included. The per-run figures "
+        "of every pair are in the `--json` file."
     )
     out.append("")
     return "\n".join(out)
 
 
-def render_loop_table(
-    args: argparse.Namespace, size: int, cells: dict[tuple[str, int], Cell], skipped: dict[str, str]
-) -> list[str]:
-    native = cells.get(("native", size))
-    native_run = native.median_run() if native else None
-    out = [
-        (
-            f"## Bridge loop, {size}-byte frames: median of the calm runs among {args.repeat} runs "
-            f"of {args.seconds:g} s"
-        ),
-        "",
-        *table_head(["implementation", *LOOP_COLUMNS], "l" + "r" * 10),
-    ]
-    for key in args.impls:
-        cell = cells.get((key, size))
-        if cell is None or key in skipped:
-            continue
-        out.append(median_row([IMPLS[key].label], cell, native_run, LOOP_COLUMNS))
+def render_table(title: str, comps: list[Comparison], columns: dict[str, str]) -> list[str]:
+    if not comps:
+        return []
+    out = [title, "", *table_head(["implementation", *columns], "l" + "r" * len(columns))]
+    native_runs = [r for c in comps for r in c.side_runs("native")]
+    for c in comps:
+        out.append(row(IMPLS[c.a].label, c.side_runs(c.a), c, columns))
+    out.append(row(IMPLS["native"].label, native_runs, None, columns))
     out.append("")
     return out
 
 
-def render_ceiling_table(
-    args: argparse.Namespace, ceiling: dict[tuple[str, int], Cell]
-) -> list[str]:
-    out = [
-        (
-            f"## Reader-only ceiling: {fmt_count(args.ceiling_frames)} frames queued in B's ring "
-            f"(txqueuelen {CEILING_QLEN}), only the draining timed; median of the calm runs among "
-            f"{args.repeat} runs"
-        ),
-        "",
-        *table_head(["implementation", "size", *CEILING_COLUMNS], "l" + "r" * 9),
-    ]
-    for size in args.sizes:
-        nat = ceiling.get(("native", size))
-        nat_run = nat.median_run() if nat else None
-        for key in CEILING_IMPLS:
-            cell = ceiling.get((key, size))
-            if cell is not None:
-                first = [IMPLS[key].label, str(size)]
-                out.append(median_row(first, cell, nat_run, CEILING_COLUMNS))
-    out.append("")
-    return out
+#: How each figure of a row is shown: (the side's runs, its median run, comparison) -> text.
+Figure = Callable[[list[dict[str, Any]], dict[str, Any], "Comparison | None"], str]
 
 
-#: How each figure of a cell is shown: (cell, its median run, rate relative to native) -> text.
-Figure = Callable[["Cell", dict[str, Any], str], str]
+def _vs(metric: str, *, all_pairs: bool = False) -> Figure:
+    def figure(runs: list[dict[str, Any]], run: dict[str, Any], c: Comparison | None) -> str:
+        if c is None:
+            return "1 (baseline)"
+        return c.all_pairs_cell(metric) if all_pairs else c.cell(metric)
+
+    return figure
+
+
 FIGURES: dict[str, Figure] = {
-    "written": lambda cell, run, ratio: fmt_count(run["written"]),
-    "delivered": lambda cell, run, ratio: fmt_count(run["delivered"]),
-    "drain seconds": lambda cell, run, ratio: f"{run['seconds']:.3f}",
-    "rate": lambda cell, run, ratio: fmt_rate(run["rate"]),
-    "Gbit/s": lambda cell, run, ratio: f"{run['gbps']:.2f}",
-    "loss": lambda cell, run, ratio: f"{run['loss'] * 100:.2f}%",
-    "B TX dropped": lambda cell, run, ratio: fmt_count(run["tx_dropped"]),
-    "noise idle / in run": lambda cell, run, ratio: f"{first_noise(cell)} / {run['noise_run']}",
-    "CPU ns/frame": lambda cell, run, ratio: cpu_ns(cell),
-    "dropped while queueing": lambda cell, run, ratio: str(run["dropped_while_queueing"]),
-    "other CPU": lambda cell, run, ratio: f"{run['other_cpu'] * 100:.0f}%",
-    "vs native": lambda cell, run, ratio: ratio,
-    "range": lambda cell, run, ratio: cell.rate_range(),
+    "written": lambda runs, run, c: fmt_count(run["written"]),
+    "delivered": lambda runs, run, c: fmt_count(run["delivered"]),
+    "drain seconds": lambda runs, run, c: f"{run['seconds']:.3f}",
+    "rate": lambda runs, run, c: fmt_rate(run["rate"]),
+    "Gbit/s": lambda runs, run, c: f"{run['gbps']:.2f}",
+    "loss": lambda runs, run, c: f"{run['loss'] * 100:.2f}%",
+    "B TX dropped": lambda runs, run, c: fmt_count(run["tx_dropped"]),
+    "noise": lambda runs, run, c: f"{first_noise(runs)} / {run['noise_run']}",
+    "CPU ns/frame": lambda runs, run, c: f"{median_of(runs, 'cpu_ns_per_frame'):.0f}",
+    "dropped while queueing": lambda runs, run, c: str(run["dropped_while_queueing"]),
+    "other CPU": lambda runs, run, c: f"{run['other_cpu'] * 100:.0f}%",
+    "vs rate": _vs("rate"),
+    "vs cpu": _vs("cpu_ns_per_frame"),
+    "vs rate all": _vs("rate", all_pairs=True),
 }
 #: The figure columns of each table: (column title, key in FIGURES).
 LOOP_COLUMNS = {
     "written": "written", "delivered": "delivered", "delivered/s": "rate", "Gbit/s": "Gbit/s",
-    "loss": "loss", "B TX dropped": "B TX dropped", "noise idle / in run": "noise idle / in run",
-    "CPU ns/frame": "CPU ns/frame", "other CPU": "other CPU", "vs native": "vs native",
-    "delivered/s range (runs used)": "range",
+    "loss": "loss", "B TX dropped": "B TX dropped", "noise idle / in run": "noise",
+    "CPU ns/frame": "CPU ns/frame", "other CPU": "other CPU",
+    "delivered/s vs native (kept pairs)": "vs rate", "CPU/frame vs native": "vs cpu",
+    "delivered/s vs native, all pairs": "vs rate all",
 }  # fmt: skip
 CEILING_COLUMNS = {
     "delivered": "delivered", "drain seconds": "drain seconds", "frames/s": "rate",
     "Gbit/s": "Gbit/s", "reader CPU ns/frame": "CPU ns/frame",
     "dropped while queueing": "dropped while queueing", "other CPU": "other CPU",
-    "vs native": "vs native", "frames/s range (runs used)": "range",
+    "frames/s vs native (kept pairs)": "vs rate", "CPU/frame vs native": "vs cpu",
+    "frames/s vs native, all pairs": "vs rate all",
 }  # fmt: skip
 
 
-def median_row(
-    first: list[str], cell: Cell, base: dict[str, Any] | None, columns: dict[str, str]
+def row(
+    label: str, runs: list[dict[str, Any]], c: Comparison | None, columns: dict[str, str]
 ) -> str:
-    """A table row: the ``first`` cells, then the ``columns`` of the cell's median run, with
-    its rate relative to ``base``'s (the native run); or ``failed: why`` and empty cells."""
-    run = cell.median_run()
+    """A table row: the label, then the ``columns`` of the runs' median run, or ``failed``."""
+    run = median_run(runs)
     if run is None:
-        failed = table_row([*first, f"failed: {one_line(cell.error)}"])
-        return failed + "|" * (len(columns) - 1)
-    ratio = f"{run['rate'] / base['rate']:.2f}×" if base else "n/a"
-    return table_row([*first, *(FIGURES[key](cell, run, ratio) for key in columns.values())])
+        why = one_line("; ".join(c.errors) if c is not None else "no run")
+        return table_row([label, f"failed: {why}"]) + "|" * (len(columns) - 1)
+    return table_row([label, *(FIGURES[key](runs, run, c) for key in columns.values())])
 
 
 def one_line(error: str | None) -> str:
@@ -448,23 +508,29 @@ def one_line(error: str | None) -> str:
     return (lines[-1] if lines else "?").replace("|", "/")
 
 
-def cpu_ns(cell: Cell) -> str:
-    """Median over runs of the reader's CPU time per frame (robust to time-sharing)."""
-    values = sorted(r["cpu_ns_per_frame"] for r in cell.used() if r.get("cpu_ns_per_frame"))
-    return f"{values[(len(values) - 1) // 2]:.0f}" if values else "—"
-
-
-def first_noise(cell: Cell) -> str:
-    for run in cell.runs:
+def first_noise(runs: list[dict[str, Any]]) -> str:
+    for run in runs:
         if "noise_idle" in run:
             return str(run["noise_idle"])
     return "—"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = cli.parser(__doc__, repeat_help="runs per cell; the median is shown", sizes="64,1514")
+    p = cli.parser(
+        __doc__,
+        repeat=5,
+        repeat_help="pairs (implementation, native) kept per comparison and frame size",
+        sizes="64,1514",
+        benchmarks_md=True,
+    )
     p.add_argument(
         "--impls", type=cli.str_list, default=list(IMPLS), help=f"subset of {','.join(IMPLS)}"
+    )
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
     )
     p.add_argument("--noise-seconds", type=float, default=1.0, help="idle-writer noise window (1)")
     p.add_argument(
@@ -473,13 +539,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ceiling", action="store_true", help="skip the reader-only ceiling")
     p.add_argument("--no-loop", action="store_true", help="run only the reader-only ceiling")
     p.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run examples/reader_probe.rs N times per size: receive loops (native "
+        "buffer, native batch, vnetio's) interleaved in one process, CPU ns/frame (0: off)",
+    )
+    p.add_argument(
         "--max-other-cpu",
         type=float,
         default=0.05,
-        help="a run during which other work used more than this share of the CPUs is "
-        "disturbed: it is run again, and left out of the median if a calm run exists (0.05)",
+        help="a pair is noisy, and discarded, when during either of its runs other work used "
+        "more than this share of all CPUs (0.05)",
     )
-    p.add_argument("--retries", type=int, default=2, help="reruns of a disturbed run (2)")
+    p.add_argument(
+        "--max-other-cpu-diff",
+        type=float,
+        default=0.10,
+        help="... or when that share differs between the pair's two runs by more than this (0.10)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for the children")
     p.add_argument("--native-bin", type=Path, default=NATIVE_BIN)
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -487,6 +566,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.impls if s not in IMPLS]
     if unknown:
         p.error(f"unknown implementation(s): {', '.join(unknown)}")
+    if "native" not in args.impls:
+        p.error("--impls must include native: every implementation is compared with it")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    if args.max_pairs is None:
+        args.max_pairs = 2 * args.repeat
+    if args.max_pairs < args.repeat:
+        p.error(f"--max-pairs ({args.max_pairs}) must be at least --repeat ({args.repeat})")
     if args.ceiling_frames >= CEILING_QLEN:
         p.error(f"--ceiling-frames must be below the ring size {CEILING_QLEN}")
     return args
@@ -495,7 +582,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def select_impls(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """Build the native baseline and probe each implementation: (runnable, skipped)."""
     skipped: dict[str, str] = {}
-    if "native" in args.impls and not args.no_build:
+    if not args.no_build:
         try:
             build_example("native_bridge")
         except BenchError as exc:
@@ -510,89 +597,64 @@ def select_impls(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return [k for k in args.impls if k not in skipped], skipped
 
 
-def undisturbed(
-    args: argparse.Namespace, tag: str, once: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """Run ``once``; redo it (up to ``--retries`` times) while other CPU use was too high.
-
-    Keeps the least disturbed attempt and records how many were discarded.
-    """
-    best: dict[str, Any] | None = None
-    for attempt in range(args.retries + 1):
-        res = once()
-        res["discarded"] = attempt
-        if best is None or res["other_cpu"] < best["other_cpu"]:
-            best = res
-        if res["other_cpu"] <= args.max_other_cpu:
-            break
-        log(
-            f"{tag}  disturbed: other CPU {res['other_cpu'] * 100:.0f}% > "
-            f"{args.max_other_cpu * 100:.0f}%, running it again"
-        )
-    assert best is not None
-    return best
+PROBE_LOOPS = {
+    "buf": "native `read()` into one reused buffer",
+    "keep": "native `read()` into a kept batch (256 frames back to back, two arenas in turn)",
+    "batch": "`PacketBatch` slots, no prefetch (vnetio's loop before the hint)",
+    "batch-pf": "`PacketBatch` slots, next slot prefetched (the library's hint)",
+    "batch1": "`PacketBatch` slots, no prefetch, one batch reused",
+    "lib": "vnetio `tuntap::Queue::recv_batch` (the library's receive path)",
+}
 
 
-def run_cells(
-    args: argparse.Namespace,
-    keys: list[str],
-    label: str,
-    once: Callable[[int, str, int], dict[str, Any]],
-    summary: Callable[[dict[str, Any]], str],
-    cpu_label: str,
-    *,
-    rotate: bool,
-) -> dict[tuple[str, int], Cell]:
-    """``once(round, key, size)`` for every round, size and key, each run undisturbed; one
-    progress line per run: ``summary`` and the CPU figures (``cpu_label``: whose CPU)."""
-    cells: dict[tuple[str, int], Cell] = {}
-    for rep, order in cli.rounds(args.repeat, keys, rotate=rotate):
+def run_probes(args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+    """``examples/reader_probe`` ``--probe`` times per size, each in a fresh bridge loop:
+    per run, each loop's CPU ns/frame (the loops take turns in one process)."""
+    binary = build_example("reader_probe")
+    runs: dict[int, list[dict[str, float]]] = {}
+    for rep in range(args.probe):
         for size in args.sizes:
-            for key in order:
-                cell = cells.setdefault((key, size), Cell(max_other_cpu=args.max_other_cpu))
-                tag = f"[{rep + 1}/{args.repeat}] {label}{key:7s} {size:5d} B"
-                try:
-                    res = undisturbed(args, tag, functools.partial(once, rep, key, size))
-                except (BenchError, TimeoutError, topology.TopologyError) as exc:
-                    cell.error = str(exc)
-                    log(f"{tag}  FAILED: {exc}")
-                    continue
-                cell.runs.append(res)
-                log(
-                    f"{tag}  {summary(res)}, other CPU {res['other_cpu'] * 100:.0f}%, "
-                    f"{cpu_label} {res['cpu_ns_per_frame']:.0f} ns/frame"
+            with topology.BridgeLoop("probe") as loop:
+                argv = [str(binary), "--size", str(size), "--rounds", "3"]
+                proc = subprocess.run(
+                    loop.ns_argv(argv), capture_output=True, text=True, timeout=600, check=False
                 )
-    return cells
+            if proc.returncode != 0:
+                raise BenchError(f"reader_probe failed: {proc.stderr.strip()[-500:]}")
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            res = {x["loop"]: float(x["ns_per_frame"]) for x in lines}
+            runs.setdefault(size, []).append(res)
+            shown = ", ".join(f"{k} {v:.0f}" for k, v in res.items())
+            log(f"[{rep + 1}/{args.probe}] probe {size:5d} B  CPU ns/frame: {shown}")
+    return runs
 
 
-def run_loops(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
-    def once(rep: int, key: str, size: int) -> dict[str, Any]:
-        noise = args.noise_seconds if rep == 0 else 0.0
-        return run_loop_once(IMPLS[key], size, args.seconds, noise, args.python, args.native_bin)
-
-    def summary(res: dict[str, Any]) -> str:
-        written = fmt_rate(res["written"] / res["write_seconds"])
-        return (
-            f"delivered {fmt_rate(res['rate'])}/s, written {written}/s, "
-            f"loss {res['loss'] * 100:.2f}%, B TX dropped {res['tx_dropped']}"
-        )
-
-    # Rotate the order each round so no implementation always runs first or last.
-    return run_cells(args, runnable, "", once, summary, "CPU", rotate=True)
-
-
-def run_ceilings(args: argparse.Namespace, runnable: list[str]) -> dict[tuple[str, int], Cell]:
-    def once(rep: int, key: str, size: int) -> dict[str, Any]:
-        return run_ceiling_once(IMPLS[key], size, args.ceiling_frames, args.python, args.native_bin)
-
-    def summary(res: dict[str, Any]) -> str:
-        return (
-            f"{fmt_rate(res['rate'])}/s, {res['delivered']} in {res['seconds']:.3f} s, "
-            f"{res['dropped_while_queueing']} dropped while queueing"
-        )
-
-    keys = [k for k in CEILING_IMPLS if k in runnable]
-    return run_cells(args, keys, "ceiling ", once, summary, "reader CPU", rotate=False)
+def render_probes(runs: dict[int, list[dict[str, float]]]) -> list[str]:
+    out = [
+        "## Receive loops interleaved in one process (examples/reader_probe.rs)",
+        "",
+        (
+            "Per run, the loops take turns every 4 batches of 256 on the same queued frames "
+            "(3 × 250 000 frames); figures are the reading thread's CPU ns per frame, median "
+            "over runs, and each loop's per-run ratio to `buf` (median, range)."
+        ),
+        "",
+        "| loop | size | CPU ns/frame | vs `buf` (per run) |",
+        "|---|---:|---:|---|",
+    ]
+    for size, rs in runs.items():
+        for key, label in PROBE_LOOPS.items():
+            vals = [r[key] for r in rs if key in r]
+            ratios = [r[key] / r["buf"] for r in rs if key in r and r.get("buf")]
+            if not vals:
+                continue
+            spread = f"{min(ratios):.3f}–{max(ratios):.3f}" if len(ratios) > 1 else ""
+            out.append(
+                f"| {label} | {size} | {statistics.median(vals):.0f} | "
+                f"{statistics.median(ratios):.3f} {spread} |"
+            )
+    out.append("")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -600,19 +662,30 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line(relative(sys.executable), relative(sys.argv[0]))
     cli.require_privileges("bridge_loop: cannot build the bridge loop")
     t_start = time.monotonic()
+    load_start = uptime_line()
     runnable, skipped = select_impls(args)
-    if not runnable:
-        log("bridge_loop: nothing to run")
+    if "native" not in runnable:
+        log(f"bridge_loop: the native baseline cannot run ({skipped.get('native')})")
         return 2
-    cells = {} if args.no_loop else run_loops(args, runnable)
-    ceiling = {} if args.no_ceiling else run_ceilings(args, runnable)
-    report = render(args, command, cells, ceiling, skipped, time.monotonic() - t_start)
+    loops, ceiling = comparisons(args, runnable)
+    run_all(args, loops, ceiling)
+    probes = run_probes(args) if args.probe > 0 else {}
+    load = (load_start, uptime_line())
+    report = render(args, command, loops, ceiling, skipped, time.monotonic() - t_start, load)
+    if probes:
+        report += "\n" + "\n".join(render_probes(probes))
     raw = {
-        "loop": {f"{k}/{s}": c.runs for (k, s), c in cells.items()},
-        "ceiling": {f"{k}/{s}": c.runs for (k, s), c in ceiling.items()},
+        "command": command,
+        "load": list(load),
+        "max_other_cpu": args.max_other_cpu,
+        "loop": [c.to_json() for c in loops],
+        "ceiling": [c.to_json() for c in ceiling],
+        "probe": {str(size): rs for size, rs in probes.items()},
     }
     emit(report, args.out, args.json, raw)
-    failed = any(c.error and not c.runs for c in [*cells.values(), *ceiling.values()])
+    if args.benchmarks_md:
+        write_section(args.benchmarks_md, report, __file__)
+    failed = any(not c.pairs for c in [*loops, *ceiling])
     return 1 if failed else 0
 
 

@@ -248,7 +248,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
         for queue in args.queues:
             for size in args.sizes:
-                for round_, impls in cli.rounds(args.repeat, args.impls):
+                for round_, impls in cli.rounds(args.repeat, args.impls, rotate=True):
                     for impl in impls:
                         row = run_one(impl, size, args.seconds, workdir, queue)
                         row["queue"], row["round"] = queue, round_

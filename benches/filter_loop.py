@@ -159,7 +159,7 @@ def main() -> int:
     cli.require_privileges("filter_loop")
     methods = args.methods
     results: list[dict[str, Any]] = []
-    for rep, ordered in cli.rounds(args.repeat, methods):
+    for rep, ordered in cli.rounds(args.repeat, methods, rotate=True):
         for method in ordered:
             with BridgeLoop("filter") as loop:
                 r = run_once(loop, method, args.seconds)

@@ -14,13 +14,18 @@ without offload, python-pytun and Python ``os.read``/``os.write`` (two threads e
 the native Rust forwarder ``examples/native_forwarder.rs`` (one packet per call, without
 and with the virtio-net header passed through).
 
-Reported per case: the median of ``--repeat`` runs of ``--seconds`` (iperf3 ``-O 1`` omits
-the first second of slow start), TCP retransmissions (iperf3's count, summed over runs),
-the forwarder's ring drops (both adapters' kernel ``tx_dropped``: packets the kernel could
-not queue for a reader that fell behind), and the forwarder process's CPU use.
+Paired runs (``benches/harness/pairing.py``): each implementation is paired with a baseline
+(native with offload for the offload modes and veth, native one packet per call for the
+others). One run = a fresh topology and forwarder, then one iperf3 run of ``--seconds``
+(``-O 1`` omits the first second of slow start) per stream count; a pair = the
+implementation's run and the baseline's, back to back, in alternating order. Reported: the
+median of the per-pair Gbit/s ratios with their range, the Gbit/s of each row's runs, TCP
+retransmissions (iperf3's count, summed over runs), the forwarder's ring drops (both
+adapters' kernel ``tx_dropped``: packets the kernel could not queue for a reader that fell
+behind), the forwarder process's CPU use, and the pairs discarded as noisy and why.
 
 The benchmark waits while another benchmark (``bridge_loop``/``native_bridge``) runs on
-this machine and notes it in the report. Run as root::
+this machine, treats a run it overlapped as noisy, and notes it in the report. Run as root::
 
     .venv/bin/python benches/forwarder.py --out bench-results/forwarder.md
 """
@@ -29,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import dataclasses
 import json
 import os
 import platform
@@ -48,17 +52,24 @@ from typing import Any
 
 from harness import cli
 from harness.child import open_tuntap, reply
-from harness.procs import EXAMPLES, Child, Contention, build_example, cpu_ticks, log, proc_stat
-from harness.report import command_line, emit, write_section
+from harness.pairing import Comparison, Pair, criterion_line, interleave, uptime_line
+from harness.procs import (
+    EXAMPLES,
+    BenchError,
+    Child,
+    Contention,
+    build_example,
+    cpu_ticks,
+    log,
+    proc_stat,
+)
+from harness.report import command_line, emit, table_head, table_row, write_section
 
 NATIVE = EXAMPLES / "native_forwarder"
 DEV_A, DEV_B = "vnfwa0", "vnfwb0"
 ADDR_A, ADDR_B = "198.51.100.1", "198.51.100.2"
 PORT = 5301
 OTHER_BENCHMARKS = ("bridge_loop", "native_bridge")
-# A run is calm when processes outside the measurement used at most this share of a core.
-FOREIGN_LIMIT = 0.05
-MAX_TRIES = 4
 CLONE_NEWNET = 0x40000000
 
 
@@ -306,109 +317,176 @@ def iperf_once(ns_a: str, ns_b: str, pid: int | None, streams: int, seconds: flo
     )
 
 
-def calm_sample(
-    contention: Contention, ns_a: str, ns_b: str, pid: int | None, streams: int, seconds: float
-) -> Sample:
-    """One calm run: none that another benchmark overlapped, or during which processes
-    outside the measurement used more than FOREIGN_LIMIT of a core (such runs are discarded
-    and redone; after MAX_TRIES the last is kept and counted as disturbed)."""
-    for attempt in range(MAX_TRIES):
-        contention.wait_calm()
-        sample = iperf_once(ns_a, ns_b, pid, streams, seconds)
-        if contention.others_running():
-            why = "another benchmark started during the run"
-        elif sample.foreign > FOREIGN_LIMIT:
-            why = f"other processes used {sample.foreign:.2f} cores ({sample.busiest})"
-        else:
-            return sample
-        contention.discarded += 1
-        log(f"  discarded: {why}")
-        if attempt + 1 < MAX_TRIES:
-            time.sleep(2)
-    contention.disturbed += 1
-    return sample
+@dataclass(frozen=True)
+class Target:
+    """What one pair side runs: an implementation in a fresh topology of ``kind``."""
 
-
-@dataclass
-class Result:
     kind: str
-    impl: Impl
-    streams: int
-    samples: list[Sample]
-    error: str | None = None
+    impl: str
 
-    @property
-    def median(self) -> float:
-        return statistics.median(s.gbps for s in self.samples) if self.samples else 0.0
+
+#: The baseline each implementation is paired with: native with offload for the offload
+#: modes and the kernel-only veth reference, native one-packet-per-call for the others.
+BASELINE = {
+    "vnetio-offload": "native-vnet",
+    "vnetio-segments": "native-vnet",
+    "vnetio-plain": "native",
+    "pytun": "native",
+    "os": "native",
+    "veth": "native-vnet",
+}
+
+
+def measure_once(
+    kind: str,
+    impl: str,
+    streams: list[int],
+    seconds: float,
+    contention: Contention,
+    max_wait: float,
+) -> dict[str, Any]:
+    """One side of a pair: a fresh topology and forwarder, one iperf3 run per stream count.
+
+    The figures are keyed by stream count (``gbps_1``, ``cpu_4``, ...); ``foreign`` is the
+    highest CPU use by processes outside the measurement over the iperf3 runs, ``others`` a
+    benchmark seen running during them.
+    """
+    topo = "veth" if impl == "veth" else kind
+    res: dict[str, Any] = {"kind": kind, "impl": impl, "foreign": 0.0, "others": ""}
+    with topology(topo) as (ns_a, ns_b), forwarder(impl, kind, ns_a, ns_b) as pid:
+        for n in streams:
+            contention.wait_calm(max_wait)  # then measured anyway
+            s = iperf_once(ns_a, ns_b, pid, n, seconds)
+            if found := contention.others_running():
+                res["others"] = found[0][:80]
+            res[f"gbps_{n}"] = s.gbps
+            res[f"retransmits_{n}"] = s.retransmits
+            res[f"drops_{n}"] = s.drops
+            res[f"cpu_{n}"] = s.cpu
+            if s.foreign >= res["foreign"]:
+                res["foreign"], res["busiest"] = s.foreign, s.busiest
+    return res
+
+
+def noisy_if(limit: float, others_ok: bool) -> Callable[[dict[str, Any]], str | None]:
+    """Why a run is noisy (another benchmark ran, unless ``others_ok``, or other processes
+    used more than ``limit`` cores), or None."""
+
+    def noisy(run: dict[str, Any]) -> str | None:
+        if run["others"] and not others_ok:
+            return f"another benchmark was running ({run['others']})"
+        if run["foreign"] > limit:
+            return f"other processes used {run['foreign']:.2f} cores ({run['busiest']})"
+        return None
+
+    return noisy
+
+
+def uneven_if(limit: float) -> Callable[[dict[str, Any], dict[str, Any]], str | None]:
+    """Why a pair is uneven: its runs' other-process CPU differs by more than ``limit`` cores."""
+
+    def uneven(x: dict[str, Any], y: dict[str, Any]) -> str | None:
+        gap = abs(x["foreign"] - y["foreign"])
+        return f"other processes' CPU differs by {gap:.2f} cores" if gap > limit else None
+
+    return uneven
 
 
 def measure(
-    kinds: list[str], impls: list[Impl], streams: list[int], repeat: int, seconds: float,
-    contention: Contention,
-) -> list[Result]:  # fmt: skip
-    results: list[Result] = []
-    for kind in kinds:
-        for impl in impls:
-            topo = "veth" if impl.key == "veth" else kind
-            if topo not in impl.kinds:
-                continue
-            if impl.key == "veth" and kind != kinds[0]:
-                continue  # one kernel reference serves both tables
-            log(f"{kind} {impl.key}")
-            per_streams = {n: Result(kind, impl, n, []) for n in streams}
-            try:
-                with topology(topo) as (ns_a, ns_b), forwarder(impl.key, kind, ns_a, ns_b) as pid:
-                    for _ in range(repeat):
-                        for n in streams:
-                            sample = calm_sample(contention, ns_a, ns_b, pid, n, seconds)
-                            per_streams[n].samples.append(sample)
-                            log(f"  {n} stream(s): {sample.gbps:6.2f} Gbit/s, "
-                                f"{sample.retransmits} retr, {sample.drops} drops, "
-                                f"cpu {sample.cpu:.2f}, foreign {sample.foreign:.2f}")  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - one failing case must not end the run
-                msg = " ".join(str(exc).split())[:200]
-                log(f"  failed: {msg}")
-                for r in per_streams.values():
-                    r.error = msg
-            results.extend(per_streams.values())
-    return results
+    kinds: list[str], impls: list[Impl], args: argparse.Namespace, contention: Contention
+) -> list[Comparison]:
+    """Each implementation against its baseline (BASELINE), per kind, in interleaved pairs."""
+    keys = {i.key for i in impls}
+    comps = [
+        Comparison(
+            impl.key,
+            BASELINE[impl.key],
+            tuple(f"gbps_{n}" for n in args.streams),
+            args.repeat,
+            args.max_pairs,
+            tag=kind,
+        )
+        for kind in kinds
+        for impl in impls
+        if impl.key in BASELINE and BASELINE[impl.key] in keys
+    ]
+
+    def run(c: Comparison, key: str) -> dict[str, Any]:
+        log(f"  {c.tag} {key}")
+        return measure_once(c.tag, key, args.streams, args.seconds, contention, args.max_wait)
+
+    def progress(c: Comparison, p: Pair) -> None:
+        ratios = ", ".join(f"{n}: {p.ratios.get(f'gbps_{n}', 0):.2f}×" for n in args.streams)
+        status = f"DISCARDED ({p.noise})" if p.noise else "kept"
+        log(
+            f"{c.tag} {c.a} vs {c.b} pair {len(c.pairs)} ({len(c.kept())}/{c.want} kept), "
+            f"{p.first} first: {ratios}, {status}"
+        )
+
+    interleave(
+        comps,
+        run,
+        noisy_if(args.max_foreign, args.others_ok),
+        errors=(RuntimeError, OSError, BenchError),
+        progress=progress,
+        uneven=uneven_if(args.max_foreign_diff),
+    )
+    return comps
 
 
-def table(results: list[Result], kind: str, streams: list[int]) -> list[str]:
-    head = "| forwarder | " + " | ".join(f"{n} stream{'s' * (n > 1)}" for n in streams)
-    head += " | retransmits | ring drops | forwarder CPU |"
-    lines = [head, "|---|" + "---:|" * (len(streams) + 3)]
-    rows: dict[str, list[Result]] = {i.key: [] for i in IMPLS}  # the order of IMPLS
-    for r in results:
-        if r.kind == kind or r.impl.key == "veth":
-            rows[r.impl.key].append(r)
-    rows = {k: v for k, v in rows.items() if v}
-    for key, rs in rows.items():
-        by_n = {r.streams: r for r in rs}
-        if any(r.error for r in rs):
-            err = next(r.error for r in rs if r.error)
-            lines.append(f"| {rs[0].impl.label} | failed: {err} |" + " |" * (len(streams) + 2))
+def gbps_cell(runs: list[dict[str, Any]], n: int) -> str:
+    values = [r[f"gbps_{n}"] for r in runs]
+    return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+
+
+def table(comps: list[Comparison], kind: str, streams: list[int]) -> list[str]:
+    head = ["forwarder"]
+    head += [f"{n} stream{'s' * (n > 1)}, Gbit/s" for n in streams]
+    head += ["paired with"]
+    head += [f"vs it, {n} stream{'s' * (n > 1)} (kept pairs)" for n in streams]
+    head += ["all pairs", "retransmits", "ring drops", "forwarder CPU"]
+    lines = table_head(head, "l" + "r" * len(streams) + "l" + "r" * (len(streams) + 4))
+    mine = [c for c in comps if c.tag == kind]
+    order = [i.key for i in IMPLS]
+    rows: dict[str, tuple[list[dict[str, Any]], Comparison | None]] = {}
+    for c in mine:
+        rows[c.a] = (c.side_runs(c.a), c)
+    base_runs: dict[str, list[dict[str, Any]]] = {}
+    for c in mine:  # a baseline's runs: those of every comparison it is the base of
+        base_runs.setdefault(c.b, []).extend(c.side_runs(c.b))
+    for key, runs in base_runs.items():
+        rows.setdefault(key, (runs, None))
+    for key in sorted(rows, key=order.index):
+        runs, comp = rows[key]
+        label = next(i.label for i in IMPLS if i.key == key)
+        if not runs:
+            err = "; ".join(comp.errors) if comp is not None else "no run"
+            lines.append(table_row([label, f"failed: {err}"]) + " |" * (len(head) - 2))
             continue
-        cells = [
-            f"{by_n[n].median:.1f} ({min(x.gbps for x in by_n[n].samples):.1f}–"
-            f"{max(x.gbps for x in by_n[n].samples):.1f})"
-            for n in streams
-        ]
-        retr = " / ".join(str(sum(s.retransmits for s in by_n[n].samples)) for n in streams)
-        drops = " / ".join(str(sum(s.drops for s in by_n[n].samples)) for n in streams)
-        cpu = " / ".join(
-            f"{statistics.median(s.cpu for s in by_n[n].samples):.2f}" for n in streams
-        )
+        cells = [label, *(gbps_cell(runs, n) for n in streams)]
+        if comp is None:
+            cells += ["(baseline)", *("1" for _ in streams), ""]
+        else:
+            cells += [BASELINE[key], *(comp.cell(f"gbps_{n}") for n in streams)]
+            cells.append(" / ".join(comp.all_pairs_cell(f"gbps_{n}") for n in streams))
+        cells.append(" / ".join(str(sum(r[f"retransmits_{n}"] for r in runs)) for n in streams))
         if key == "veth":
-            drops, cpu = "—", "—"
-        lines.append(
-            f"| {rs[0].impl.label} | " + " | ".join(cells) + f" | {retr} | {drops} | {cpu} |"
-        )
+            cells += ["—", "—"]
+        else:
+            cells.append(" / ".join(str(sum(r[f"drops_{n}"] for r in runs)) for n in streams))
+            cells.append(
+                " / ".join(f"{statistics.median(r[f'cpu_{n}'] for r in runs):.2f}" for n in streams)
+            )
+        lines.append(table_row(cells))
     return lines
 
 
 def report(
-    results: list[Result], args: argparse.Namespace, contention: Contention, started: str
+    comps: list[Comparison],
+    args: argparse.Namespace,
+    contention: Contention,
+    started: str,
+    load: tuple[str, str],
 ) -> str:
     cmd = command_line()
     streams = args.streams
@@ -417,10 +495,17 @@ def report(
         "",
         (
             f"`{cmd}` (as root; {started}; kernel {platform.release()}, {os.cpu_count()} cores "
-            f"shared by both iperf3 ends and the forwarder, MTU 1500). Gbit/s received: median "
-            f"(min–max) of {args.repeat} runs of `iperf3 -t {args.seconds:g} -O 1` (client in namespace A, "
-            "server in B). Retransmits: iperf3's TCP retransmissions, summed over the runs "
-            f"({' / '.join(map(str, streams))} streams); ring drops: both adapters' kernel "
+            f"shared by both iperf3 ends and the forwarder, MTU 1500; load (`uptime`) at the "
+            f"start {load[0]}, at the end {load[1]}). One run = a fresh pair of namespaces and "
+            f"adapters, the forwarder started, then `iperf3 -t {args.seconds:g} -O 1` once per "
+            f"stream count (client in namespace A, server in B). Each implementation is paired "
+            f"with a baseline (native with offload for the offload rows and veth, native one "
+            f"packet per call for the others): {args.repeat} pairs kept, at most "
+            f"{args.max_pairs} run. Gbit/s received: median (min–max) of the row's runs in the "
+            "kept pairs (all pairs when none was kept; a baseline's runs come from every comparison it is the base of); *vs "
+            "it*: median of the per-pair ratios (range; pairs); *all pairs*: the same with the "
+            "noisy pairs included. Retransmits: iperf3's TCP retransmissions, summed over the "
+            f"runs ({' / '.join(map(str, streams))} streams); ring drops: both adapters' kernel "
             "`tx_dropped` (packets the kernel could not queue for the forwarder), summed; "
             "forwarder CPU: the forwarder process's CPU seconds per second (median)."
         ),
@@ -428,25 +513,80 @@ def report(
     ]
     for kind in args.kinds:
         out += [f"### Two {kind.upper()} adapters", ""]
-        out += table(results, kind, streams)
+        out += table(comps, kind, streams)
         out.append("")
     other = ", ".join(sorted(contention.seen)) or "none"
-    out.append(
-        f"Calm runs only: a run is discarded and redone when another benchmark was running "
-        f"(seen: {other}; waited {contention.waited_s:.0f} s for them) or when processes "
-        f"outside the measurement used more than {FOREIGN_LIMIT:.0%} of a core during it "
-        f"({contention.discarded} run(s) discarded; {contention.disturbed} kept after "
-        f"{MAX_TRIES} tries, i.e. disturbed)."
+    others = (
+        f"another benchmark was running (seen: {other}; waited {contention.waited_s:.0f} s for "
+        "them) or "
     )
+    if args.others_ok:
+        others = ""
+        other += (
+            f"; waited {contention.waited_s:.0f} s, at most {args.max_wait:g} s a time, then "
+            "measured alongside them: their CPU counts as any other process's"
+        )
+    rule = (
+        f"when, during either of its runs, {others}processes outside the measurement (all but "
+        "this harness, the forwarder and iperf3; kernel threads not counted) used more than "
+        f"{args.max_foreign:.2f} of a core, or when that CPU differed between the two runs by "
+        f"more than {args.max_foreign_diff:.2f} of a core"
+        + (f" (other benchmarks seen running: {other})" if args.others_ok else "")
+    )
+    out.append(
+        criterion_line(
+            rule,
+            comps,
+        )
+    )
+    out.append("")
+    out += [f"- {c.tag} {c.a} vs {c.b}: {c.discard_note()}" for c in comps]
     out.append("")
     return "\n".join(out)
 
 
 def main() -> None:
-    p = cli.parser(__doc__, benchmarks_md=True)
+    p = cli.parser(
+        __doc__,
+        repeat=5,
+        repeat_help="pairs (implementation, its baseline) kept per comparison",
+        benchmarks_md=True,
+    )
     p.add_argument("--streams", type=cli.int_list, default=[1, 4], help="iperf3 -P for each (1,4)")
     p.add_argument("--kinds", type=cli.str_list, default=["tun", "tap"], help="tun,tap")
     p.add_argument("--only", type=cli.str_list, default=None, help="implementations")
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="pairs run at most, noisy included (2 × --repeat)",
+    )
+    p.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.05,
+        help="a pair is noisy when, during either run, processes outside the measurement "
+        "used more than this many cores (0.05)",
+    )
+    p.add_argument(
+        "--max-foreign-diff",
+        type=float,
+        default=0.2,
+        help="... or when that differs between its two runs by more than this (0.2)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=60,
+        help="seconds to wait for another benchmark (bridge_loop, native_bridge) to end "
+        "before measuring anyway (60)",
+    )
+    p.add_argument(
+        "--others-ok",
+        action="store_true",
+        help="a run that overlapped another benchmark is not noisy for that alone: its CPU "
+        "counts with every other process's (--max-foreign, --max-foreign-diff)",
+    )
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--a", help=argparse.SUPPRESS)
@@ -455,24 +595,28 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.kind, args.a, args.b)
         return
+    if args.max_pairs is None:
+        args.max_pairs = 2 * args.repeat
+    if args.repeat < 1 or args.max_pairs < args.repeat:
+        p.error("--repeat must be at least 1 and --max-pairs at least --repeat")
     cli.require_privileges("forwarder")
     impls = [i for i in IMPLS if args.only is None or i.key in args.only]
+    missing = {BASELINE[i.key] for i in impls if i.key in BASELINE} - {i.key for i in impls}
+    if missing:
+        p.error(f"--only needs the baselines too: add {','.join(sorted(missing))}")
     if any(i.key.startswith("native") for i in impls):
         build_example("native_forwarder")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_start = uptime_line()
     contention = Contention(OTHER_BENCHMARKS)
-    results = measure(args.kinds, impls, args.streams, args.repeat, args.seconds, contention)
-    text = report(results, args, contention, started)
-    raw = [
-        {
-            "kind": r.kind,
-            "impl": r.impl.key,
-            "streams": r.streams,
-            "error": r.error,
-            "samples": [dataclasses.asdict(x) for x in r.samples],
-        }
-        for r in results
-    ]
+    comps = measure(args.kinds, impls, args, contention)
+    text = report(comps, args, contention, started, (load_start, uptime_line()))
+    raw = {
+        "command": command_line(),
+        "max_foreign_cores": args.max_foreign,
+        "max_foreign_diff_cores": args.max_foreign_diff,
+        "comparisons": [c.to_json() for c in comps],
+    }
     emit(text, args.out, args.json, raw)
     if args.benchmarks_md:
         write_section(args.benchmarks_md, text, __file__)

@@ -18,6 +18,9 @@ One guest per path (tests/vm/rig.py: Debian's kernel, a busybox initramfs with i
   the backend's.
 * **qemu-memfd** (a control): the same as qemu, with the guest's RAM a shared memfd
   (``memory-backend-memfd,share=on``), as a vhost-user guest's RAM must be.
+* **vhost-base** (only when asked for, with ``--baseline-vnetio DIR``): the same as vhost,
+  with a forwarder that imports another vnetio build (``DIR/vnetio``): a before/after
+  comparison of a backend change in the same rounds.
 
 Each round runs every path (alternating, rotated each round) and both directions: an
 iperf3 server in the guest, the client in the path's namespace (``iperf3 -c GUEST -t
@@ -30,7 +33,10 @@ per Gbit). Also: the host iperf3 client's CPU (the same work on both paths, not 
 the CPU that everything else on the machine used meanwhile (``/proc/stat`` busy time minus
 the measured processes: the idle other guests, other people's work), which other
 benchmark processes were running, the guest's virtio interrupts, and the mean size of the
-frames crossing the TAP in the data direction (whole TSO super-frames or not). A run
+frames crossing the TAP in the data direction (whole TSO super-frames or not). The guest's
+side per packet: its virtio-net driver's own counters (``ethtool -S``: packets and kicks
+per queue, a super-frame counting one), virtio interrupts per packet, and how often the
+vCPU thread slept (the guest halted) per Gbit. A run
 during which other work used more than ``--max-other`` cores is redone (``--retries``
 times; the calmest attempt is kept). Ratios are per round (vhost / qemu of the same round).
 
@@ -77,7 +83,7 @@ sys.path.insert(0, str(ROOT))  # the guest rig lives with the tests
 from tests.vm import rig
 
 FORWARDER = ROOT / "examples" / "vhost_forward.py"
-PATHS = ("vhost", "qemu", "qemu-intx", "qemu-memfd")
+PATHS = ("vhost", "qemu", "qemu-intx", "qemu-memfd", "vhost-base")
 DEFAULT_PATHS = "vhost,qemu,qemu-intx,qemu-memfd"
 DIRECTIONS = ("guest_to_host", "host_to_guest")
 ARROW = {"guest_to_host": "guest → host", "host_to_guest": "host → guest"}
@@ -86,6 +92,7 @@ LABEL = {
     "qemu": "QEMU `-netdev tap,vhost=off` (its own virtio-net) on a vnetio TAP",
     "qemu-intx": "the same, legacy INTx interrupts (`vectors=0`, as the vhost-user NIC)",
     "qemu-memfd": "the same (MSI-X), guest RAM a shared memfd (as vhost-user needs)",
+    "vhost-base": "vnetio `VhostUserNet` → `Tap`, the vnetio build of `--baseline-vnetio`",
 }
 
 
@@ -104,6 +111,7 @@ SIDES = {
     "qemu": Side("vnbvq0", "52:54:00:76:62:02", "198.51.100.1", "198.51.100.2"),
     "qemu-intx": Side("vnbvi0", "52:54:00:76:62:03", "203.0.113.1", "203.0.113.2"),
     "qemu-memfd": Side("vnbvm0", "52:54:00:76:62:04", "198.18.0.1", "198.18.0.2"),
+    "vhost-base": Side("vnbvb0", "52:54:00:76:62:05", "198.18.1.1", "198.18.1.2"),
 }
 #: Other benchmarks whose processes are noted when they overlap a run (``pgrep -f`` patterns).
 OTHER_BENCHMARKS = (
@@ -119,8 +127,9 @@ TCK = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of process ``pid`` so far: ``user``, ``system``, and ``vcpu`` (threads
-    named like QEMU's TCG vCPU threads, ``CPU n/TCG``); zeros when it is gone."""
-    out = {"user": 0.0, "system": 0.0, "vcpu": 0.0}
+    named like QEMU's TCG vCPU threads, ``CPU n/TCG``), and how often those slept
+    (``vcpu_sleeps``); zeros when it is gone."""
+    out = {"user": 0.0, "system": 0.0, "vcpu": 0.0, "vcpu_sleeps": 0.0}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -137,7 +146,20 @@ def proc_cpu(pid: int) -> dict[str, float]:
         out["system"] += system
         if "/TCG" in comm:
             out["vcpu"] += user + system
+            out["vcpu_sleeps"] += vcpu_sleeps(pid, tid)
     return out
+
+
+def vcpu_sleeps(pid: int, tid: str) -> float:
+    """Times a vCPU thread went to sleep (``voluntary_ctxt_switches``): under TCG, mostly
+    the guest halting with nothing to do until the device answers."""
+    try:
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
 
 
 def busy_seconds() -> float:
@@ -229,10 +251,15 @@ class Forwarder:
     """examples/vhost_forward.py in a child process, stopped by PID (SIGTERM, then
     SIGKILL); ``stop()`` returns the counters it prints on the way out."""
 
-    def __init__(self, sock: Path, side: Side, netns: str, mode: str) -> None:
+    def __init__(
+        self, sock: Path, side: Side, netns: str, mode: str, vnetio_dir: str | None = None
+    ) -> None:
         argv = [sys.executable, str(FORWARDER), str(sock), side.tap, "--netns", netns,
                 "--address", f"{side.host}/24", "--mode", mode]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        # Another vnetio build (a before/after comparison in the same rounds): its package
+        # directory first on the path.
+        env = dict(os.environ, PYTHONPATH=vnetio_dir) if vnetio_dir else None
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""
@@ -286,7 +313,7 @@ def paths(args: argparse.Namespace) -> Iterator[dict[str, Setup]]:
     out: dict[str, Setup] = {}
     spaces: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="vnetio-vhost-iperf-"))
-    forwarder = None
+    forwarders: list[Forwarder] = []
     guests: list[rig.Guest] = []
     try:
         for name in args.paths:
@@ -295,16 +322,17 @@ def paths(args: argparse.Namespace) -> Iterator[dict[str, Setup]]:
             make_netns(ns)
             spaces.append(ns)
             guest_args: dict[str, Any] = {
-                "programs": ["ip", "iperf3"],
+                "programs": ["ip", "iperf3", "ethtool"],
                 "cpus": args.cpus,
                 "memory_mb": args.memory,
                 "name": f"bench-{name}",
                 # Thread names ("CPU 0/TCG"): -name options merge with the rig's own.
                 "qemu_args": ["-name", "debug-threads=on"],
             }
-            if name == "vhost":
-                sock = tmp / "vm.sock"
-                forwarder = Forwarder(sock, side, ns, args.mode)
+            if name in ("vhost", "vhost-base"):
+                sock = tmp / f"{name}.sock"
+                base = args.baseline_vnetio if name == "vhost-base" else None
+                forwarders.append(Forwarder(sock, side, ns, args.mode, base))
                 guest = rig.Guest(nics=[rig.VhostUserNic(str(sock), side.mac)], **guest_args)
             else:
                 with vnetio.Tap(side.tap, persist=True, netns=ns) as tap:
@@ -324,13 +352,15 @@ def paths(args: argparse.Namespace) -> Iterator[dict[str, Setup]]:
             log(f"booting the {name} guest")
             guests.append(guest.start())
             configure_guest(guest, side)
-            out[name] = Setup(name, side, ns, guest, forwarder if name == "vhost" else None)
+            out[name] = Setup(
+                name, side, ns, guest, forwarders[-1] if name.startswith("vhost") else None
+            )
         yield out
     finally:
         for guest in guests:
             guest.close()
-        if forwarder is not None:
-            forwarder.kill()
+        for fwd in forwarders:
+            fwd.kill()
         for ns in spaces:
             sh(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -360,6 +390,11 @@ class Run:
     tap_tx_dropped: int = 0
     data_frame_bytes: float = 0.0  # mean size of the frames on the TAP in the data direction
     guest_irqs: int = 0  # interrupts of the guest's virtio devices during the run
+    guest_tx_packets: int = 0  # the guest driver's TX packets (a TSO super-frame is one)
+    guest_tx_kicks: int = 0  # … its TX notifications to the device (exits, under TCG)
+    guest_rx_packets: int = 0
+    guest_rx_kicks: int = 0  # RX buffers posted with a notification
+    vcpu_sleeps: int = 0  # the vCPU thread's voluntary context switches (guest halted)
     attempts: int = 1  # runs made for this one (a disturbed run is redone, the calmest kept)
     error: str | None = None
 
@@ -399,17 +434,54 @@ class Run:
         return self.guest_irqs / self.seconds if self.seconds else 0.0
 
     @property
+    def tx_kicks_per_packet(self) -> float:
+        return self.guest_tx_kicks / self.guest_tx_packets if self.guest_tx_packets else 0.0
+
+    @property
+    def rx_kicks_per_packet(self) -> float:
+        return self.guest_rx_kicks / self.guest_rx_packets if self.guest_rx_packets else 0.0
+
+    @property
+    def irqs_per_packet(self) -> float:
+        """Guest virtio interrupts per packet it sent or received."""
+        packets = self.guest_tx_packets + self.guest_rx_packets
+        return self.guest_irqs / packets if packets else 0.0
+
+    @property
+    def vcpu_sleeps_per_gbit(self) -> float:
+        return self.vcpu_sleeps / self.gbit if self.gbit else 0.0
+
+    @property
+    def tx_packets_per_gbit(self) -> float:
+        return self.guest_tx_packets / self.gbit if self.gbit else 0.0
+
+    @property
+    def rx_packets_per_gbit(self) -> float:
+        return self.guest_rx_packets / self.gbit if self.gbit else 0.0
+
+    @property
     def cores(self) -> float:
         return self.host_cpu / self.seconds if self.seconds else 0.0
 
 
-def guest_virtio_irqs(guest: rig.Guest) -> int:
-    """Interrupts taken so far by the guest's virtio devices (``/proc/interrupts``)."""
-    total = 0
-    for line in guest.run("cat /proc/interrupts", check=True).stdout.splitlines():
+NIC_COUNTERS = ("tx_queue_0_packets", "tx_queue_0_kicks", "rx_queue_0_packets", "rx_queue_0_kicks")
+
+
+def guest_counters(p: Setup) -> dict[str, int]:
+    """The guest's side so far, in one command: interrupts taken by its virtio devices
+    (``/proc/interrupts``, key ``irqs``) and its virtio-net driver's own queue counters
+    (``ethtool -S``: packets, TSO super-frames counting one, and kicks = notifications
+    it sent the device)."""
+    ifname = p.guest.ifname(p.side.mac)
+    out = p.guest.run(f"cat /proc/interrupts; ethtool -S {ifname}", check=True).stdout
+    got = dict.fromkeys(("irqs", *NIC_COUNTERS), 0)
+    for line in out.splitlines():
         if "virtio" in line:
-            total += sum(int(x) for x in line.split()[1:] if x.isdigit())
-    return total
+            got["irqs"] += sum(int(x) for x in line.split()[1:] if x.isdigit())
+        key, _, value = line.strip().partition(":")
+        if key in NIC_COUNTERS and value.strip().isdigit():
+            got[key] = int(value)
+    return got
 
 
 TAP_COUNTERS = ("tx_dropped", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
@@ -436,7 +508,7 @@ def iperf_once(
     assert p.guest.pid is not None
     argv = ["ip", "netns", "exec", p.netns, "iperf3", "-c", p.side.guest, "-t", f"{seconds:g}",
             "-J"] + (["-R"] if direction == "guest_to_host" else [])  # fmt: skip
-    irqs0 = guest_virtio_irqs(p.guest)
+    guest0 = guest_counters(p)
     procs0 = all_process_ticks()
     tap0 = tap_counters(p)
     qemu0 = proc_cpu(p.guest.pid)
@@ -476,8 +548,14 @@ def iperf_once(
     kind = "rx" if direction == "guest_to_host" else "tx"
     packets = tap[f"{kind}_packets"]
     run.data_frame_bytes = tap[f"{kind}_bytes"] / packets if packets else 0.0
-    run.guest_irqs = guest_virtio_irqs(p.guest) - irqs0
+    guest = delta(guest_counters(p), guest0)
+    run.guest_irqs = int(guest["irqs"])
+    run.guest_tx_packets = int(guest["tx_queue_0_packets"])
+    run.guest_tx_kicks = int(guest["tx_queue_0_kicks"])
+    run.guest_rx_packets = int(guest["rx_queue_0_packets"])
+    run.guest_rx_kicks = int(guest["rx_queue_0_kicks"])
     run.qemu_vcpu = qemu["vcpu"]
+    run.vcpu_sleeps = int(qemu["vcpu_sleeps"])
     run.qemu_other = qemu["user"] + qemu["system"] - qemu["vcpu"]
     run.forwarder_user = fwd.get("user", 0.0)
     run.forwarder_system = fwd.get("system", 0.0)
@@ -555,6 +633,41 @@ def span(runs: list[Run], key: str, fmt: str = ".2f") -> str:
     return cell + (f" ({min(values):{fmt}}–{max(values):{fmt}})" if len(values) > 1 else "")
 
 
+def guest_side(args: argparse.Namespace, ok: list[Run], d: str) -> list[str]:
+    """The guest's costs per packet on each path, in direction ``d``."""
+    lines = [
+        (
+            f"Guest side, {ARROW[d]} (the guest driver's own counters, `ethtool -S`, and the "
+            "vCPU thread's voluntary context switches; median (range) per run):"
+        ),
+        "",
+    ]
+    lines += table_head(
+        ["path", "TX packets per Gbit (k)", "TX kicks per TX packet",
+         "RX packets per Gbit (k)", "RX kicks per RX packet",
+         "virtio IRQs per packet (TX + RX)", "vCPU thread sleeps per Gbit",
+         "guest vCPU s per Gbit"],
+        "lrrrrrrr",
+    )  # fmt: skip
+    for name in args.paths:
+        mine = [r for r in ok if r.path == name and r.direction == d]
+        if not mine:
+            continue
+        lines.append(
+            row([
+                LABEL[name],
+                f"{med(mine, 'tx_packets_per_gbit') / 1e3:.1f}",
+                span(mine, "tx_kicks_per_packet", ".3f"),
+                f"{med(mine, 'rx_packets_per_gbit') / 1e3:.1f}",
+                span(mine, "rx_kicks_per_packet", ".3f"),
+                span(mine, "irqs_per_packet", ".3f"),
+                span(mine, "vcpu_sleeps_per_gbit", ".0f"),
+                span(mine, "vcpu_per_gbit", ".3f"),
+            ])
+        )  # fmt: skip
+    return [*lines, ""]
+
+
 def render(
     args: argparse.Namespace, runs: list[Run], info: dict[str, Any], counters: dict[str, Any]
 ) -> str:
@@ -623,6 +736,7 @@ def render(
                 ])
             )  # fmt: skip
         lines.append("")
+        lines += guest_side(args, ok, d)
     lines += ["### Every run", ""]
     lines += table_head(
         ["round", "path", "direction", "Gbit/s", "retr.", "host CPU s/Gbit",
@@ -657,7 +771,12 @@ def render(
                 f"{vh.get('superframes', 0):,}; frames split in software for the guest "
                 f"{vh.get('sent_in_software', 0):,}; send errors "
                 f"{g2t.get('send_errors', 0)} / {t2g.get('send_errors', 0)}; refused chains "
-                f"{faults or 'none'}; features: {', '.join(counters.get('features', []))}."
+                f"{faults or 'none'}; kicks the backend woke for (coalesced) TX "
+                f"{vh.get('tx_kicks', 0):,} / RX {vh.get('rx_kicks', 0):,}; interrupts it "
+                f"requested TX {vh.get('tx_interrupts', 0):,} / RX {vh.get('rx_interrupts', 0):,}; "
+                f"guest frames taken at the kick by the vring thread "
+                f"{vh.get('tx_taken_at_kick', 0):,}; features: "
+                f"{', '.join(counters.get('features', []))}."
             ),
             "",
         ]
@@ -711,11 +830,18 @@ def main() -> None:
         help="redo a run during which other work used more CPU than this, in cores (0.3)",
     )
     p.add_argument("--retries", type=int, default=2, help="redos of a disturbed run (2)")
+    p.add_argument(
+        "--baseline-vnetio",
+        help="directory holding another build's vnetio package, for the vhost-base path "
+        "(a before/after comparison in the same rounds)",
+    )
     args = p.parse_args()
     cli.require_privileges("vhost_iperf")
     if problem := rig.vm_problem():
         log(f"vhost_iperf: {problem}")
         raise SystemExit(2)
+    if "vhost-base" in args.paths and not args.baseline_vnetio:
+        p.error("the vhost-base path needs --baseline-vnetio DIR (a directory with vnetio/)")
     bad = [x for x in args.paths if x not in PATHS]
     if bad:
         p.error(f"unknown paths {bad}; known: {', '.join(PATHS)}")

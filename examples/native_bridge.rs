@@ -27,6 +27,11 @@
 //! `--control`. They serve the "reader-only ceiling": frames are queued in B's ring first,
 //! then only the draining is timed.
 //!
+//! `--keep N` makes the reader keep its frames as a batch API must: N frames back to back in
+//! an arena, two arenas in turn, instead of one reused buffer (the fair native counterpart
+//! of a caller that holds one `recv_batch` result while it reads the next; see
+//! BENCHMARKS.md, "Reader-only ceiling at 1514 B"). The benchmark's native rows do not use it.
+//!
 //! A frame counts as delivered only if it has the benchmark's size and starts with our
 //! source MAC and `EtherType` (bytes `6..14`); anything else on the port is noise.
 
@@ -64,12 +69,16 @@ struct Options {
     control: bool,
     reader: bool,
     writer: bool,
+    /// 0: read every frame into one reused buffer. N: keep N frames per batch, back to
+    /// back in an arena, two arenas in turn (as a batch API whose caller holds one batch
+    /// while the next is read).
+    keep: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: native_bridge [--tap-a vnA] [--tap-b vnB] [--size 64] [--seconds 3] \
-         [--control] [--reader-only | --writer-only]"
+         [--control] [--reader-only | --writer-only] [--keep N]"
     );
     std::process::exit(2);
 }
@@ -83,6 +92,7 @@ fn parse_options() -> Options {
         control: false,
         reader: true,
         writer: true,
+        keep: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -93,6 +103,7 @@ fn parse_options() -> Options {
             "--size" => opts.size = value().parse().unwrap_or_else(|_| usage()),
             "--seconds" => opts.seconds = value().parse().unwrap_or_else(|_| usage()),
             "--control" => opts.control = true,
+            "--keep" => opts.keep = value().parse().unwrap_or_else(|_| usage()),
             "--reader-only" => {
                 opts.writer = false;
                 opts.control = true;
@@ -134,6 +145,13 @@ struct Reader {
     buf: Vec<u8>,
     size: usize,
     sig: [u8; 8],
+    /// `--keep`: frames per batch (0: one reused buffer), the two arenas, which one is
+    /// being filled, where the next frame goes and how many frames it holds.
+    keep: usize,
+    arenas: [Vec<u8>; 2],
+    current: usize,
+    offset: usize,
+    kept: usize,
 }
 
 #[derive(Default)]
@@ -145,22 +163,52 @@ struct ReadCount {
 }
 
 impl Reader {
-    fn open(name: &str, size: usize) -> io::Result<Self> {
+    fn open(name: &str, size: usize, keep: usize) -> io::Result<Self> {
         let tap = tuntap::attach(name, tuntap::Kind::Tap, false)?;
         tuntap::set_nonblocking(&tap)?;
+        // Untouched arena pages are never faulted in: only what frames use is ever mapped.
+        let arena = || vec![0; if keep > 0 { keep * RX_BUF } else { 0 }];
         Ok(Self {
             tap,
             buf: vec![0; RX_BUF],
             size,
             sig: signature(),
+            keep,
+            arenas: [arena(), arena()],
+            current: 0,
+            offset: 0,
+            kept: 0,
         })
     }
 
     /// Read one frame if one is queued; `None` when the ring is empty.
     #[inline]
     fn read_one(&mut self) -> io::Result<Option<bool>> {
+        if self.keep > 0 {
+            return self.read_one_kept();
+        }
         match (&self.tap).read(&mut self.buf) {
             Ok(n) => Ok(Some(n == self.size && self.buf[6..14] == self.sig)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `read_one` into the next slot of the current arena (`--keep`).
+    fn read_one_kept(&mut self) -> io::Result<Option<bool>> {
+        let arena = &mut self.arenas[self.current];
+        let at = self.offset;
+        match (&self.tap).read(&mut arena[at..at + RX_BUF]) {
+            Ok(n) => {
+                let own = n == self.size && arena[at + 6..at + 14] == self.sig;
+                self.offset += n;
+                self.kept += 1;
+                if self.kept == self.keep {
+                    (self.current, self.offset, self.kept) = (1 - self.current, 0, 0);
+                }
+                Ok(Some(own))
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Some(false)),
             Err(e) => Err(e),
@@ -406,7 +454,7 @@ fn main() {
 fn real_main(opts: &Options) -> io::Result<()> {
     // Reader first: B must have an fd attached (carrier) before anything is written to A.
     let mut reader = if opts.reader {
-        Some(Reader::open(&opts.tap_b, opts.size)?)
+        Some(Reader::open(&opts.tap_b, opts.size, opts.keep)?)
     } else {
         None
     };

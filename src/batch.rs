@@ -19,6 +19,16 @@ pub const NO_TIMESTAMP: u64 = u64::MAX;
 /// virtio-net header. Reads are given this much room, so nothing is ever truncated.
 pub const MAX_FRAME: usize = 65_535 + 14 + 8 + 12;
 
+/// How many bytes of frames one receive call gathers into a batch before it hands the
+/// batch over (it always takes at least one frame). The caller reads a batch while the
+/// next one is filled, so two batches are in use at a time; at this size both stay in a
+/// 1 MiB L2 cache, and the kernel's copy into the arena writes to cached memory. Without
+/// it, 256 super-frames of 64 KiB made each batch 16 MiB and the copy into it cost about
+/// 50% more per frame (12 µs instead of 8, BENCHMARKS.md "super-frame loop"), enough to
+/// let a bridge loop's ring overflow. A batch of 1514-byte frames ends at 303 frames, so
+/// the default `max_frames` of 256 is unaffected; one of 64 KiB super-frames at 8.
+pub const RECV_BUDGET: usize = 512 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     offset: usize,
@@ -136,6 +146,12 @@ impl PacketBatch {
             self.data.resize(grown, 0);
         }
         &mut self.data[self.used..need]
+    }
+
+    /// Whether a receive call should hand the batch over rather than read another frame:
+    /// a frame of the largest size ([`MAX_FRAME`]) would take it past [`RECV_BUDGET`].
+    pub fn recv_budget_spent(&self) -> bool {
+        self.used + MAX_FRAME > RECV_BUDGET
     }
 
     /// Record the frame just written into [`PacketBatch::recv_slot`] as `len` bytes long.
@@ -290,6 +306,29 @@ mod tests {
         b.commit(3, 8);
         assert_eq!(b.data(), b"hiyou");
         assert_eq!(b.timestamp_ns(1), Some(8));
+    }
+
+    /// Frames of `len` bytes a receive call takes before its budget is spent.
+    fn frames_within_budget(len: usize) -> usize {
+        let mut b = PacketBatch::default();
+        let mut n = 0;
+        while n == 0 || !b.recv_budget_spent() {
+            b.recv_slot(MAX_FRAME);
+            b.commit(len, 0);
+            n += 1;
+        }
+        assert!(b.nbytes() <= RECV_BUDGET.max(len));
+        n
+    }
+
+    #[test]
+    fn recv_budget_stops_superframes_early_and_leaves_mtu_frames_at_256() {
+        // 64 KiB super-frames: 8 (508 KiB), where 256 of them would fill a 16 MiB arena.
+        assert_eq!(frames_within_budget(65_054), 8);
+        assert_eq!(frames_within_budget(MAX_FRAME), 7);
+        // 1514-byte frames: more than the default max_frames of 256.
+        assert_eq!(frames_within_budget(1514), 303);
+        assert!(!PacketBatch::default().recv_budget_spent());
     }
 
     #[test]

@@ -1,16 +1,25 @@
-"""Shared fixtures and the `privileged` marker policy.
+"""Shared fixtures, the skip policy and the `privileged` marker policy.
 
-Policy: a test marked ``privileged`` (and every test that uses the ``netns`` or
-``bridge_pair`` fixtures, which are marked automatically) needs CAP_NET_ADMIN,
+Skip policy: with the environment variable ``CI`` set (:func:`ci_is_set`), a test that
+would be skipped *fails* instead, with the skip's reason — whatever skipped it:
+``pytest.skip()`` in a test or fixture, a ``skip``/``skipif`` marker, ``importorskip``, a
+module-level skip, or an expected failure (``xfail`` marker or ``pytest.xfail()``, whether
+it fails as expected or passes). One hook does it (:func:`pytest_runtest_makereport`, and
+:func:`pytest_make_collect_report` for skips at import time), so CI can never go green
+by skipping a test. Without ``CI`` a skip stays a skip (a laptop without QEMU, say).
+Tests that only make sense elsewhere are *deselected*, not skipped, with the reason
+printed in the summary: see :data:`WHEEL_ONLY`.
+
+`privileged` policy: a test marked ``privileged`` (and every test that uses the ``netns``
+or ``bridge_pair`` fixtures, which are marked automatically) needs CAP_NET_ADMIN,
 /dev/net/tun and ``ip netns``. When these are missing the test is skipped with the
-reason — unless the environment variable ``CI`` is set, in which case it *fails* with
-the reason, so CI can never go green by skipping the tests that matter.
+reason, which the skip policy turns into a failure when ``CI`` is set.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -32,9 +41,21 @@ def ci_is_set() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Tests marked `wheel` prove that a run is against the installed wheel: `make dist-check`
+# (tests/packaging/check.sh) sets this variable to the wheel's path. Anywhere else they are
+# deselected, and the summary says so and why.
+WHEEL_ONLY = "VNETIO_DIST_WHEEL"
+_DESELECTED_WHEEL_TESTS = pytest.StashKey[list[str]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "ipv6: the `netns` fixture leaves IPv6 enabled (disabled by default)"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"wheel: checks a run against the installed wheel; deselected (reason printed) "
+        f"unless {WHEEL_ONLY} is set, as `make dist-check` does",
     )
 
 
@@ -43,6 +64,68 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & PRIVILEGED_FIXTURES and item.get_closest_marker("privileged") is None:
             item.add_marker(pytest.mark.privileged)
+    if os.environ.get(WHEEL_ONLY):
+        return
+    wheel_only = [item for item in items if item.get_closest_marker("wheel") is not None]
+    if wheel_only:
+        items[:] = [item for item in items if item.get_closest_marker("wheel") is None]
+        config.hook.pytest_deselected(items=wheel_only)
+        config.stash[_DESELECTED_WHEEL_TESTS] = [item.nodeid for item in wheel_only]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    deselected = terminalreporter.config.stash.get(_DESELECTED_WHEEL_TESTS, [])
+    if deselected:
+        files = sorted({nodeid.split("::")[0] for nodeid in deselected})
+        terminalreporter.write_line(
+            f"deselected {len(deselected)} `wheel` tests ({', '.join(files)}): they check "
+            f"a run against the installed wheel, which `make dist-check` does "
+            f"({WHEEL_ONLY} is not set here)"
+        )
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """What a skipped (or expected-failure) report says about why."""
+    wasxfail = getattr(report, "wasxfail", None)
+    if wasxfail is not None:
+        return f"expected failure (xfail){': ' + wasxfail if wasxfail else ''}"
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: why")
+        path, line, message = longrepr
+        return f"{message.removeprefix('Skipped: ')} ({path}:{line})"
+    return str(longrepr)
+
+
+def _fail_with_reason(report: pytest.TestReport | pytest.CollectReport, when: str) -> None:
+    reason = _skip_reason(report)
+    report.outcome = "failed"
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail  # else it would still be counted as xfailed/xpassed
+    report.longrepr = f"skipped at {when}, and a skip is a failure when CI is set: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """With CI set: a skipped setup, call or teardown (a skip of any kind, an expected
+    failure), or a passing ``xfail`` test that is not strict, fails with the reason."""
+    report = yield
+    if ci_is_set() and (report.skipped or hasattr(report, "wasxfail")):
+        _fail_with_reason(report, call.when)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """With CI set: a module skipped as it is imported (``pytest.skip(...,
+    allow_module_level=True)``, ``importorskip`` at module level) fails its collection."""
+    report = yield
+    if ci_is_set() and report.skipped:
+        _fail_with_reason(report, "collection")
+    return report
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -50,11 +133,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("privileged") is None:
         return
     problem = privilege_problem()
-    if problem is None:
-        return
-    if ci_is_set():
-        pytest.fail(f"privileged test cannot run and CI is set: {problem}", pytrace=False)
-    pytest.skip(f"privileged test skipped: {problem} (with CI set it would fail)")
+    if problem is not None:
+        pytest.skip(f"privileged test cannot run: {problem}")
 
 
 @pytest.fixture(autouse=True)

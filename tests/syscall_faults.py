@@ -37,6 +37,7 @@ from typing import Any
 SYSCALLS = {
     "read": 0,
     "write": 1,
+    "ioctl": 16,
     "pwrite64": 18,
     "readv": 19,
     "writev": 20,

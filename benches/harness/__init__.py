@@ -3,8 +3,13 @@
 - ``cli``: the shared options (``--seconds``, ``--repeat``, ``--out``, ``--json``, ...), the
   rounds of ``--repeat``, the privilege check and the entry point that turns SIGTERM into
   Ctrl-C so every namespace is removed;
-- ``report``: number formats, per-round ratios, and writing a report (stdout, ``--out``,
-  ``--json``, a marked section of BENCHMARKS.md);
+- ``pairing``: every "A / B" ratio from paired, interleaved runs (one run of each side, back
+  to back, the order alternating; the median of the per-pair ratios with its range; noisy
+  pairs discarded, replaced and reported), used by ``bridge_loop``, ``forwarder`` and
+  ``checksum_scapy``;
+- ``report``: number formats, per-round ratios (the older scripts: every implementation once
+  per round, the order rotating), and writing a report (stdout, ``--out``, ``--json``, a
+  marked section of BENCHMARKS.md);
 - ``procs``: the parent's side of child processes (JSON lines), the native baselines'
   ``cargo build``, CPU accounting from ``/proc`` and waiting while another benchmark runs;
 - ``child``: what runs inside a benchmark's namespace: the bridge-loop command protocol,

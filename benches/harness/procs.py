@@ -173,12 +173,18 @@ class Contention:
         me = str(os.getpid())
         return [line for line in out.splitlines() if line.split(" ", 1)[0] != me]
 
-    def wait_calm(self) -> None:
+    def wait_calm(self, max_wait: float | None = None) -> None:
+        """Wait while another benchmark runs: for ever, or at most ``max_wait`` seconds."""
         announced = False
+        waited = 0.0
         while found := self.others_running():
+            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
+            if max_wait is not None and waited >= max_wait:
+                log(f"  still running after {waited:.0f} s, going on: {found[0][:100]}")
+                return
+            waited += 5
             if not announced:
                 log(f"  waiting: another benchmark is running: {found[0][:100]}")
                 announced = True
-            self.seen.update(line.split(" ", 2)[1].rsplit("/", 1)[-1] for line in found)
             time.sleep(5)
             self.waited_s += 5

@@ -140,3 +140,30 @@ pub fn wait_readable(file: &File, timeout_ms: i32) -> bool {
     // guaranteed: nothing; an error or timeout returns <= 0 and callers just check again.
     unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
 }
+
+/// CPU time the calling thread has used so far, in seconds (`CLOCK_THREAD_CPUTIME_ID`):
+/// what a benchmark divides by its frames to get CPU per frame of one thread.
+#[allow(clippy::cast_precision_loss)] // seconds and nanoseconds far below 2^52
+pub fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which is valid and
+    // exclusively borrowed for the call. Not guaranteed: nothing; it cannot fail for this
+    // clock, and a failure would leave zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// A second descriptor for the open file behind `fd` (`dup`): the same TAP queue, read
+/// through std. For `reader_probe`, which reads one vnetio queue both ways.
+pub fn dup_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
+    // SAFETY: dup takes an integer and returns a new descriptor or -1; no memory is passed.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a descriptor just returned by dup, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(new) })
+}

@@ -73,14 +73,15 @@ class EchoResponder:
             mac = adapter.mac  # the link's address is the responder's own
         if kind == "tap" and mac is None:
             mac = random_mac()
+        self._core = _CoreResponder(mac, ipv4=ipv4, ipv6=ipv6, kind=kind)
         own = getattr(adapter, "mac", None) if kind == "tap" and not macvtap else None
-        if mac is not None and isinstance(own, str) and own.lower() == mac.lower():
+        # Compared as parsed (the core's canonical spelling): "02-AA-..." is the same MAC.
+        if mac is not None and isinstance(own, str) and own.lower() == self._core.mac.lower():
             raise ValueError(
                 f"mac={mac!r} is the TAP's own MAC address, which belongs to the kernel's side "
                 "of the link; the responder is another host and needs another MAC (leave "
                 "mac=None for a random one)"
             )
-        self._core = _CoreResponder(mac, ipv4=ipv4, ipv6=ipv6, kind=kind)
         self.adapter = adapter
         self.max_frames = max_frames
         self._lock = threading.Lock()
@@ -144,7 +145,8 @@ class EchoResponder:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving (within ~50 ms) and re-raise an error the thread met, if any."""
+        """Stop serving (within about 50 ms: the serving loop's receive timeout; measured by
+        benches/latency.py) and re-raise an error the thread met, if any."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

@@ -60,6 +60,18 @@ pub struct PyBatch {
     pool: Weak<ArenaPool>,
 }
 
+/// A frame's length is a u32 in the arena's table: longer is a bad frame, refused before
+/// anything is copied.
+fn check_frame_len(index: usize, len: usize) -> PyResult<()> {
+    if u32::try_from(len).is_err() {
+        return Err(PyValueError::new_err(format!(
+            "frame {index} is {len} bytes; a frame is at most {} bytes (4 GiB - 1)",
+            u32::MAX
+        )));
+    }
+    Ok(())
+}
+
 impl PyBatch {
     /// Wrap a filled arena that returns to `pool` when the batch dies.
     pub fn from_pool(inner: PacketBatch, pool: &Arc<ArenaPool>) -> Self {
@@ -88,6 +100,7 @@ impl PyBatch {
         for (index, item) in frames.try_iter()?.enumerate() {
             let item = item?;
             if let Ok(b) = item.cast::<PyBytes>() {
+                check_frame_len(index, b.as_bytes().len())?;
                 batch.push(b.as_bytes(), 0);
             } else {
                 let buf = byte_buffer(&item).map_err(|_| {
@@ -98,6 +111,7 @@ impl PyBatch {
                     ))
                 })?;
                 let len = buf.len_bytes();
+                check_frame_len(index, len)?;
                 let slot = batch.recv_slot(len);
                 buf.copy_to_slice(item.py(), &mut slot[..len])?;
                 batch.commit(len, 0);

@@ -132,7 +132,8 @@ impl PyVhostUserNet {
     }
 
     /// Counters beyond `stats()`: connections, frames lost at disconnects, refused
-    /// descriptor chains by fault, super-frames, software offload, drops by cause.
+    /// descriptor chains by fault, super-frames, software offload, drops by cause, kicks
+    /// and interrupts.
     fn vhost_stats(&self) -> PyVhostStats {
         self.net.vhost_stats().into()
     }
@@ -152,6 +153,11 @@ pub struct PyVhostStats {
     dropped_no_guest: u64,
     dropped_no_buffers: u64,
     dropped_too_big: u64,
+    tx_kicks: u64,
+    rx_kicks: u64,
+    tx_interrupts: u64,
+    rx_interrupts: u64,
+    tx_taken_at_kick: u64,
     guest_tx_unterminated: u64,
     guest_tx_out_of_bounds: u64,
     guest_tx_wrong_direction: u64,
@@ -178,6 +184,11 @@ impl From<VhostStats> for PyVhostStats {
             dropped_no_guest: s.dropped_no_guest,
             dropped_no_buffers: s.dropped_no_buffers,
             dropped_too_big: s.dropped_too_big,
+            tx_kicks: s.tx_kicks,
+            rx_kicks: s.rx_kicks,
+            tx_interrupts: s.tx_interrupts,
+            rx_interrupts: s.rx_interrupts,
+            tx_taken_at_kick: s.tx_taken_at_kick,
             guest_tx_unterminated: tx.unterminated,
             guest_tx_out_of_bounds: tx.out_of_bounds,
             guest_tx_wrong_direction: tx.wrong_direction,
@@ -193,7 +204,7 @@ impl From<VhostStats> for PyVhostStats {
 }
 
 impl PyVhostStats {
-    fn fields(&self) -> [(&'static str, u64); 20] {
+    fn fields(&self) -> [(&'static str, u64); 25] {
         [
             ("connections", self.connections),
             ("disconnects", self.disconnects),
@@ -205,6 +216,11 @@ impl PyVhostStats {
             ("dropped_no_guest", self.dropped_no_guest),
             ("dropped_no_buffers", self.dropped_no_buffers),
             ("dropped_too_big", self.dropped_too_big),
+            ("tx_kicks", self.tx_kicks),
+            ("rx_kicks", self.rx_kicks),
+            ("tx_interrupts", self.tx_interrupts),
+            ("rx_interrupts", self.rx_interrupts),
+            ("tx_taken_at_kick", self.tx_taken_at_kick),
             ("guest_tx_unterminated", self.guest_tx_unterminated),
             ("guest_tx_out_of_bounds", self.guest_tx_out_of_bounds),
             ("guest_tx_wrong_direction", self.guest_tx_wrong_direction),

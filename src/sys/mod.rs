@@ -1,6 +1,7 @@
 //! The kernel ABI for TUN/TAP: ioctls on `/dev/net/tun` and on a control socket,
 //! `socket`, `setns`, `poll`, `eventfd`, and the `bpf(2)` calls behind kernel-side filters;
-//! `tty`: pseudo-terminals and termios for the serial devices.
+//! `tty`: pseudo-terminals and termios for the serial devices; `cache`: the CPU cache hint
+//! of the receive loops (not a system call, but `unsafe` to issue, so it lives here).
 //!
 //! This is the only module of the core that may use `unsafe`. Every block carries a
 //! `SAFETY:` note. Ioctl request numbers come from the `libc` crate, which defines them
@@ -9,6 +10,7 @@
 //! the `OwnedFd`s made here.
 #![allow(unsafe_code)]
 
+pub mod cache;
 pub mod mounts;
 pub mod pidfd;
 pub mod tty;

@@ -55,3 +55,14 @@ def test_loopback_send_recv_batch_256(benchmark: Any, size: int) -> None:
     assert b.stats().rx_dropped == 0
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("size", FRAME_SIZES)
+def test_count_own_frames_256(benchmark: Any, size: int) -> None:
+    """The bridge-loop reader's own-frame check per 256-frame batch (one 8-byte word column
+    per frame). Native readers spend ~1 ns a frame on it; at ~40 ns (eight byte columns) it
+    showed in the reader-only ceiling, so keep it far below that (BENCHMARKS.md)."""
+    from vnetio import _topology
+
+    batch = vnetio.Batch.from_frames([_topology.build_frame(size)] * 256)
+    assert benchmark(_topology.count_own_frames, batch, size) == 256

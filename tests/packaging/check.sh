@@ -107,8 +107,9 @@ run_dir=$work/run
 mkdir "$run_dir"
 cp -r tests pyproject.toml README.md docs "$run_dir/"
 find "$run_dir" -name __pycache__ -prune -exec rm -rf {} +
-# Which tests: the whole suite (privileged tests included; CI=true makes them fail rather
-# than skip), less two groups, deselected for time and printed below. About 3.5 min here.
+# Which tests: the whole suite (privileged tests included; with CI=true any skip is a
+# failure), less two groups, deselected for time and printed below. About 3.5 min here.
+# VNETIO_DIST_WHEEL (set below) selects tests/packaging's `wheel` tests, deselected elsewhere.
 default_tests=(tests --deselect tests/vm -k "not (test_capture_priv and test_cli_)")
 deselect_reason="tests/privileged/test_capture_priv.py::test_cli_*: the \`vnetio capture\` \
 command line's rotation timers, signals and tshark pipes (~60 s of waiting); the capture \

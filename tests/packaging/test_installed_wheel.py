@@ -6,7 +6,8 @@ there with that virtualenv's interpreter; it sets ``VNETIO_DIST_WHEEL`` (the whe
 and ``VNETIO_DIST_CARGO_VERSION`` (the version in Cargo.toml). These tests prove that the
 run really is against the wheel, and that the wheel's file name, its metadata, the Python
 package and the Rust core report one version. Elsewhere (a source checkout's `make test`)
-they are skipped: there the extension comes from `maturin develop`.
+they are deselected, with the reason in the summary (the `wheel` marker, tests/conftest.py):
+there the extension comes from `maturin develop`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ from vnetio import _corecheck
 WHEEL = os.environ.get("VNETIO_DIST_WHEEL", "")
 CARGO_VERSION = os.environ.get("VNETIO_DIST_CARGO_VERSION", "")
 
-pytestmark = pytest.mark.skipif(
-    not WHEEL, reason="runs only against the installed wheel: `make dist-check`"
-)
+pytestmark = pytest.mark.wheel
 
 
 def test_vnetio_comes_from_the_virtualenvs_site_packages() -> None:

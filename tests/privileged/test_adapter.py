@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import stat
 import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import vnetio
@@ -17,6 +22,7 @@ from tests.packets import make_frame
 
 pytestmark = pytest.mark.privileged
 
+REPO = Path(__file__).resolve().parents[2]
 TUNGETFEATURES = 0x800454CF
 ADAPTERS = [pytest.param(vnetio.Tap, id="tap"), pytest.param(vnetio.Tun, id="tun")]
 AdapterClass = type[vnetio.Tap] | type[vnetio.Tun]
@@ -104,13 +110,22 @@ def test_attach_to_existing_adapter(netns: Netns, cls: AdapterClass) -> None:
     assert netns.has_link("vnold0")  # attaching never deletes what it did not create
 
 
-def test_attach_with_the_wrong_kind_fails(netns: Netns) -> None:
-    netns.ip("tuntap", "add", "dev", "vnold0", "mode", "tap")
+@pytest.mark.parametrize(("exists", "opened_as"), [("tap", vnetio.Tun), ("tun", vnetio.Tap)])
+def test_attach_with_the_wrong_kind_fails_and_says_so(
+    netns: Netns, exists: str, opened_as: AdapterClass
+) -> None:
+    """README, "Errors": an adapter that exists as TUN vs TAP is EINVAL, saying so."""
+    netns.ip("tuntap", "add", "dev", "vnold0", "mode", exists)
     with pytest.raises(OSError) as info:
-        vnetio.Tun("vnold0", netns=netns.name)
+        opened_as("vnold0", netns=netns.name)
     assert info.value.errno == errno.EINVAL
-    assert "vnold0" in str(info.value)
+    message = str(info.value)
+    wanted = kind_of(opened_as).upper()
+    assert f"vnold0 exists as a {exists.upper()} adapter, not a {wanted}" in message, message
+    assert f"open it with vnetio.{exists.capitalize()}" in message, message
     assert netns.has_link("vnold0")
+    with {"tap": vnetio.Tap, "tun": vnetio.Tun}[exists]("vnold0", netns=netns.name) as right:
+        assert not right.created  # the advice works
 
 
 def test_second_open_of_a_single_queue_adapter_is_busy(netns: Netns) -> None:
@@ -119,6 +134,50 @@ def test_second_open_of_a_single_queue_adapter_is_busy(netns: Netns) -> None:
             vnetio.Tap("vnbusy0", netns=netns.name)
         assert info.value.errno == errno.EBUSY
         assert "vnbusy0" in str(info.value)
+
+
+# Another process: opens (creates) the TAP, says so, and holds it until told to go on;
+# then sends frames, to show the failed attach took nothing from it.
+HOLDER = textwrap.dedent(
+    """
+    import json, sys, vnetio
+    from tests.packets import make_frame
+    with vnetio.Tap(sys.argv[1], netns=sys.argv[2]) as tap:
+        tap.up()
+        print("holding", flush=True)
+        sys.stdin.readline()
+        sent = tap.send_batch([make_frame(i, 60) for i in range(3)])
+        print(json.dumps({"sent": sent, "tx_frames": tap.stats().tx_frames}), flush=True)
+    """
+)
+
+
+def test_adapter_held_by_another_process_is_ebusy(netns: Netns) -> None:
+    """README, "Errors": an adapter held by another process is EBUSY (saying so); the
+    holder keeps its adapter."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, "vnbusy1", netns.name],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "holding", holder.stderr
+        with pytest.raises(OSError) as info:
+            vnetio.Tap("vnbusy1", netns=netns.name)
+        assert info.value.errno == errno.EBUSY
+        message = str(info.value)
+        assert "vnbusy1 is already attached by another process" in message, message
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        out, err = holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert holder.returncode == 0, err
+    assert json.loads(out) == {"sent": 3, "tx_frames": 3}
+    assert not netns.has_link("vnbusy1")  # the holder made it, and its close removed it
 
 
 @pytest.mark.parametrize("cls", ADAPTERS)

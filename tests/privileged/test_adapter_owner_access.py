@@ -189,3 +189,23 @@ def test_owner_uses_its_adapter_without_privileges_and_others_are_told_who_owns_
     deleted = as_user(netns, tmp_path, owner, [*vnetio_cli, "delete", "vnu0"])
     assert deleted.returncode == 0, deleted.stderr
     assert not netns.has_link("vnu0") and netns.has_link("vnu1")
+
+
+def test_permission_error_names_the_owner_and_the_group(
+    netns: Netns, tmp_path: Path, make_user: Any
+) -> None:
+    """README: "A user who is not the owner gets a PermissionError that names the adapter's
+    owner and group (ids and names)"."""
+    owner, member, outsider = make_user(), make_user(), make_user()
+    vnetio.create_adapter("vnn0", "tap", owner=owner.name, group=member.name, netns=netns.name)
+    vnetio.create_adapter("vnn1", "tun", owner=owner.uid, netns=netns.name)
+    both = open_as(netns, tmp_path, outsider, "tap", "vnn0")
+    assert both["error"]["type"] == "PermissionError", both
+    assert both["error"]["errno"] == 1, both  # EPERM
+    message = both["error"]["message"]
+    assert f"vnn0 belongs to uid {owner.uid} ({owner.name}) / gid {member.gid} ({member.name})" in (
+        message
+    ), message
+    only_owner = open_as(netns, tmp_path, outsider, "tun", "vnn1")
+    message = only_owner["error"]["message"]
+    assert f"vnn1 belongs to uid {owner.uid} ({owner.name}) / gid none" in message, only_owner

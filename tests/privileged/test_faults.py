@@ -247,6 +247,55 @@ def received(batches: list[vnetio.Batch]) -> list[bytes]:
     return [bytes(f) for batch in batches for f in batch if frame_seq(f) is not None]
 
 
+# --- a panic in an ordinary method -------------------------------------------------------
+
+# The kernel refuses new threads (EAGAIN, as at a pids cgroup's or RLIMIT_NPROC's limit):
+# clone3/clone(CLONE_THREAD) fail while `armed`. Opening an adapter in a namespace runs
+# on a thread of its own (src/device/netns.rs, std::thread::scope), and std's scoped
+# spawn panics when the thread cannot be made: a real panic, deep in the core, with the
+# interpreter released, in an ordinary constructor (not the _panic_for_test hook). The
+# capture writer reports the same refusal as OSError(EAGAIN); should netns.rs ever do so
+# too (Builder::spawn_scoped), this test needs another real panic to stand on.
+PANIC_CHILD = """
+import errno, vnetio
+from tests.packets import make_frame
+from tests.syscall_faults import CLONE_THREAD, USER_NOTIF, Arg, Rule, Supervisor
+
+armed = [True]
+supervisor = Supervisor(lambda nr, args: errno.EAGAIN if armed[0] else 0)
+supervisor.install([Rule("clone3", USER_NOTIF),
+                    Rule("clone", USER_NOTIF, [Arg(0, "bits", CLONE_THREAD)])])
+out = {}
+try:
+    vnetio.Tap("vnpanic0", netns=PARAMS["ns"])
+    out["outcome"] = "opened"
+except BaseException as exc:  # PanicException is a BaseException
+    out["outcome"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    out["message"] = str(exc)
+out["refused"] = supervisor.refused
+armed[0] = False
+# Alive, and vnetio works: the same open now succeeds (nothing was left behind) and moves frames.
+with vnetio.Tap("vnpanic0", netns=PARAMS["ns"]) as tap:
+    tap.up()
+    out["created"] = tap.created
+    out["sent"] = tap.send_batch([make_frame(i, 60) for i in range(4)])
+out["alive"] = True
+report(out)
+"""
+
+
+def test_a_panic_in_an_ordinary_method_leaves_the_interpreter_alive(netns: Netns) -> None:
+    """README, "Errors": a bug in the Rust core is a PanicException and the interpreter
+    survives. Here a real kernel refusal makes std panic inside `Tap(netns=...)`."""
+    result = run_child(PANIC_CHILD, ns=netns.name, timeout=60)
+    assert result["outcome"] == "pyo3_runtime.PanicException", result
+    assert "failed to spawn thread" in result["message"], result
+    assert result["refused"] >= 1, result
+    assert result["alive"] and result["created"] is True and result["sent"] == 4, result
+    assert "panicked" in result["stderr"], result["stderr"]  # Rust's own report of it
+    assert not netns.has_link("vnpanic0")
+
+
 # --- SIGKILL during a capture with a raised queue ----------------------------------------
 
 CAPTURE_CHILD = """

@@ -12,13 +12,18 @@ frame, never a ring that a slow Python forwarder let overflow (TAP-FACTS).
 
 The rest: what ``offloads`` reports, the device-wide offload mask being reset by an open
 without offload, offload metadata built in Python (and refused when malformed), super-
-frames sent to adapters without offload, and UDP segmentation offload (UDP_SEGMENT).
+frames sent to adapters without offload, and UDP segmentation offload (UDP_SEGMENT). What
+depends on the kernel (USO on TUN/TAP since Linux 6.2) is tested both ways: as the kernel
+is, and with TUNSETOFFLOAD refusing the USO flags as an older kernel does (a seccomp filter
+in a child process, tests/syscall_faults.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import re
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +38,7 @@ import vnetio
 
 from tests.conftest import BridgePair
 from tests.netutil import Netns, create_netns, delete_netns
+from tests.syscall_faults import run_child
 
 pytestmark = pytest.mark.privileged
 
@@ -161,6 +167,20 @@ class Forwarder:
             raise AssertionError(f"forwarder failed: {self.errors[0]!r}") from self.errors[0]
 
 
+def wait_source_address(ns: Netns, dest: str, src: str, timeout: float = 10) -> None:
+    """Until a packet from ``ns`` to ``dest`` would leave from ``src``. IPv6 makes an address
+    usable in a kernel work item after `up()` (DAD off or not); until then the kernel picks
+    another source, even ::1, which the peer drops (Ip6InHdrErrors) or never answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        route = ns.ip("-6", "route", "get", dest)
+        if f" src {src} " in f"{route} ":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{src} not the source towards {dest} after {timeout}s: {route}")
+        time.sleep(0.02)
+
+
 @contextmanager
 def forwarded_pair(
     ns_a: Netns,
@@ -181,6 +201,9 @@ def forwarded_pair(
         for adapter, addr in ((a, addr_a), (b, addr_b)):
             adapter.add_address(f"{addr}/{prefix}")
             adapter.up()
+        if family == 6:
+            wait_source_address(ns_a, addr_b, addr_a)
+            wait_source_address(ns_b, addr_a, addr_b)
         with Forwarder(a, b) as fwd:
             yield fwd
         fwd.check()
@@ -438,6 +461,7 @@ ETHTOOL_FEATURES = {
 
 
 def ethtool_features(ns: Netns, dev: str) -> dict[str, bool]:
+    """`ethtool -k` in ``ns`` (ethtool is one of the Makefile's DEB_PACKAGES)."""
     out = ns.exec("ethtool", "-k", dev)
     features = {}
     for line in out.splitlines():
@@ -456,10 +480,9 @@ def test_offloads_reports_what_is_on(netns: Netns, kind: Kind) -> None:
         assert names, "the kernel accepted no offload at all"
         assert names[0] == "csum"
         assert set(names) <= {"csum", "tso4", "tso6", "uso4", "uso6"}
-        if shutil.which("ethtool"):
-            features = ethtool_features(netns, "vnoff0")
-            for name, feature in ETHTOOL_FEATURES.items():
-                assert features[feature] == (name in names), (name, feature, features)
+        features = ethtool_features(netns, "vnoff0")
+        for name, feature in ETHTOOL_FEATURES.items():
+            assert features[feature] == (name in names), (name, feature, features)
     with cls("vnoff1", netns=netns.name) as plain:
         assert not plain.offload
         assert plain.offloads == []
@@ -475,20 +498,18 @@ def test_open_without_offload_resets_the_device_mask(two_ns: tuple[Netns, Netns]
             with vnetio.Tun(name, netns=ns.name, persist=True, offload=True) as dev:
                 assert "tso4" in dev.offloads
         for name, ns in names.values():
-            if shutil.which("ethtool"):
-                # Still on after the close: the mask outlives the descriptor.
-                assert ethtool_features(ns, name)["tx-tcp-segmentation"]
+            # Still on after the close: the mask outlives the descriptor.
+            assert ethtool_features(ns, name)["tx-tcp-segmentation"]
         with (
             vnetio.Tun("vnpa0", netns=ns_a.name) as a,
             vnetio.Tun("vnpb0", netns=ns_b.name) as b,
         ):
             assert not a.created and not b.created
             assert a.offloads == [] and b.offloads == []
-            if shutil.which("ethtool"):
-                for name, ns in names.values():
-                    feats = ethtool_features(ns, name)
-                    assert not feats["tx-tcp-segmentation"], feats
-                    assert not feats["tx-checksum-ip-generic"], feats
+            for name, ns in names.values():
+                feats = ethtool_features(ns, name)
+                assert not feats["tx-tcp-segmentation"], feats
+                assert not feats["tx-checksum-ip-generic"], feats
             for adapter, addr in ((a, ADDRS[4][0]), (b, ADDRS[4][1])):
                 adapter.add_address(f"{addr}/24")
                 adapter.up()
@@ -513,8 +534,6 @@ def tcp4_superframe(
 ) -> tuple[bytes, dict[str, Any]]:
     """Ethernet (or bare) IPv4/TCP super-frame, 192.0.2.1:40000 → 192.0.2.2:5201, with a
     partial checksum (pseudo-header sum in the field) and its offload metadata."""
-    import struct
-
     from tests.packets import inet_checksum
 
     src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
@@ -653,35 +672,106 @@ def test_superframe_with_segments_above_the_mtu_is_a_value_error(
             tap.send_batch(batch)
 
 
+def udp_datagram(i: int, udp_len: int | None = None) -> bytes:
+    """Ethernet/IPv4/UDP, 192.0.2.1:1234 → 192.0.2.2:53, 1000 bytes of ``i``; checksums
+    right, the UDP length field ``udp_len`` if given (else the true one)."""
+    payload = bytes([i]) * 1000
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), i, 0x4000, 64, 17, 0,
+        bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
+    )  # fmt: skip
+    udp = struct.pack("!HHHH", 1234, 53, udp_len or 8 + len(payload), 0)
+    f = bytearray(bytes.fromhex("02005e10000202005e1000010800") + ip + udp + payload)
+    vnetio.checksum.fix(f)
+    return bytes(f)
+
+
+def gro_udp_run(ns: str, a_name: str, b_name: str) -> dict[str, Any]:
+    """Into offload TAP ``a`` (bridged to plain TAP ``b`` in ``ns``): first a good
+    datagram, one whose UDP length field is wrong and another good one, then a run of three
+    good datagrams of one flow. What ``b`` received (UDP length fields), in two lists, and
+    how many frames ``a`` merged for each send. JSON-able: also run in a child process."""
+    out: dict[str, Any] = {}
+    with (
+        vnetio.Tap(b_name, netns=ns) as b,
+        vnetio.Tap(a_name, netns=ns, offload=True) as a,
+    ):
+        out["offloads"] = a.offloads
+        Netns(ns).wait_forwarding(a_name, b_name)
+        src = udp_datagram(0)[6:12]
+        for key, frames in (
+            ("wrong_length", [udp_datagram(0), udp_datagram(1, udp_len=500), udp_datagram(2)]),
+            ("run", [udp_datagram(3), udp_datagram(4), udp_datagram(5)]),
+        ):
+            before = a.stats().tx_coalesced
+            assert a.send_batch(frames) == 3
+            got: list[bytes] = []
+            deadline = time.monotonic() + 2
+            while len(got) < 3 and time.monotonic() < deadline:
+                got += [bytes(f) for f in b.recv_batch(timeout=0.2) if bytes(f)[6:12] == src]
+            out[key] = [struct.unpack_from("!H", f, 38)[0] for f in got]
+            out[f"{key}_merged"] = a.stats().tx_coalesced - before
+    return out
+
+
+# Linux before 6.2 has no UDP segmentation offload on TUN/TAP (TUN_F_USO4/6). The tests of
+# both branches: on this kernel as it is, and with TUNSETOFFLOAD refusing the USO bits as an
+# older kernel does (EINVAL for any flag it does not know), by a seccomp filter in a child.
+USO_KERNEL = (6, 2)
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
+NO_USO_KERNEL = f"""
+import errno
+from tests.syscall_faults import Arg, Rule, errno_action, install
+
+install([Rule("ioctl", errno_action(errno.EINVAL),
+              [Arg(1, "eq", {TUNSETOFFLOAD:#x}), Arg(2, "bits", {TUN_F_USO4 | TUN_F_USO6:#x})])])
+"""
+
+
+def require_uso(offloads: list[str]) -> None:
+    """Fail when a kernel that has USO did not grant it; skip (a failure with CI set) on a
+    kernel without it, where only the fallback tests can run."""
+    if {"uso4", "uso6"} <= set(offloads):
+        return
+    release = os.uname().release
+    numbers = re.match(r"(\d+)\.(\d+)", release)
+    version = (int(numbers[1]), int(numbers[2])) if numbers else (0, 0)
+    if version >= USO_KERNEL:
+        pytest.fail(f"Linux {release} has USO (since 6.2) but the adapter took only {offloads}")
+    pytest.skip(f"Linux {release} has no USO on TUN/TAP (6.2+): only the fallback is tested")
+
+
 def test_gro_leaves_a_udp_datagram_with_a_wrong_length_field_alone(
     bridge_pair: BridgePair,
 ) -> None:
-    import struct
+    """With USO on, runs of UDP datagrams are merged on send (the run of three is), but
+    never one whose length field disagrees with its IP length: merging rewrites it."""
+    out = gro_udp_run(bridge_pair.ns.name, bridge_pair.a, bridge_pair.b)
+    require_uso(out["offloads"])
+    assert out["wrong_length"] == [1008, 500, 1008], out
+    assert out["wrong_length_merged"] == 0, out
+    assert out["run"] == [1008, 1008, 1008], out
+    assert out["run_merged"] > 0, f"GRO merged no UDP run with USO on: {out}"
 
-    def datagram(i: int, udp_len: int | None = None) -> bytes:
-        payload = bytes([i]) * 1000
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), i, 0x4000, 64, 17, 0,
-            bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
-        )  # fmt: skip
-        udp = struct.pack("!HHHH", 1234, 53, udp_len or 8 + len(payload), 0)
-        f = bytearray(bytes.fromhex("02005e10000202005e1000010800") + ip + udp + payload)
-        vnetio.checksum.fix(f)  # checksums right; the middle one's length field is not
-        return bytes(f)
 
-    frames = [datagram(0), datagram(1, udp_len=500), datagram(2)]
-    ns = bridge_pair.ns.name
-    with (
-        vnetio.Tap(bridge_pair.b, netns=ns) as b,
-        vnetio.Tap(bridge_pair.a, netns=ns, offload=True) as a,
-    ):
-        if not {"uso4", "uso6"} <= set(a.offloads):
-            pytest.skip(f"no UDP merging without uso4+uso6: {a.offloads}")
-        bridge_pair.wait_forwarding()
-        a.send_batch(frames)
-        got = [bytes(f) for f in b.recv_batch(timeout=1) if bytes(f)[6:12] == frames[0][6:12]]
-    lengths = [struct.unpack_from("!H", f, 38)[0] for f in got]
-    assert lengths == [1008, 500, 1008], lengths
+def test_gro_merges_no_udp_without_uso(bridge_pair: BridgePair) -> None:
+    """The kernel refuses USO (as before 6.2): the adapter falls back to csum+TSO, and GRO
+    leaves every UDP datagram as it is (a USO super-frame would be refused by the write)."""
+    out = run_child(
+        NO_USO_KERNEL,
+        """
+        from tests.privileged.test_offload import gro_udp_run
+        report(gro_udp_run(PARAMS["ns"], PARAMS["a"], PARAMS["b"]))
+        """,
+        ns=bridge_pair.ns.name,
+        a=bridge_pair.a,
+        b=bridge_pair.b,
+    )
+    assert out["offloads"] == ["csum", "tso4", "tso6"], out
+    assert out["wrong_length"] == [1008, 500, 1008], out
+    assert out["run"] == [1008, 1008, 1008], out
+    assert out["wrong_length_merged"] == out["run_merged"] == 0, out
 
 
 def test_fix_checksums_keeps_superframes_sendable(bridge_pair: BridgePair) -> None:
@@ -749,30 +839,25 @@ print(seq, flush=True)
 """
 
 
-@pytest.mark.parametrize("mode", ["superframes", "segments"])
-@pytest.mark.parametrize("family", [4, 6])
-@pytest.mark.parametrize("kind", ["tun", "tap"])
-def test_udp_segmentation_offload_through_forwarder(
-    two_ns: tuple[Netns, Netns], kind: Kind, family: int, mode: Mode
-) -> None:
-    """UDP_SEGMENT sockets make the kernel hand USO super-frames (gso_type udp_l4) to an
-    adapter that took uso4/uso6; every datagram must arrive intact, none with a bad sum."""
-    ns_a, ns_b = two_ns
+def udp_gso_run(ns_a: str, ns_b: str, kind: Kind, family: int, mode: Mode) -> dict[str, Any]:
+    """A UDP_SEGMENT sender in ``ns_a``, a receiver in ``ns_b``, a forwarder between offload
+    adapters (``mode`` on both): what arrived, what the forwarder saw, the kernel counters.
+    JSON-able: also run in a child process."""
+    a_ns, b_ns = Netns(ns_a), Netns(ns_b)
     _, addr_b, _ = ADDRS[family]
     want = UDP_SEGS_PER_SEND * UDP_SENDS
-    with forwarded_pair(ns_a, ns_b, kind, family, mode, mode) as fwd:
-        if f"uso{family}" not in fwd.a.offloads:
-            pytest.skip(f"this kernel did not accept uso{family}: {fwd.a.offloads}")
+    with forwarded_pair(a_ns, b_ns, kind, family, mode, mode) as fwd:
         if kind == "tap":
             # Resolve the neighbour first: UDP has no handshake to do it, and a GSO
-            # datagram queued behind an unresolved neighbour may be dropped.
-            ns_a.exec("ping", "-c", "1", "-W", "2", addr_b)
-        receiver = python_in(ns_b, UDP_RECEIVER, family, addr_b, UDP_PORT, want)
+            # datagram queued behind an unresolved neighbour may be dropped. Until one
+            # answer (-w: a request every 0.2 s until then), not a single try.
+            a_ns.exec("ping", "-c", "1", "-i", "0.2", "-w", "10", addr_b, timeout=20)
+        receiver = python_in(b_ns, UDP_RECEIVER, family, addr_b, UDP_PORT, want)
         try:
             assert receiver.stdout is not None
             assert receiver.stdout.readline().strip() == "ready"
             sender = python_in(
-                ns_a, UDP_SENDER, family, addr_b, UDP_PORT, UDP_GSO_SIZE, UDP_SEGS_PER_SEND,
+                a_ns, UDP_SENDER, family, addr_b, UDP_PORT, UDP_GSO_SIZE, UDP_SEGS_PER_SEND,
                 UDP_SENDS,
             )  # fmt: skip
             assert int(finish(sender, "UDP sender")) == want
@@ -781,11 +866,74 @@ def test_udp_segmentation_offload_through_forwarder(
             if receiver.poll() is None:
                 receiver.kill()
                 receiver.wait()
-        counters = {"a": nstat(ns_a), "b": nstat(ns_b)}
-    csum = {f"{s}.{n}": c[n] for s, c in counters.items() for n in CSUM_COUNTERS if c.get(n)}
-    assert not csum, csum
-    assert bad == 0 and largest == UDP_GSO_SIZE
-    drops = fwd.a.stats().tx_dropped + fwd.b.stats().tx_dropped
-    assert got == want, f"{want - got} datagrams lost; ring drops {drops}; {fwd.ab}"
+        counters = {"a": nstat(a_ns), "b": nstat(b_ns)}
+    return {
+        "offloads": {"a": fwd.a.offloads, "b": fwd.b.offloads},
+        "want": want,
+        "got": got,
+        "bad": bad,
+        "largest": largest,
+        "csum": {f"{s}.{n}": c[n] for s, c in counters.items() for n in CSUM_COUNTERS if c.get(n)},
+        "ring_drops": fwd.a.stats().tx_dropped + fwd.b.stats().tx_dropped,
+        "b_merged": fwd.b.stats().tx_coalesced,
+        "ab": {
+            "frames": fwd.ab.frames,
+            "oversized": fwd.ab.oversized,
+            "gso_types": sorted(fwd.ab.gso_types),
+        },
+    }
+
+
+def assert_udp_arrived(out: dict[str, Any]) -> None:
+    assert not out["csum"], out
+    assert out["bad"] == 0 and out["largest"] == UDP_GSO_SIZE, out
+    assert out["got"] == out["want"], f"{out['want'] - out['got']} datagrams lost: {out}"
+
+
+UDP_GSO_CASES = [
+    pytest.param(kind, family, mode, id=f"{kind}-{family}-{mode}")
+    for kind in ("tun", "tap")
+    for family in (4, 6)
+    for mode in ("superframes", "segments")
+]
+
+
+@pytest.mark.parametrize(("kind", "family", "mode"), UDP_GSO_CASES)
+def test_udp_segmentation_offload_through_forwarder(
+    two_ns: tuple[Netns, Netns], kind: Kind, family: int, mode: Mode
+) -> None:
+    """UDP_SEGMENT sockets make the kernel hand USO super-frames (gso_type udp_l4) to an
+    adapter that took uso4/uso6; every datagram must arrive intact, none with a bad sum."""
+    ns_a, ns_b = two_ns
+    out = udp_gso_run(ns_a.name, ns_b.name, kind, family, mode)
+    require_uso(out["offloads"]["a"])
+    assert_udp_arrived(out)
     if mode == "superframes":
-        assert "udp_l4" in fwd.ab.gso_types, fwd.ab
+        assert "udp_l4" in out["ab"]["gso_types"], out
+
+
+@pytest.mark.parametrize(("kind", "family", "mode"), UDP_GSO_CASES)
+def test_udp_segmentation_without_uso_in_the_kernel(
+    two_ns: tuple[Netns, Netns], kind: Kind, family: int, mode: Mode
+) -> None:
+    """The kernel refuses USO (as before 6.2): vnetio falls back to csum+TSO, the kernel
+    segments the UDP_SEGMENT sends itself before the adapter, and nothing is lost; GRO
+    builds no UDP super-frame for b, which would refuse it."""
+    ns_a, ns_b = two_ns
+    out = run_child(
+        NO_USO_KERNEL,
+        """
+        from tests.privileged.test_offload import udp_gso_run
+        report(udp_gso_run(PARAMS["a"], PARAMS["b"], PARAMS["kind"], PARAMS["family"],
+                           PARAMS["mode"]))
+        """,
+        a=ns_a.name,
+        b=ns_b.name,
+        kind=kind,
+        family=family,
+        mode=mode,
+    )
+    assert out["offloads"] == {"a": ["csum", "tso4", "tso6"], "b": ["csum", "tso4", "tso6"]}
+    assert_udp_arrived(out)
+    assert out["ab"]["oversized"] == 0 and "udp_l4" not in out["ab"]["gso_types"], out
+    assert out["b_merged"] == 0, out

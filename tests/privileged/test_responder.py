@@ -77,3 +77,28 @@ def test_other_addresses_get_no_answer(netns: Netns) -> None:
     assert got == 0, out
     stats = responder.stats()
     assert stats["echo4"] == 0 and stats["ignored"] >= 2, stats  # + the kernel's IPv6 chatter
+
+
+KERNEL_MAC = "02:00:5e:10:00:aa"
+
+
+def test_the_taps_own_mac_is_refused_on_a_real_tap(netns: Netns) -> None:
+    """README: on a TAP the responder has a MAC of its own; "the TAP's own MAC is the
+    kernel's and is refused", in any spelling the MAC parser takes, also after the
+    address was changed from outside; a neighbouring MAC is taken and answers pings."""
+    with vnetio.Tap("vn%d", netns=netns.name) as tap:
+        netns.ip("link", "set", "dev", tap.name, "address", KERNEL_MAC)
+        assert tap.mac == KERNEL_MAC
+        tap.add_address("192.0.2.1/24")
+        tap.up()
+        spellings = [KERNEL_MAC, KERNEL_MAC.upper(), KERNEL_MAC.replace(":", "-"), "2:0:5e:10:0:aa"]
+        for spelling in spellings:
+            with pytest.raises(ValueError, match="TAP's own MAC address") as info:
+                EchoResponder(tap, ipv4="192.0.2.2", ipv6=None, mac=spelling)
+            assert "belongs to the kernel's side" in str(info.value)
+        neighbour = "02:00:5e:10:00:ab"
+        with EchoResponder(tap, ipv4="192.0.2.2", ipv6=None, mac=neighbour) as responder:
+            got, out = ping(netns, "192.0.2.2", count=2)
+            table = neighbours(netns, tap.name)
+        assert got == 2, out
+        assert table.get("192.0.2.2") == responder.mac == neighbour, table

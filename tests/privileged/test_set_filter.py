@@ -12,6 +12,7 @@ accepts from the same frames.
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
 import random
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -288,11 +290,52 @@ def test_tun_filters_in_userspace_and_in_the_kernel(netns: Netns) -> None:
             assert after.rx_filtered - before.rx_filtered == 3, placement  # the echo requests
 
 
-def test_without_cap_bpf_auto_falls_back_and_kernel_explains(bridge_pair: BridgePair) -> None:
-    """Loading eBPF needs CAP_BPF (or CAP_SYS_ADMIN) unless unprivileged BPF is allowed:
-    run a child without them. "auto" then filters in userspace, "kernel" raises an error
-    that names the capability and leaves the adapter unfiltered as it was, "classic" works."""
-    unpriv_bpf = Path("/proc/sys/kernel/unprivileged_bpf_disabled").read_text().strip()
+UNPRIV_BPF = Path("/proc/sys/kernel/unprivileged_bpf_disabled")
+# The sysctl is global: every test process on the machine that changes it takes this lock
+# first, so two runs at once cannot pull it from under each other.
+UNPRIV_BPF_LOCK = Path("/run/lock/vnetio-test-unprivileged-bpf.lock")
+
+
+@contextmanager
+def unprivileged_bpf(allowed: bool) -> Iterator[str]:
+    """``kernel.unprivileged_bpf_disabled`` at 0 (``allowed``) or else 2 (or 1, if it was)
+    for the block, put back as it was after it; yields the value in force. 1 cannot be
+    changed before a reboot, so with 1 the ``allowed`` branch cannot run: a skip (a failure
+    when CI is set). 2 and 0 go back and forth freely."""
+    UNPRIV_BPF_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with UNPRIV_BPF_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = UNPRIV_BPF.read_text().strip()
+        if (old == "0") == allowed:
+            yield old
+            return
+        if old == "1":
+            pytest.skip(
+                "kernel.unprivileged_bpf_disabled is 1, which only a reboot undoes: the "
+                "branch with unprivileged eBPF allowed cannot run (boot with it at 0 or 2)"
+            )
+        new = "0" if allowed else "2"
+        try:
+            UNPRIV_BPF.write_text(new)
+        except OSError as exc:
+            pytest.skip(f"cannot set kernel.unprivileged_bpf_disabled to {new} (root only): {exc}")
+        try:
+            yield new
+        finally:
+            UNPRIV_BPF.write_text(old)
+            assert UNPRIV_BPF.read_text().strip() == old, "unprivileged_bpf_disabled not restored"
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["bpf-disabled", "bpf-allowed"])
+def test_without_cap_bpf_auto_falls_back_and_kernel_explains(
+    bridge_pair: BridgePair, allowed: bool
+) -> None:
+    """Loading eBPF needs CAP_BPF (or CAP_SYS_ADMIN) unless unprivileged BPF is allowed
+    (``kernel.unprivileged_bpf_disabled`` 0, set for the test): run a child without them.
+    Disabled: "auto" then filters in userspace, "kernel" raises an error that names the
+    capability and leaves the adapter unfiltered as it was, "classic" works. Allowed: the
+    kernel takes the program, so vnetio must not refuse on its own (no check of
+    capabilities of its own standing in for the kernel's)."""
     child = textwrap.dedent(
         f"""
         import vnetio
@@ -307,19 +350,22 @@ def test_without_cap_bpf_auto_falls_back_and_kernel_explains(bridge_pair: Bridge
             print(b.set_filter("udp", placement="classic"))
         """
     )
-    out = subprocess.run(
-        [
-            "ip", "netns", "exec", bridge_pair.ns.name,
-            "setpriv", "--inh-caps=-bpf,-sys_admin", "--bounding-set=-bpf,-sys_admin",
-            sys.executable, "-c", child,
-        ],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    with unprivileged_bpf(allowed) as value:
+        out = subprocess.run(
+            [
+                "ip", "netns", "exec", bridge_pair.ns.name,
+                "setpriv", "--inh-caps=-bpf,-sys_admin", "--bounding-set=-bpf,-sys_admin",
+                sys.executable, "-c", child,
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    if unpriv_bpf == "0":  # unprivileged eBPF allowed on this kernel: no fallback needed
-        assert lines[:2] == ["kernel", "kernel ok"]
+    if allowed:
+        assert value == "0"
+        assert lines == ["kernel", "kernel ok", "tcp kernel", "classic"], lines
         return
+    assert value in ("1", "2")
     assert lines[0] == "userspace"
     assert lines[1].startswith("kernel refused:") and "CAP_BPF" in lines[1]
     assert 'placement="userspace"' in lines[1]  # the fix, in the API's own words

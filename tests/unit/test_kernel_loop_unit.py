@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 
@@ -52,8 +51,9 @@ def test_without_privileges_the_error_says_what_is_needed(
     assert namespaces() == before
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
 def test_without_net_admin_for_real() -> None:
+    """A child without CAP_NET_ADMIN (dropped with setpriv, from util-linux: `make
+    system-deps` installs it) gets the PermissionError that names the capability."""
     code = (
         "import vnetio\n"
         "try:\n"
@@ -108,3 +108,28 @@ def test_import_vnetio_stays_light() -> None:
     )
     assert out.stdout.strip() == "[]"
     assert vnetio.KernelLoop is KernelLoop
+
+
+@pytest.mark.parametrize("size", [64, 1514, 61, 1513])  # even: two-byte columns; odd: bytes
+def test_counting_own_frames_checks_every_signature_byte(size: int) -> None:
+    """The column check must see a wrong byte anywhere in any frame's signature, at either
+    column width, and then count frame by frame."""
+    frame = _topology.build_frame(size)
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([frame] * 300), size) == 300
+    for pos in range(6, 14):
+        for victim in (0, 137, 299):
+            bad = bytearray(frame)
+            bad[pos] ^= 0x40
+            frames = [frame] * 300
+            frames[victim] = bytes(bad)
+            batch = vnetio.Batch.from_frames(frames)
+            assert _topology.count_own_frames(batch, size) == 299, (pos, victim)
+
+
+def test_counting_own_frames_with_foreign_sizes_mixed_in() -> None:
+    own, other = _topology.build_frame(1514), _topology.build_frame(1513)
+    batch = vnetio.Batch.from_frames([own, other, own, other[:-1] + b"\0"])
+    assert _topology.count_own_frames(batch, 1514) == 2
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([]), 1514) == 0
+    stranger = _topology.build_frame(64, src="02:76:6e:10:00:09")  # not our source MAC
+    assert _topology.count_own_frames(vnetio.Batch.from_frames([stranger] * 5), 64) == 0

@@ -278,6 +278,34 @@ def test_frame_larger_than_mtu_rejected_before_anything_is_queued(kind: str, mtu
         assert b.recv(timeout=1) == good
 
 
+def test_non_buffer_frames_are_type_errors_and_nothing_is_queued(
+    pair: tuple[Loopback, Loopback],
+) -> None:
+    """README: a non-buffer frame is a TypeError (naming its index in a batch) and nothing
+    of the batch was sent; a frame over 4 GiB (no arena holds it) is a ValueError so."""
+    a, b = pair
+    good = make_frame(0, 60)
+    before = a.stats().as_dict()
+    for bad in (42, "a str is not a frame", None, [good]):
+        with pytest.raises(TypeError, match="expected a bytes-like object"):
+            a.send(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"frame 2\b.*got int"):
+        a.send_batch([good, good, 42, good])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"frame 1\b.*got object"):
+        a.send_batch(f for f in (memoryview(good), object()))  # a generator, read to its end
+    with pytest.raises(TypeError, match=r"frame 1\b.*got int"):
+        Batch.from_frames([good, 7])  # type: ignore[list-item]
+    huge = bytes(2**32)  # calloc'd: costs no memory unless copied
+    with pytest.raises(ValueError, match=r"frame 1 is 4294967296 bytes"):
+        a.send_batch([good, huge])
+    with pytest.raises(ValueError, match=r"frame 0 is 4294967296 bytes"):
+        Batch.from_frames([huge])
+    assert b.pending == 0
+    assert a.stats().as_dict() == before
+    assert a.send_batch([good, good]) == 2  # the end still works
+    assert recv_all(b, 2) == [good, good]
+
+
 def test_untagged_frame_one_byte_over_mtu_plus_14_is_rejected() -> None:
     """The brief's limit: an Ethernet frame carries at most MTU + 14 bytes of header.
 

@@ -7,6 +7,7 @@ ICMP tests would fail for the wrong reason.
 from __future__ import annotations
 
 import pytest
+from scapy.layers import inet, inet6
 
 from tests.packets import (
     ICMP_ECHO_REQUEST,
@@ -30,7 +31,6 @@ def test_inet_checksum_known_vector() -> None:
 
 
 def test_ipv4_echo_request_matches_scapy() -> None:
-    inet = pytest.importorskip("scapy.layers.inet")
     packet = ipv4_echo_request("192.0.2.2", "192.0.2.1", 0x1234, 7, b"hello world")
     parsed = inet.IP(packet)
     rebuilt = inet.IP(bytes(parsed))
@@ -47,7 +47,6 @@ def test_ipv4_echo_request_matches_scapy() -> None:
 
 
 def test_ipv6_echo_request_matches_scapy() -> None:
-    inet6 = pytest.importorskip("scapy.layers.inet6")
     packet = ipv6_echo_request("2001:db8::2", "2001:db8::1", 0x4321, 9, b"x" * 33)
     parsed = inet6.IPv6(packet)
     rebuilt = inet6.IPv6(bytes(parsed))

@@ -238,6 +238,10 @@ def test_guest_killed_mid_stream_then_a_new_guest_is_served(
     assert report["guest_to_tap"]["send_errors"] == 0, report
     refused = {k: v for k, v in vhost.items() if k.startswith("guest_") and v}
     assert refused == {}, refused
+    # The guest's kicks woke the backend, which took its frames in that thread and
+    # interrupted it on both queues (as its EVENT_IDX used_event asked).
+    for key in ("tx_kicks", "tx_taken_at_kick", "tx_interrupts", "rx_interrupts"):
+        assert vhost[key] > 0, (key, vhost)
 
 
 @pytest.mark.parametrize(("offloads", "mode"), [(False, "superframes"), (True, "segments")])

@@ -91,6 +91,45 @@ pub(super) fn owner_note(name: &str, nl: &mut Netlink) -> String {
     }
 }
 
+/// Why TUNSETIFF said EINVAL for an existing `name`: what the adapter is (read over
+/// rtnetlink) against what this open asked for.
+fn einval_reason(name: &str, opts: &OpenOptions, nl: &mut Netlink) -> String {
+    let wanted = opts.medium.as_str().to_uppercase();
+    let link = nl
+        .links()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|l| l.name == name);
+    let Some(link) = link else {
+        return format!("{name} exists with other settings than this {wanted} open asked for");
+    };
+    let Some(tun) = link.tun else {
+        let kind = link.kind.as_deref().unwrap_or("plain");
+        return format!("{name} exists and is no TUN/TAP adapter: it is a {kind} link");
+    };
+    let is = if tun.tap { "TAP" } else { "TUN" };
+    if is != wanted {
+        let class = if tun.tap { "vnetio.Tap" } else { "vnetio.Tun" };
+        format!("{name} exists as a {is} adapter, not a {wanted}: open it with {class}")
+    } else if tun.multi_queue != (opts.queues > 1) {
+        if tun.multi_queue {
+            format!(
+                "{name} is a multi-queue {is} (IFF_MULTI_QUEUE) and queues={} opens a \
+                 single-queue one: open it with queues=2 or more",
+                opts.queues
+            )
+        } else {
+            format!(
+                "{name} is a single-queue {is} and queues={} asks for a multi-queue one \
+                 (IFF_MULTI_QUEUE must match how it was created): open it with queues=1",
+                opts.queues
+            )
+        }
+    } else {
+        format!("{name} exists as a {is} adapter with other settings than this open asked for")
+    }
+}
+
 pub(super) fn setiff_error(
     e: io::Error,
     name: &str,
@@ -111,13 +150,17 @@ pub(super) fn setiff_error(
              file); close the other user, or create the adapter with queues>1"
         ),
         Some(libc::EINVAL) => format!(
-            "{name} exists with other settings: it is not a {} adapter, or its multi-queue setting \
-             differs from queues={} (IFF_MULTI_QUEUE must match how it was created); open it with \
-             matching options or delete it (`{ip} link del {name}` or `vnetio delete {name}{ns}`)",
-            opts.medium.as_str().to_uppercase(),
-            opts.queues,
-            ip = opts.netns.as_deref().map_or_else(|| "ip".to_owned(), |n| format!("ip -n {n}")),
-            ns = opts.netns.as_deref().map_or_else(String::new, |n| format!(" --netns {n}")),
+            "{}; open it with matching options or delete it (`{ip} link del {name}` or \
+             `vnetio delete {name}{ns}`)",
+            einval_reason(name, opts, nl),
+            ip = opts
+                .netns
+                .as_deref()
+                .map_or_else(|| "ip".to_owned(), |n| format!("ip -n {n}")),
+            ns = opts
+                .netns
+                .as_deref()
+                .map_or_else(String::new, |n| format!(" --netns {n}")),
         ),
         _ => String::new(),
     };

@@ -1,8 +1,10 @@
 //! The `vhost_user_backend::VhostUserBackend` implementation: one [`NetBackend`] per
-//! frontend connection. It does no packet work itself: the crate's vring worker thread
-//! calls [`NetBackend::handle_event`] on a guest kick, which only raises the queue pair's
-//! signal; the frames are moved by the caller's own thread in `recv_batch`/`send_frames`,
-//! straight between guest memory and the caller's batch.
+//! frontend connection. The crate's vring worker thread calls [`NetBackend::handle_event`]
+//! on a guest kick. A TX kick takes the frames the ring holds into the queue pair's
+//! staging batch right there (`queue::stage_tx`: the guest gets its buffers and
+//! interrupt back without waiting for another thread) and wakes the reader, which swaps
+//! them into its own batch; an RX kick (buffers posted) wakes a waiting sender, whose own
+//! thread places frames straight into guest memory.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use super::queue::stage_tx;
 use super::ring;
 use super::Shared;
 
@@ -239,12 +242,20 @@ impl VhostUserBackend for NetBackend {
             // Quiet the guest until the data path has caught up; it re-enables
             // notifications when it finds the ring empty (TX) or out of buffers (RX).
             let _ = vring.disable_notification();
-            if let Some(pair) = self.shared.pairs.get(index / 2) {
-                if index % 2 == 1 {
-                    pair.raise_tx();
+            let tx = index % 2 == 1;
+            self.shared.stat(|s| {
+                if tx {
+                    s.tx_kicks += 1;
                 } else {
-                    pair.raise_refill();
+                    s.rx_kicks += 1;
                 }
+            });
+            if tx {
+                // Take the frames here, in the thread the kick woke: the guest gets its
+                // buffers (and interrupt) back without a second thread hop.
+                stage_tx(&self.shared, &self.conn, index / 2);
+            } else if let Some(pair) = self.shared.pairs.get(index / 2) {
+                pair.raise_refill();
             }
         }
         self.shared.state_changed();

@@ -13,8 +13,11 @@
 //! Built on rust-vmm's crates: `vhost` and `vhost-user-backend` speak the protocol and
 //! map the guest's memory, `virtio-queue` walks the rings, `vm-memory` bounds every guest
 //! memory access. The protocol runs on the crates' threads (one for the socket, one for
-//! vring events); the frames are moved by the caller's own thread, between guest memory
-//! and the caller's [`PacketBatch`], with one copy per frame each way (see `ring`).
+//! vring events). Frames the guest transmits are copied out of guest memory once, by the
+//! vring worker thread at the guest's kick (into a staging batch the reader's
+//! [`PacketBatch`] is swapped with) or by the reader when that is full; frames to the
+//! guest are copied into its buffers by the sender's own thread: one copy per frame each
+//! way (see `ring`).
 //!
 //! A guest that disconnects, reboots or reloads its driver leaves the adapter usable: the
 //! backend accepts (or makes) the next connection. Frames the guest had queued but the
@@ -102,12 +105,63 @@ struct PairFlags {
     closed: bool,
 }
 
+/// Most frames the vring worker thread takes from a guest TX ring ahead of the reader.
+/// Beyond that the frames wait in the ring (the guest then stops, as on a full ring), and
+/// the reader takes them itself.
+const STAGE_FRAMES: usize = 256;
+
+/// Frames the vring worker thread took from the guest's TX ring when it kicked, waiting
+/// for the reader (`recv_batch`). Taking them at the kick hands the guest its buffers
+/// back (and its interrupt) without waiting for the reader's thread to be woken and run:
+/// under emulation the guest waits for that round trip.
+#[derive(Default)]
+struct Staged {
+    batch: PacketBatch,
+    /// Scratch space of the ring walk (offload splitting), shared by both takers.
+    scratch: Vec<u8>,
+    /// Frames refused while taking (counted in the queue's `rx_errors` when handed over).
+    refused: u64,
+}
+
+impl Staged {
+    /// Move up to `max` staged frames to the end of `batch`, oldest first. Returns how
+    /// many. An empty `batch` taking all of them gets the staged arena itself (no copy).
+    fn move_into(&mut self, batch: &mut PacketBatch, max: usize) -> usize {
+        let n = self.batch.len().min(max);
+        if n == 0 {
+            return 0;
+        }
+        if batch.is_empty() && n == self.batch.len() {
+            std::mem::swap(batch, &mut self.batch);
+            self.batch.clear();
+            return n;
+        }
+        for i in 0..n {
+            if let (Some(frame), Some(ts)) = (self.batch.get(i), self.batch.timestamp_ns(i)) {
+                batch.push_with(frame, ts, self.batch.hdr(i));
+            }
+        }
+        let mut seen = 0usize;
+        self.batch.retain_from(0, |_, _| {
+            seen += 1;
+            if seen > n {
+                u32::MAX // kept whole
+            } else {
+                0
+            }
+        });
+        n
+    }
+}
+
 /// Signals of one queue pair, raised by the vring worker thread.
 struct PairSignals {
     flags: Mutex<PairFlags>,
     cond: Condvar,
     /// Readable while guest TX frames may be waiting (level-triggered by hand).
     ready: File,
+    /// Guest TX frames taken at the kick, not yet received. Locked before the TX vring.
+    staged: Mutex<Staged>,
 }
 
 impl PairSignals {
@@ -116,6 +170,7 @@ impl PairSignals {
             flags: Mutex::new(PairFlags::default()),
             cond: Condvar::new(),
             ready: File::from(sys::eventfd().map_err(|e| Error::os("eventfd", e))?),
+            staged: Mutex::new(Staged::default()),
         })
     }
 
@@ -327,7 +382,6 @@ impl VhostUserNet {
                     index,
                     shared: Arc::clone(&shared),
                     counters: Counters::default(),
-                    recv_scratch: Mutex::new(Vec::new()),
                     send_local: Mutex::new(SendLocal::default()),
                 })
             })

@@ -93,4 +93,16 @@ pub struct VhostStats {
     pub dropped_no_buffers: u64,
     /// Frames dropped because they exceed the guest's buffers (also in `tx_dropped`).
     pub dropped_too_big: u64,
+    /// Guest TX kicks the vring worker thread woke for (kicks that came while it was
+    /// busy are coalesced into one by the eventfd).
+    pub tx_kicks: u64,
+    /// Guest RX kicks (buffers posted) the vring worker thread woke for, coalesced so.
+    pub rx_kicks: u64,
+    /// Interrupts requested for the guest's TX queues (used buffers handed back).
+    pub tx_interrupts: u64,
+    /// Interrupts requested for the guest's RX queues (frames placed).
+    pub rx_interrupts: u64,
+    /// Guest TX frames the vring worker thread took at a kick, ahead of the reader
+    /// (the rest were taken by the reader's own thread).
+    pub tx_taken_at_kick: u64,
 }

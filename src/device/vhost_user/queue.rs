@@ -1,8 +1,9 @@
 //! One queue pair of a vhost-user adapter: frames the guest transmitted into a batch,
 //! batches into the buffers the guest posted, one copy per frame each way.
 
+use super::backend::Conn;
 use super::ring::{Pushed, RingFault, RxConfig, RxTally, TxConfig, TxTally};
-use super::{features, lock, ring, PairSignals, Shared, RECHECK};
+use super::{features, lock, ring, PairSignals, Shared, Staged, RECHECK, STAGE_FRAMES};
 use crate::batch::PacketBatch;
 use crate::device::loopback::Overflow;
 use crate::device::{now_ns, Counters, Device, Stats};
@@ -32,7 +33,6 @@ pub struct VhostQueue {
     pub(super) index: usize,
     pub(super) shared: Arc<Shared>,
     pub(super) counters: Counters,
-    pub(super) recv_scratch: Mutex<Vec<u8>>,
     pub(super) send_local: Mutex<SendLocal>,
 }
 
@@ -57,7 +57,7 @@ impl VhostQueue {
             if self.closed() {
                 return Err(Error::Closed);
             }
-            let n = self.drain(batch, max);
+            let n = self.take(batch, max);
             if n > 0 {
                 return Ok(n);
             }
@@ -85,67 +85,34 @@ impl VhostQueue {
         }
     }
 
-    /// Take what the guest's TX ring holds, up to `max` frames. Returns frames appended.
-    fn drain(&self, batch: &mut PacketBatch, max: usize) -> usize {
-        // With no ring to read, a raised signal (a kick before a stop or a disconnect)
-        // means nothing: lower it, or a waiting receiver would spin on it. The ring
-        // raises it again when it is set up.
-        let idle = || {
-            self.signals().set_tx_pending(false);
-            0
-        };
-        let Some(conn) = self.shared.current() else {
-            return idle();
-        };
-        let Some(vring) = conn.vring(2 * self.index + 1) else {
-            return idle();
-        };
-        let mut scratch = lock(&self.recv_scratch);
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready() || !st.is_enabled() {
-            drop(st);
-            return idle();
+    /// Take up to `max` guest-transmitted frames: first those the vring worker thread
+    /// took at the guest's kick, then what the ring holds. Returns frames appended.
+    fn take(&self, batch: &mut PacketBatch, max: usize) -> usize {
+        let sig = self.signals();
+        let mut staged = lock(&sig.staged);
+        let mut n = staged.move_into(batch, max);
+        let mut refused = std::mem::take(&mut staged.refused);
+        // Lowered before the ring is looked at, under the lock the worker thread raises
+        // it under: a kick from now on raises it again.
+        sig.set_tx_pending(!staged.batch.is_empty());
+        if n < max {
+            let scratch = &mut staged.scratch;
+            let drained = self.shared.current().and_then(|conn| {
+                drain_tx(&self.shared, &conn, self.index, batch, max - n, scratch)
+            });
+            if let Some(d) = drained {
+                n += d.frames;
+                refused += d.refused;
+                if d.more {
+                    sig.set_tx_pending(true);
+                }
+            }
         }
-        // Cleared before the ring is looked at: a kick from now on raises it again.
-        self.signals().set_tx_pending(false);
-        let mem = conn.mem.memory();
-        let cfg = TxConfig {
-            hdr_len: features::header_len(conn.acked()),
-            rx_mode: self.shared.cfg.rx_mode,
-            medium: Medium::Ethernet,
-            timestamp_ns: now_ns(),
-        };
-        let mut tally = TxTally::default();
-        let result = ring::pop_tx(
-            st.get_queue_mut(),
-            &*mem,
-            &cfg,
-            batch,
-            max,
-            &mut scratch,
-            &mut tally,
-        );
-        if tally.chains > 0 && st.needs_notification().unwrap_or(true) {
-            let _ = st.signal_used_queue();
-        }
-        drop(st);
-        if tally.more {
-            self.signals().set_tx_pending(true);
-        }
-        let refused = tally.faults.total() + tally.bad_frames;
+        drop(staged);
         for _ in 0..refused {
             self.counters.rx_error();
         }
-        self.shared.stat(|s| {
-            s.guest_tx_faults.add(&tally.faults);
-            s.bad_frames += tally.bad_frames;
-            s.superframes += tally.superframes;
-            s.ring_faults += u64::from(matches!(
-                result,
-                Err(RingFault::AvailIndex | RingFault::Memory)
-            ));
-        });
-        tally.frames
+        n
     }
 
     /// Place frames (with optional offload metadata) into the guest's RX ring, waiting up
@@ -185,10 +152,14 @@ impl VhostQueue {
             );
             // Merged frames are published with one index update (see ring::push_rx), so
             // the ring's own needs_notification would not count them: decide here.
-            if ring::used_needs_notification(st.get_queue(), &*mem, used_before) {
+            let signal = ring::used_needs_notification(st.get_queue(), &*mem, used_before);
+            if signal {
                 let _ = st.signal_used_queue();
             }
-            self.shared.stat(|s| s.guest_rx_faults.add(&tally.faults));
+            self.shared.stat(|s| {
+                s.guest_rx_faults.add(&tally.faults);
+                s.rx_interrupts += u64::from(signal);
+            });
             match round {
                 Round::AllPlaced => break None,
                 Round::RingFault => break Some(Stop::NoGuest),
@@ -506,4 +477,114 @@ pub(super) fn set_user_filter(
     let placement = program.as_ref().map(|_| Placement::Userspace);
     shared.filter.set(program.map(Arc::new));
     Ok(placement)
+}
+
+/// What one walk of a guest TX ring did.
+pub(super) struct Drained {
+    /// Frames appended to the batch.
+    pub frames: usize,
+    /// Frames refused (faulty chains, bad headers).
+    pub refused: u64,
+    /// Frames left in the ring because `max` was reached.
+    pub more: bool,
+}
+
+/// Take up to `max` frames from the guest TX ring of queue pair `pair` into `batch`, hand
+/// their buffers back, and interrupt the guest if it asked to be. `None` when the ring
+/// is not set up and enabled. Called by the reader and, at a kick, by the vring worker
+/// thread (see `Staged`).
+pub(super) fn drain_tx(
+    shared: &Shared,
+    conn: &Conn,
+    pair: usize,
+    batch: &mut PacketBatch,
+    max: usize,
+    scratch: &mut Vec<u8>,
+) -> Option<Drained> {
+    let vring = conn.vring(2 * pair + 1)?;
+    let mut st = vring.get_mut();
+    if !st.get_queue().ready() || !st.is_enabled() {
+        return None;
+    }
+    let mem = conn.mem.memory();
+    let cfg = TxConfig {
+        hdr_len: features::header_len(conn.acked()),
+        rx_mode: shared.cfg.rx_mode,
+        medium: Medium::Ethernet,
+        timestamp_ns: now_ns(),
+    };
+    let mut tally = TxTally::default();
+    let used_before = st.get_queue().next_used();
+    let result = ring::pop_tx(
+        st.get_queue_mut(),
+        &*mem,
+        &cfg,
+        batch,
+        max,
+        scratch,
+        &mut tally,
+    );
+    // The chains are handed back with one index update (see ring::pop_tx), which the
+    // ring's own needs_notification does not count: decide here.
+    let signal = ring::used_needs_notification(st.get_queue(), &*mem, used_before);
+    if signal {
+        let _ = st.signal_used_queue();
+    }
+    drop(st);
+    shared.stat(|s| {
+        s.guest_tx_faults.add(&tally.faults);
+        s.bad_frames += tally.bad_frames;
+        s.superframes += tally.superframes;
+        s.ring_faults += u64::from(matches!(
+            result,
+            Err(RingFault::AvailIndex | RingFault::Memory)
+        ));
+        s.tx_interrupts += u64::from(signal);
+    });
+    Some(Drained {
+        frames: tally.frames,
+        refused: tally.faults.total() + tally.bad_frames,
+        more: tally.more,
+    })
+}
+
+/// The vring worker thread, at a guest TX kick on pair `pair`: take what the ring holds
+/// into the pair's staging batch (up to `STAGE_FRAMES`), so the guest gets its buffers
+/// back without waiting for the reader, and wake the reader.
+pub(super) fn stage_tx(shared: &Shared, conn: &Conn, pair: usize) {
+    let Some(sig) = shared.pairs.get(pair) else {
+        return;
+    };
+    let mut staged = match sig.staged.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        // The reader is taking frames right now: it looks at the ring again when woken.
+        Err(std::sync::TryLockError::WouldBlock) => {
+            sig.raise_tx();
+            return;
+        }
+    };
+    let room = STAGE_FRAMES.saturating_sub(staged.batch.len());
+    let mut wake = room == 0;
+    if room > 0 {
+        let Staged {
+            batch,
+            scratch,
+            refused,
+        } = &mut *staged;
+        match drain_tx(shared, conn, pair, batch, room, scratch) {
+            Some(d) => {
+                *refused += d.refused;
+                wake |= d.more || d.refused > 0;
+                if d.frames > 0 {
+                    shared.stat(|s| s.tx_taken_at_kick += d.frames as u64);
+                }
+            }
+            None => wake = true, // as before: the reader finds out
+        }
+    }
+    // Raised under the staging lock (see `VhostQueue::take`).
+    if wake || !staged.batch.is_empty() {
+        sig.raise_tx();
+    }
 }

@@ -171,3 +171,51 @@ fn client_mode_keeps_trying() {
     dev.close();
     let _ = std::fs::remove_file(&path);
 }
+
+fn staged_with(frames: &[&[u8]]) -> Staged {
+    let mut s = Staged::default();
+    for (i, f) in frames.iter().enumerate() {
+        let hdr = (i == 1).then(|| VnetHdr {
+            gso_size: 1448,
+            ..VnetHdr::default()
+        });
+        s.batch.push_with(f, 100 + i as u64, hdr);
+    }
+    s
+}
+
+#[test]
+fn staged_frames_move_whole_into_an_empty_batch() {
+    let mut s = staged_with(&[b"one", b"two", b"three"]);
+    let mut batch = PacketBatch::with_capacity(4, 4096);
+    assert_eq!(s.move_into(&mut batch, 256), 3);
+    assert!(s.batch.is_empty());
+    let got: Vec<&[u8]> = batch.iter().collect();
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+    assert_eq!(batch.timestamp_ns(2), Some(102));
+    assert_eq!(batch.hdr(1).map(|h| h.gso_size), Some(1448));
+    assert_eq!(batch.hdr(0), None);
+    // The staging area got the caller's (empty) arena and takes frames again.
+    s.batch.push(b"four", 7);
+    assert_eq!(s.move_into(&mut batch, 256), 1);
+    assert_eq!(batch.get(3), Some(&b"four"[..]));
+}
+
+#[test]
+fn staged_frames_move_in_order_up_to_max() {
+    let mut s = staged_with(&[b"one", b"two", b"three"]);
+    let mut batch = PacketBatch::default();
+    batch.push(b"zero", 1);
+    assert_eq!(s.move_into(&mut batch, 2), 2);
+    let got: Vec<&[u8]> = batch.iter().collect();
+    assert_eq!(got, [&b"zero"[..], b"one", b"two"]);
+    assert_eq!(batch.hdr(2).map(|h| h.gso_size), Some(1448));
+    // The rest stays staged, first in line.
+    let rest: Vec<&[u8]> = s.batch.iter().collect();
+    assert_eq!(rest, [&b"three"[..]]);
+    assert_eq!(s.batch.timestamp_ns(0), Some(102));
+    let mut next = PacketBatch::default();
+    assert_eq!(s.move_into(&mut next, 1), 1);
+    assert_eq!(next.get(0), Some(&b"three"[..]));
+    assert_eq!(s.move_into(&mut next, 5), 0);
+}

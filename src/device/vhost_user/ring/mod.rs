@@ -15,12 +15,23 @@
 //! the caller's slice straight into the guest's buffers. Splitting a super-frame in
 //! software (segments mode, or a guest that did not negotiate TSO) adds one more, as it
 //! does on a TAP.
+//!
+//! Address translation: every access through vm-memory's `Bytes` trait looks the guest
+//! address up among the memory regions again, and at 64-byte frames that lookup, not the
+//! copy, was most of the work. So each buffer a descriptor names is translated once
+//! (`GuestMemory::get_slices`) and the virtio-net header and the frame are copied through
+//! that one `VolatileSlice`; a pass over the ring reads the available index once (one
+//! `AvailIter`), and writes its used elements through one translation of the used ring
+//! with a single update of the used index at the end ([`UsedRing`]). What remains per
+//! chain is virtio-queue's own: one read of the available entry and one of each
+//! descriptor.
 
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
 use virtio_queue::{DescriptorChain, Error as QueueError, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::bitmap::{BitmapSlice, BS};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions, VolatileSlice};
 
 use crate::batch::{PacketBatch, MAX_FRAME};
 use crate::device::tuntap::RxMode;
@@ -117,14 +128,6 @@ impl From<QueueError> for RingFault {
     }
 }
 
-/// The next chain the guest made available, if any.
-fn next_chain<'m, M: GuestMemory>(
-    queue: &mut Queue,
-    mem: &'m M,
-) -> Result<Option<DescriptorChain<&'m M>>, RingFault> {
-    Ok(queue.iter(mem)?.next())
-}
-
 /// Chains the guest made available and the device has not taken yet (also on a stopped
 /// queue, as long as its rings are known).
 ///
@@ -178,6 +181,10 @@ pub struct TxTally {
 /// Read one TX chain: the virtio-net header into `hdr`, the frame into `out`. Returns the
 /// frame length. The chain is read as one byte stream, so the header and the frame may
 /// be split across descriptors anywhere (VIRTIO_F_ANY_LAYOUT, implied by VERSION_1).
+///
+/// Each buffer is translated to host memory once ([`GuestMemory::get_slices`]: one slice,
+/// or one per guest memory region it spans), and the header and the frame are copied out
+/// of those slices.
 fn read_tx_chain<M: GuestMemory>(
     chain: DescriptorChain<&M>,
     mem: &M,
@@ -193,26 +200,31 @@ fn read_tx_chain<M: GuestMemory>(
         if desc.is_write_only() {
             return Err(ChainFault::WrongDirection);
         }
-        let mut addr = desc.addr();
-        let mut left = desc.len() as usize;
-        if got_hdr < hdr.len() {
-            let n = left.min(hdr.len() - got_hdr);
-            mem.read_slice(&mut hdr[got_hdr..got_hdr + n], addr)
-                .map_err(|_| ChainFault::OutOfBounds)?;
-            got_hdr += n;
-            left -= n;
-            addr = addr.checked_add(n as u64).ok_or(ChainFault::OutOfBounds)?;
+        let size = desc.len() as usize;
+        // Refused before it is translated: a looping or huge chain never reaches memory.
+        let frame_part = size - size.min(hdr.len() - got_hdr);
+        if len + frame_part > out.len() {
+            return Err(ChainFault::TooLong);
         }
-        if left == 0 {
+        if size == 0 {
             continue;
         }
-        let end = len
-            .checked_add(left)
-            .filter(|&end| end <= out.len())
-            .ok_or(ChainFault::TooLong)?;
-        mem.read_slice(&mut out[len..end], addr)
+        let slices = mem
+            .get_slices(desc.addr(), size, Permissions::Read)
             .map_err(|_| ChainFault::OutOfBounds)?;
-        len = end;
+        for slice in slices {
+            let slice = slice.map_err(|_| ChainFault::OutOfBounds)?;
+            let mut from = 0;
+            if got_hdr < hdr.len() {
+                from = slice.len().min(hdr.len() - got_hdr);
+                slice.copy_to(&mut hdr[got_hdr..got_hdr + from]);
+                got_hdr += from;
+            }
+            if from < slice.len() {
+                let rest = slice.offset(from).map_err(|_| ChainFault::OutOfBounds)?;
+                len += rest.copy_to(&mut out[len..]);
+            }
+        }
     }
     if seen == 0 || open {
         return Err(ChainFault::Unterminated);
@@ -225,14 +237,18 @@ fn read_tx_chain<M: GuestMemory>(
 
 /// Take up to `max` frames the guest transmitted from its TX `queue` into `batch`.
 ///
-/// Each chain is returned to the guest as used (length 0: the device writes nothing into
-/// a TX buffer) right after it is read, refused or not. When the ring runs dry,
-/// notifications are re-enabled, and the ring is checked once more so a frame that
-/// arrived meanwhile is not left waiting for a kick that will not come.
+/// The available index is read once per pass over the ring, and every chain of the pass
+/// is handed back to the guest as used (length 0: the device writes nothing into a TX
+/// buffer), refused or not, with one update of the used index at the end of the pass.
+/// When the ring runs dry, notifications are re-enabled, and the ring is checked once more
+/// so a frame that arrived meanwhile is not left waiting for a kick that will not come.
+///
+/// The queue's own `needs_notification` does not know of these used elements: ask
+/// [`used_needs_notification`] with the used index from before the call.
 ///
 /// # Errors
 /// A [`RingFault`] when the ring itself cannot be used; frames taken before that stay in
-/// `batch` and are counted in `tally`.
+/// `batch` and are counted in `tally`, and their chains are handed back.
 pub fn pop_tx<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
@@ -245,32 +261,65 @@ pub fn pop_tx<M: GuestMemory>(
     let mut hdr_raw = [0u8; 12];
     let hdr_raw = &mut hdr_raw[..cfg.hdr_len.min(12)];
     loop {
+        let mut used = UsedRing::new(queue, mem);
+        let taken = take_tx_chains(
+            queue,
+            mem,
+            cfg,
+            (batch, max),
+            scratch,
+            tally,
+            &mut used,
+            hdr_raw,
+        );
+        // Hand back what was taken before anything else can fail.
+        let published = used.publish(queue);
+        taken?;
+        published?;
         if tally.frames >= max {
             tally.more = pending(queue, mem)? > 0;
             return Ok(());
         }
-        let Some(chain) = next_chain(queue, mem)? else {
-            if queue.enable_notification(mem)? {
-                continue; // a chain arrived while notifications were off
-            }
+        if !queue.enable_notification(mem)? {
             return Ok(());
+        }
+        // A chain arrived while notifications were off: another pass.
+    }
+}
+
+/// One pass of [`pop_tx`]: the chains available when it starts, up to `max` frames.
+#[allow(clippy::too_many_arguments)] // one caller; these are its pieces
+fn take_tx_chains<'m, M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &'m M,
+    cfg: &TxConfig,
+    (batch, max): (&mut PacketBatch, usize),
+    scratch: &mut Vec<u8>,
+    tally: &mut TxTally,
+    used: &mut UsedRing<'m, M>,
+    hdr_raw: &mut [u8],
+) -> Result<(), RingFault> {
+    let size = queue.size();
+    let mut chains = queue.iter(mem)?;
+    while tally.frames < max {
+        let Some(chain) = chains.next() else {
+            break;
         };
         let head = chain.head_index();
         let slot = batch.recv_slot(MAX_FRAME);
         let limit = slot.len().min(MAX_GUEST_FRAME);
         let read = read_tx_chain(chain, mem, hdr_raw, &mut slot[..limit]);
-        // Hand the buffer back before looking at what it held: it is no longer needed.
-        match queue.add_used(mem, head, 0) {
-            Ok(()) => tally.chains += 1,
-            // A head index outside the table: there is nothing to hand back.
-            Err(QueueError::InvalidDescriptorIndex) => {}
-            Err(e) => return Err(e.into()),
+        // A head index outside the table: there is nothing to hand back.
+        if head < size {
+            used.push(head, 0)?;
+            tally.chains += 1;
         }
         match read {
             Err(fault) => tally.faults.count(fault),
             Ok(len) => deliver(batch, scratch, cfg, hdr_raw, len, tally),
         }
     }
+    Ok(())
 }
 
 /// Append the frame just read into the batch's receive slot, as `cfg.rx_mode` says.
@@ -355,90 +404,106 @@ pub struct RxTally {
     pub faults: FaultCounts,
 }
 
-/// Check an RX chain before anything is written into it: every buffer device-writable
-/// and inside guest memory, the chain terminated, room for at least the header.
-fn check_rx_chain<M: GuestMemory>(
+/// Check one RX chain and write bytes `from..` of `hdr ++ frame` into its buffers, as far
+/// as they reach: every buffer device-writable and inside guest memory, the chain
+/// terminated, room for at least the header. Each buffer is translated to host memory
+/// once, and written through that translation. Returns the bytes written and where header
+/// bytes 10 and 11 (`num_buffers`) went.
+///
+/// A refused chain may already have had bytes written into its buffers: they are the
+/// guest's buffers, handed back to it with length 0.
+fn fill_rx_chain<M: GuestMemory>(
     chain: DescriptorChain<&M>,
     mem: &M,
-    hdr_len: usize,
-) -> Result<usize, ChainFault> {
-    let (mut room, mut seen, mut open) = (0usize, 0usize, false);
+    hdr: &[u8],
+    frame: &[u8],
+    from: usize,
+) -> Result<(usize, NumBuffersAt), ChainFault> {
+    let total = hdr.len() + frame.len();
+    let (mut at, mut room, mut seen, mut open) = (from, 0usize, 0usize, false);
+    let mut num_buffers_at = [None; 2];
     for desc in chain {
         seen += 1;
         open = desc.has_next();
         if !desc.is_write_only() {
             return Err(ChainFault::WrongDirection);
         }
-        let len = desc.len() as usize;
-        if len > 0 && !mem.check_range(desc.addr(), len, Permissions::Write) {
-            return Err(ChainFault::OutOfBounds);
+        let size = desc.len() as usize;
+        room += size;
+        if size == 0 {
+            continue;
         }
-        room += len;
+        let mut addr = desc.addr();
+        let slices = mem
+            .get_slices(addr, size, Permissions::Write)
+            .map_err(|_| ChainFault::OutOfBounds)?;
+        for slice in slices {
+            let slice = slice.map_err(|_| ChainFault::OutOfBounds)?;
+            let n = slice.len().min(total - at);
+            if n > 0 {
+                write_stream(&slice, (hdr, frame), at, n, addr, &mut num_buffers_at)?;
+                at += n;
+            }
+            addr = addr.unchecked_add(slice.len() as u64);
+        }
     }
     if seen == 0 || open {
         return Err(ChainFault::Unterminated);
     }
-    if room < hdr_len {
+    if room < hdr.len() {
         return Err(ChainFault::ShortHeader);
     }
-    Ok(room)
+    Ok((at - from, num_buffers_at))
 }
 
-/// Write bytes `from..` of `hdr ++ frame` into the chain's buffers, as far as they reach.
-/// Records where header bytes 10 and 11 (`num_buffers`) went. Returns the bytes written.
-fn write_rx_chain<M: GuestMemory>(
-    chain: DescriptorChain<&M>,
-    mem: &M,
-    hdr: &[u8],
-    frame: &[u8],
-    from: usize,
-    num_buffers_at: &mut [Option<GuestAddress>; 2],
-) -> Result<usize, RingFault> {
-    let total = hdr.len() + frame.len();
-    let mut at = from;
-    for desc in chain {
-        if at == total {
-            break;
-        }
-        let end = at + (desc.len() as usize).min(total - at);
-        let mut addr = desc.addr();
-        if at < hdr.len() {
-            let hdr_end = end.min(hdr.len());
-            mem.write_slice(&hdr[at..hdr_end], addr)
-                .map_err(|_| RingFault::Memory)?;
-            for (k, slot) in num_buffers_at.iter_mut().enumerate() {
-                let offset = 10 + k;
-                if offset < hdr.len() && (at..hdr_end).contains(&offset) {
-                    *slot = addr.checked_add((offset - at) as u64);
-                }
+/// Where header bytes 10 and 11 (`num_buffers`) of a frame went in guest memory.
+type NumBuffersAt = [Option<GuestAddress>; 2];
+
+/// Write bytes `at..at + n` of `hdr ++ frame` to the start of `slice`, which lies at
+/// guest address `addr`; note where bytes 10 and 11 of the header went.
+fn write_stream<B: BitmapSlice>(
+    slice: &VolatileSlice<'_, B>,
+    (hdr, frame): (&[u8], &[u8]),
+    at: usize,
+    n: usize,
+    addr: GuestAddress,
+    num_buffers_at: &mut NumBuffersAt,
+) -> Result<(), ChainFault> {
+    let end = at + n;
+    let mut done = 0;
+    if at < hdr.len() {
+        let hdr_end = end.min(hdr.len());
+        slice.copy_from(&hdr[at..hdr_end]);
+        for (k, slot) in num_buffers_at.iter_mut().enumerate() {
+            let offset = 10 + k;
+            if (at..hdr_end).contains(&offset) {
+                *slot = addr.checked_add((offset - at) as u64);
             }
-            addr = addr
-                .checked_add((hdr_end - at) as u64)
-                .ok_or(RingFault::Memory)?;
-            at = hdr_end;
         }
-        if at < end {
-            let (a, b) = (at - hdr.len(), end - hdr.len());
-            mem.write_slice(&frame[a..b], addr)
-                .map_err(|_| RingFault::Memory)?;
-            at = end;
-        }
+        done = hdr_end - at;
     }
-    Ok(at - from)
+    if at + done < end {
+        let rest = slice.offset(done).map_err(|_| ChainFault::OutOfBounds)?;
+        rest.copy_from(&frame[at + done - hdr.len()..end - hdr.len()]);
+    }
+    Ok(())
 }
 
 /// Place one frame, behind its virtio-net header `hdr`, into the buffers the guest
 /// posted on its RX `queue`.
 ///
-/// The frame is written straight into guest memory (one copy). With MRG_RXBUF it may
-/// span several chains; `num_buffers` in the first header says how many. Used entries are
-/// published only once the whole frame is in place, so a frame that does not fit consumes
-/// nothing: the ring is rewound and the chains stay for the next frame. A refused chain
-/// is handed back at once (length 0) and counted; as its used entry then already sits
-/// between chains this frame took, a frame that cannot be finished after a refusal gives
-/// its chains back with length 0 too (the guest's driver drops such buffers as too short).
+/// The frame is written straight into guest memory (one copy), each buffer translated
+/// once. With MRG_RXBUF it may span several chains; `num_buffers` in the first header says
+/// how many. Used entries are published only once the whole frame is in place, with one
+/// update of the used index, so a frame that does not fit consumes nothing: the ring is
+/// rewound and the chains stay for the next frame. A refused chain is handed back
+/// (length 0) and counted; as its used entry then sits before the chains this frame took,
+/// a frame that cannot be finished after a refusal gives its chains back with length 0
+/// too (the guest's driver drops such buffers as too short).
 ///
-/// `used` is scratch space (reused to avoid an allocation per frame).
+/// `used` is scratch space (reused to avoid an allocation per frame). The queue's own
+/// `needs_notification` does not know of these used elements: ask
+/// [`used_needs_notification`].
 ///
 /// # Errors
 /// A [`RingFault`] when the ring itself cannot be used.
@@ -453,102 +518,169 @@ pub fn push_rx<M: GuestMemory>(
 ) -> Result<Pushed, RingFault> {
     used.clear();
     let start = queue.next_avail();
+    let size = queue.size();
     let mut hdr_bytes = [0u8; 12];
     hdr_bytes[..10].copy_from_slice(&hdr.to_bytes());
     hdr_bytes[10] = 1; // num_buffers (little-endian 1), fixed up below for merged frames
     let hdr_part = &hdr_bytes[..cfg.hdr_len.min(12)];
     let total = hdr_part.len() + frame.len();
+    let mut ring = UsedRing::new(queue, mem);
     let mut written = 0;
     let mut num_buffers_at = [None; 2];
     let mut refused = false;
     let mut outcome = Pushed::Done;
+    let mut chains = queue.iter(mem)?;
     while written < total {
         if !cfg.mergeable && !used.is_empty() {
             outcome = Pushed::TooBig;
             break;
         }
-        if used.len() >= usize::from(queue.size()) {
+        if used.len() >= usize::from(size) {
             outcome = Pushed::TooBig; // more buffers than the ring can ever hold
             break;
         }
-        let Some(chain) = next_chain(queue, mem)? else {
+        let Some(chain) = chains.next() else {
             outcome = Pushed::NoBuffers;
             break;
         };
         let head = chain.head_index();
-        if let Err(fault) = check_rx_chain(chain.clone(), mem, hdr_part.len()) {
-            tally.faults.count(fault);
-            refused = true;
-            match queue.add_used(mem, head, 0) {
-                Ok(()) => tally.chains += 1,
-                Err(QueueError::InvalidDescriptorIndex) => {}
-                Err(e) => return Err(e.into()),
+        match fill_rx_chain(chain, mem, hdr_part, frame, written) {
+            Err(fault) => {
+                tally.faults.count(fault);
+                refused = true;
+                // A head index outside the table: there is nothing to hand back.
+                if head < size {
+                    ring.push(head, 0)?;
+                    tally.chains += 1;
+                }
             }
-            continue;
-        }
-        let n = write_rx_chain(chain, mem, hdr_part, frame, written, &mut num_buffers_at)?;
-        used.push((head, n as u32));
-        written += n;
-    }
-    if outcome != Pushed::Done {
-        if refused {
-            for &(head, _) in used.iter() {
-                queue.add_used(mem, head, 0)?;
-                tally.chains += 1;
-            }
-        } else {
-            queue.set_next_avail(start);
-        }
-        return Ok(outcome);
-    }
-    if used.len() > 1 {
-        let count = (used.len() as u16).to_le_bytes();
-        for (byte, addr) in count.iter().zip(num_buffers_at) {
-            if let Some(addr) = addr {
-                mem.write_slice(std::slice::from_ref(byte), addr)
-                    .map_err(|_| RingFault::Memory)?;
+            Ok((n, at)) => {
+                for (slot, addr) in num_buffers_at.iter_mut().zip(at) {
+                    *slot = slot.or(addr);
+                }
+                used.push((head, n as u32));
+                written += n;
             }
         }
     }
-    publish_used(queue, mem, used)?;
-    tally.chains += used.len();
-    Ok(Pushed::Done)
+    if outcome == Pushed::Done {
+        if used.len() > 1 {
+            let count = (used.len() as u16).to_le_bytes();
+            for (byte, addr) in count.iter().zip(num_buffers_at) {
+                if let Some(addr) = addr {
+                    mem.write_slice(std::slice::from_ref(byte), addr)
+                        .map_err(|_| RingFault::Memory)?;
+                }
+            }
+        }
+        for &(head, len) in used.iter() {
+            ring.push(head, len)?;
+        }
+        tally.chains += used.len();
+    } else if refused {
+        for &(head, _) in used.iter() {
+            ring.push(head, 0)?;
+        }
+        tally.chains += used.len();
+    } else {
+        queue.set_next_avail(start);
+    }
+    ring.publish(queue)?;
+    Ok(outcome)
 }
 
-/// Put `entries` on the used ring at once: all elements first, then a single update of
-/// the used index. `Queue::add_used` moves the index after every element, and a driver
-/// polling meanwhile would see the first buffer of a merged frame (with `num_buffers` =
-/// N) before the other N-1, which Linux counts as a length error and drops ("buffers
-/// missing"); virtio 1.x requires the buffers of one packet to be used together.
+/// The device's side of a split virtqueue's used ring, for one pass over the ring:
+/// elements written one after the other, then the used index updated once
+/// ([`UsedRing::publish`]), so the driver sees all of a pass's buffers at once.
 ///
-/// Notification is then decided by [`used_needs_notification`] (the queue's own
-/// `needs_notification` only knows of elements `add_used` put there).
-fn publish_used<M: GuestMemory>(
-    queue: &mut Queue,
-    mem: &M,
-    entries: &[(u16, u32)],
-) -> Result<(), RingFault> {
-    let size = queue.size();
-    if size == 0 || queue.used_ring() == 0 {
-        return Err(RingFault::NotReady);
+/// `Queue::add_used` moves the index after every element: a driver polling meanwhile
+/// would see the first buffer of a merged frame (with `num_buffers` = N) before the other
+/// N-1, which Linux counts as a length error and drops ("buffers missing"); virtio 1.x
+/// requires the buffers of one packet to be used together. It also translates the ring's
+/// address twice per element; this translates the ring once, at the first element (when
+/// the ring lies in one region of guest memory, as rings do; else each access is
+/// translated).
+struct UsedRing<'m, M: GuestMemory> {
+    mem: &'m M,
+    /// Guest address of the ring (its flags), 0 when the queue has none.
+    base: u64,
+    size: u16,
+    /// The ring's flags, index and elements as one host slice, once translated.
+    slice: Option<VolatileSlice<'m, BS<'m, M::Bitmap>>>,
+    /// Elements written since the pass began.
+    pushed: usize,
+    next: Wrapping<u16>,
+}
+
+impl<'m, M: GuestMemory> UsedRing<'m, M> {
+    fn new(queue: &Queue, mem: &'m M) -> Self {
+        UsedRing {
+            mem,
+            base: queue.used_ring(),
+            size: queue.size(),
+            slice: None,
+            pushed: 0,
+            next: Wrapping(queue.next_used()),
+        }
     }
-    let base = GuestAddress(queue.used_ring());
-    let mut idx = Wrapping(queue.next_used());
-    for &(head, len) in entries {
-        let slot = u64::from(idx.0 % size);
-        let addr = base.checked_add(4 + slot * 8).ok_or(RingFault::Memory)?;
+
+    /// Write one element (not visible to the driver before [`UsedRing::publish`]).
+    fn push(&mut self, head: u16, len: u32) -> Result<(), RingFault> {
+        if self.size == 0 || self.base == 0 {
+            return Err(RingFault::NotReady);
+        }
+        let offset = 4 + 8 * usize::from(self.next.0 % self.size);
         let mut elem = [0u8; 8];
         elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         elem[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write_slice(&elem, addr)
-            .map_err(|_| RingFault::Memory)?;
-        idx += Wrapping(1);
+        if self.slice.is_none() {
+            let len = 4 + 8 * usize::from(self.size);
+            self.slice = one_slice(self.mem, GuestAddress(self.base), len, Permissions::Write);
+        }
+        let written = match &self.slice {
+            Some(ring) => ring.write_slice(&elem, offset).is_ok(),
+            None => GuestAddress(self.base)
+                .checked_add(offset as u64)
+                .is_some_and(|addr| self.mem.write_slice(&elem, addr).is_ok()),
+        };
+        if !written {
+            return Err(RingFault::Memory);
+        }
+        self.next += Wrapping(1);
+        self.pushed += 1;
+        Ok(())
     }
-    let idx_addr = base.checked_add(2).ok_or(RingFault::Memory)?;
-    mem.store(idx.0.to_le(), idx_addr, Ordering::Release)
-        .map_err(|_| RingFault::Memory)?;
-    queue.set_next_used(idx.0);
-    Ok(())
+
+    /// Make the elements written visible to the driver: one store of the used index
+    /// (release: after the elements), and the queue's own used index moved with it.
+    fn publish(self, queue: &mut Queue) -> Result<(), RingFault> {
+        if self.pushed == 0 {
+            return Ok(());
+        }
+        let idx = self.next.0.to_le();
+        let stored = match &self.slice {
+            Some(ring) => ring.store(idx, 2, Ordering::Release).is_ok(),
+            None => GuestAddress(self.base)
+                .checked_add(2)
+                .is_some_and(|addr| self.mem.store(idx, addr, Ordering::Release).is_ok()),
+        };
+        if !stored {
+            return Err(RingFault::Memory);
+        }
+        queue.set_next_used(self.next.0);
+        Ok(())
+    }
+}
+
+/// `len` bytes of guest memory at `addr` as one host slice, if they lie in one region.
+fn one_slice<M: GuestMemory>(
+    mem: &M,
+    addr: GuestAddress,
+    len: usize,
+    access: Permissions,
+) -> Option<VolatileSlice<'_, BS<'_, M::Bitmap>>> {
+    let first = mem.get_slices(addr, len, access).ok()?.next()?.ok()?;
+    (first.len() == len).then_some(first)
 }
 
 /// Whether the driver wants an interrupt for the used elements published since the used

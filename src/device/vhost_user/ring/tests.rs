@@ -730,3 +730,158 @@ fn random_tables_never_panic() {
         }
     }
 }
+
+/// The used elements and index of a used ring at `used` (for queues given a used ring of
+/// their own, away from the mock's).
+fn used_at(mem: &Mem, used: GuestAddress) -> (u16, Vec<(u32, u32)>) {
+    let idx: u16 = mem.read_obj(used.unchecked_add(2)).unwrap();
+    let elems = (0..u64::from(idx))
+        .map(|i| {
+            let e: [u32; 2] = mem.read_obj(used.unchecked_add(4 + 8 * i)).unwrap();
+            (e[0], e[1])
+        })
+        .collect();
+    (idx, elems)
+}
+
+#[test]
+fn tx_pass_hands_back_with_one_index_update_and_notifies_by_event_idx() {
+    let mem = memory();
+    let vq = MockSplitQueue::new(&mem, 16);
+    let f = udp_frame(100, 6);
+    let descs: Vec<_> = (0..3u64)
+        .map(|i| {
+            desc(
+                BUF + i * 0x1000,
+                place(&mem, BUF + i * 0x1000, VnetHdr::default(), &f),
+                0,
+                0,
+            )
+        })
+        .collect();
+    vq.add_desc_chains(&descs, 0).unwrap();
+    let mut q: Queue = vq.create_queue().unwrap();
+    let used = GuestAddress(0x4000);
+    q.try_set_used_ring_address(used).unwrap();
+    q.set_event_idx(true);
+    // The driver wants an interrupt once used index 1 has been passed.
+    let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
+    mem.write_obj(1u16.to_le(), used_event).unwrap();
+    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
+    r.unwrap();
+    assert_eq!((batch.len(), tally.chains), (3, 3));
+    assert_eq!(used_at(&mem, used), (3, vec![(0, 0), (1, 0), (2, 0)]));
+    assert_eq!(q.next_used(), 3);
+    assert!(
+        used_needs_notification(&q, &mem, 0),
+        "0 -> 3 crosses used_event 1"
+    );
+    mem.write_obj(7u16.to_le(), used_event).unwrap();
+    assert!(
+        !used_needs_notification(&q, &mem, 0),
+        "0 -> 3 does not cross 7"
+    );
+    // Nothing more on the ring: another pass hands nothing back and asks for no interrupt.
+    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
+    r.unwrap();
+    assert_eq!((batch.len(), tally.chains, q.next_used()), (0, 0, 3));
+}
+
+/// Guest memory in two regions that meet at `split` (as a guest's RAM may be, in several
+/// mappings): a buffer or a ring across the seam is two host slices.
+fn two_regions(split: u64) -> Mem {
+    GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), split as usize),
+        (GuestAddress(split), (MEM_END - split) as usize),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn tx_buffers_across_a_region_seam() {
+    let seam = BUF + 0x800;
+    let mem = two_regions(seam);
+    let vq = MockSplitQueue::new(&mem, 16);
+    let f1 = udp_frame(1514, 1); // header in the first region, the frame across the seam
+    let f2 = udp_frame(200, 2); // the header itself across the seam
+    let n1 = place(&mem, BUF, VnetHdr::default(), &f1);
+    let n2 = place(&mem, seam - 5, VnetHdr::default(), &f2);
+    vq.add_desc_chains(&[desc(BUF, n1, 0, 0), desc(seam - 5, n2, 0, 0)], 0)
+        .unwrap();
+    let mut q: Queue = vq.create_queue().unwrap();
+    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
+    r.unwrap();
+    assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&f1[..], &f2[..]]);
+    assert_eq!((tally.faults.total(), tally.bad_frames), (0, 0));
+    // Across the seam into a hole: refused, not half read.
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), seam as usize),
+        (GuestAddress(seam + 0x1000), 0x10_0000),
+    ])
+    .unwrap();
+    let vq = MockSplitQueue::new(&mem, 16);
+    let n = place(&mem, BUF, VnetHdr::default(), &f1[..1000]);
+    vq.add_desc_chains(&[desc(BUF, n + 0x1000, 0, 0)], 0)
+        .unwrap();
+    let mut q: Queue = vq.create_queue().unwrap();
+    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
+    r.unwrap();
+    assert!(batch.is_empty());
+    assert_eq!(tally.faults.out_of_bounds, 1);
+}
+
+#[test]
+fn rx_buffers_and_used_ring_across_a_region_seam() {
+    // The seam cuts a receive buffer and, 8 bytes in, the used ring (its index before the
+    // seam, its elements after): each access there is translated on its own.
+    let used = GuestAddress(0x4000);
+    for seam in [BUF + 0x800, used.0 + 8] {
+        let mem = two_regions(seam);
+        let vq = MockSplitQueue::new(&mem, 16);
+        vq.add_desc_chains(
+            &[
+                desc(BUF + 0x7f8, 2048, WRITE, 0), // header across a seam at BUF + 0x800
+                desc(BUF + 0x1000, 1536, WRITE, 0),
+                desc(BUF + 0x2000, 1536, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        q.try_set_used_ring_address(used).unwrap();
+        let mut tally = RxTally::default();
+        let small = udp_frame(300, 3);
+        assert_eq!(
+            push(
+                &mut q,
+                &mem,
+                &rx_cfg(true),
+                VnetHdr::default(),
+                &small,
+                &mut tally
+            ),
+            Ok(Pushed::Done)
+        );
+        let (f, hdr) = tcp4_superframe(2000); // two buffers
+        assert_eq!(
+            push(&mut q, &mem, &rx_cfg(true), hdr, &f, &mut tally),
+            Ok(Pushed::Done)
+        );
+        let total = f.len() as u32 + 12;
+        assert_eq!(
+            used_at(&mem, used),
+            (3, vec![(0, 312), (1, 1536), (2, total - 1536)]),
+            "seam at {seam:#x}"
+        );
+        let first = read(&mem, BUF + 0x7f8, 312);
+        assert_eq!(&first[10..12], &[1, 0]);
+        assert_eq!(&first[12..], &small[..]);
+        let h = read(&mem, BUF + 0x1000, 12);
+        assert_eq!(VnetHdr::parse(&h), Some(hdr));
+        assert_eq!(u16::from_le_bytes([h[10], h[11]]), 2, "num_buffers");
+        let mut got = read(&mem, BUF + 0x1000 + 12, 1524);
+        got.extend(read(&mem, BUF + 0x2000, total as usize - 1536));
+        assert_eq!(got, f);
+        assert_eq!(tally.faults.total(), 0);
+    }
+}
