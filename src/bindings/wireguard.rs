@@ -173,6 +173,8 @@ impl PyWireGuard {
         for (reason, n) in DropReason::ALL.iter().zip(s.drops) {
             drops.set_item(reason.name(), n)?;
         }
+        // Dropped by the kernel before the interface saw them (SO_RXQ_OVFL).
+        drops.set_item("socket_buffer_full", s.socket_overflow)?;
         d.set_item("drops", drops)?;
         Ok(d)
     }

@@ -35,6 +35,9 @@ pub struct Received {
     pub segment: usize,
     /// The datagram was larger than its buffer (the kernel cut it).
     pub truncated: bool,
+    /// With `SO_RXQ_OVFL` on: datagrams the kernel dropped at this socket (its receive
+    /// buffer was full) since the socket was made; `None`: no such control message.
+    pub overflow: Option<u32>,
 }
 
 /// Reusable state for `recvmmsg` into caller buffers.
@@ -106,12 +109,20 @@ impl RecvBatch {
         for (i, slot) in out.iter_mut().enumerate().take(got) {
             let hdr = &self.hdrs[i];
             let mut segment = 0;
+            let mut overflow = None;
             // SAFETY: the kernel set msg_controllen to the bytes of control messages it
             // wrote into cmsgs[i]; CMSG_FIRSTHDR/NXTHDR stay within that length, and each
             // header's data is read only when its length covers a `c_int`/`u16`.
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&raw const hdr.msg_hdr);
                 while !c.is_null() {
+                    let len = (*c).cmsg_len as usize;
+                    if (*c).cmsg_level == libc::SOL_SOCKET
+                        && (*c).cmsg_type == libc::SO_RXQ_OVFL
+                        && len >= libc::CMSG_LEN(size_of::<u32>() as u32) as usize
+                    {
+                        overflow = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                    }
                     if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                         let len = (*c).cmsg_len as usize;
                         if len >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize {
@@ -136,6 +147,7 @@ impl RecvBatch {
                     0
                 },
                 truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                overflow,
             };
         }
         Ok(got)
@@ -228,6 +240,12 @@ impl SendBatch {
 /// `setsockopt(SOL_UDP, UDP_GRO, on)`: let the kernel coalesce received datagrams.
 pub fn udp_set_gro(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, libc::c_int::from(on))
+}
+
+/// `setsockopt(SOL_SOCKET, SO_RXQ_OVFL, 1)`: every received message then carries the
+/// count of datagrams the kernel dropped at this socket because its buffer was full.
+pub fn set_rxq_ovfl(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
 /// Raise the socket's send and receive buffers to `bytes`: `SO_*BUFFORCE` (root, beyond
@@ -333,6 +351,43 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
     use std::time::Duration;
+
+    #[test]
+    fn datagrams_dropped_at_a_full_socket_are_counted() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        setsockopt_int(rx.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).unwrap();
+        set_rxq_ovfl(rx.as_fd()).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = 200;
+        for i in 0..sent {
+            tx.send_to(&[i as u8; 1000], rx.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut batch = RecvBatch::new(64);
+        let mut bufs = vec![vec![0u8; 2048]; 64];
+        let mut out = [Received::default(); 64];
+        let (mut received, mut overflow) = (0, 0);
+        while let Ok(n) = batch.recv(rx.as_fd(), &mut bufs, &mut out) {
+            received += n;
+            overflow = out[..n]
+                .iter()
+                .filter_map(|r| r.overflow)
+                .max()
+                .unwrap_or(overflow);
+        }
+        // The kernel stamps the count on datagrams queued after the drops: send one more.
+        tx.send_to(b"after", rx.local_addr().unwrap()).unwrap();
+        let n = batch.recv(rx.as_fd(), &mut bufs, &mut out).unwrap();
+        assert_eq!((n, out[0].len), (1, 5));
+        overflow = out[0].overflow.unwrap_or(overflow);
+        assert!(
+            overflow > 0,
+            "a 4 KiB buffer took {received} of {sent} datagrams"
+        );
+        assert_eq!(received + overflow as usize, sent);
+    }
 
     #[test]
     fn sockaddr_round_trip() {

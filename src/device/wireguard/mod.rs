@@ -190,6 +190,10 @@ pub struct Stats {
     pub handshakes: u64,
     /// Failed receive calls on the UDP socket.
     pub rx_errors: u64,
+    /// Datagrams the kernel dropped at the UDP socket because its receive buffer was full
+    /// (`SO_RXQ_OVFL`; they never reached the interface). The kernel reports the count
+    /// with the next datagram it queues, so drops show up once traffic resumes.
+    pub socket_overflow: u64,
     /// UDP GSO sends the kernel refused (after the first, the interface sends datagrams
     /// one by one: each refusal is counted, and its datagrams are sent again singly).
     pub gso_fallbacks: u64,
@@ -211,6 +215,7 @@ struct Counters {
     queued: AtomicU64,
     handshakes: AtomicU64,
     rx_errors: AtomicU64,
+    socket_overflow: AtomicU64,
     gso_fallbacks: AtomicU64,
     gro_unavailable: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -405,6 +410,7 @@ impl Tunnel {
             queued: c.queued.load(Relaxed),
             handshakes: c.handshakes.load(Relaxed),
             rx_errors: c.rx_errors.load(Relaxed),
+            socket_overflow: c.socket_overflow.load(Relaxed),
             gso_fallbacks: c.gso_fallbacks.load(Relaxed),
             gro_unavailable: c.gro_unavailable.load(Relaxed),
             drops,
@@ -457,6 +463,7 @@ impl Tunnel {
             from: Some(from),
             segment,
             truncated: false,
+            overflow: None,
         };
         self.shared
             .receive_buffer(socket, data, &received, &mut sink);
@@ -748,6 +755,8 @@ impl Shared {
         if udp::udp_set_gro(fd, true).is_err() {
             self.counters.gro_unavailable.store(1, Relaxed);
         }
+        // Without it, datagrams dropped at a full socket buffer would be counted nowhere.
+        let _ = udp::set_rxq_ovfl(fd);
         let mut rx = RecvBatch::new(INBOUND_BATCH);
         let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; INBOUND_BATCH];
         let mut got = [Received::default(); INBOUND_BATCH];
@@ -768,6 +777,11 @@ impl Shared {
                 Ok(n) => {
                     for (buf, r) in bufs.iter().zip(&got).take(n) {
                         self.receive_buffer(socket, &buf[..r.len], r, &mut sink);
+                    }
+                    if let Some(total) = got[..n].iter().filter_map(|r| r.overflow).max() {
+                        self.counters
+                            .socket_overflow
+                            .fetch_max(u64::from(total), Relaxed);
                     }
                     self.flush_inbound(&mut sink);
                 }
