@@ -16,6 +16,9 @@ DEB_PACKAGES += util-linux
 # The serial devices: socat is the relay baseline in the benchmarks; net-tools has slattach,
 # copied into the guest that tests SlipLink against Linux's own SLIP driver.
 DEB_PACKAGES += socat net-tools
+# WireGuard peers no one here wrote: wireguard-go (userspace) and wg (wireguard-tools),
+# also copied into the guest that runs kernel WireGuard.
+DEB_PACKAGES += wireguard-go wireguard-tools
 # The guest rig (tests/vm/rig.py): QEMU, Debian's kernel with its modules, static busybox.
 # Installed without recommends (QEMU's are the GUI, OVMF, qemu-utils, block drivers: unused).
 DEB_PACKAGES_NO_RECOMMENDS := qemu-system-x86 linux-image-amd64 busybox-static
@@ -154,13 +157,14 @@ demo: system-deps build ## the main job: traffic through two TAPs on a bridge (l
 # figures of the published tables in the repository (see docs/bench-data/README.md).
 BENCH_OUT ?= bench-results
 .PHONY: bench
-bench: system-deps build ## bridge-loop (paired), checksum vs scapy (paired), capture, filter, serial, vhost-user iperf3 benchmarks, Ctrl-C/close()/responder-stop latency, micro-benchmarks (BENCH_OUT=dir)
+bench: system-deps build ## bridge-loop (paired), checksum vs scapy (paired), capture, filter, serial, vhost-user and WireGuard iperf3 benchmarks, Ctrl-C/close()/responder-stop latency, micro-benchmarks (BENCH_OUT=dir)
 	$(PY) benches/bridge_loop.py --out $(BENCH_OUT)/bridge_loop.md --json $(BENCH_OUT)/bridge_loop.json
 	$(PY) benches/checksum_scapy.py --out $(BENCH_OUT)/checksum_scapy.md --json $(BENCH_OUT)/checksum_scapy.json
 	$(PY) benches/capture_loop.py --repeat 3 --out $(BENCH_OUT)/capture_loop.md --json $(BENCH_OUT)/capture_loop.json
 	$(PY) benches/filter_loop.py --out $(BENCH_OUT)/filter_loop.md --json $(BENCH_OUT)/filter_loop.json
 	$(PY) benches/serial_loop.py --out $(BENCH_OUT)/serial_loop.md --json $(BENCH_OUT)/serial_loop.json
 	$(PY) benches/vhost_iperf.py --repeat 5 --out $(BENCH_OUT)/vhost_iperf.md --json $(BENCH_OUT)/vhost_iperf.json
+	$(PY) benches/wireguard.py --repeat 3 --out $(BENCH_OUT)/wireguard.md --json $(BENCH_OUT)/wireguard.json
 	$(PY) benches/latency.py --trials 200 --out $(BENCH_OUT)/latency.md --json $(BENCH_OUT)/latency.json
 	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
 	@echo "also: make bench-offload (iperf3 forwarder, super-frame loop), make bench-rust (criterion)"

@@ -40,6 +40,7 @@ __all__ = [
     "Tun",
     "VhostStats",
     "VhostUserNet",
+    "WireGuard",
     "Writer",
     "_KernelAdapter",
     "__version__",
@@ -60,6 +61,8 @@ __all__ = [
     "update_checksum32",
     "validate_ifname",
     "verify_checksums",
+    "wg_genkey",
+    "wg_pubkey",
 ]
 
 __version__: Final[str]
@@ -336,6 +339,9 @@ class _KernelAdapter(Adapter):
         """Add an IPv4 or IPv6 address in CIDR form, e.g. ``"192.0.2.1/24"``."""
     def del_address(self, address: str) -> None: ...
     def addresses(self) -> list[str]: ...
+    def add_route(self, network: str) -> None:
+        """Route a network in CIDR form through this adapter (`ip route add NET dev NAME`)."""
+    def del_route(self, network: str) -> None: ...
     def set_persistent(self, persistent: bool) -> None: ...
 
 @final
@@ -767,3 +773,38 @@ def summarize(
     """One tcpdump-style line per frame, newline-terminated, decoded in Rust."""
 
 def _install_python_layer(functions: dict[str, Callable[..., Any]]) -> None: ...
+
+@final
+class WireGuard:
+    """A WireGuard endpoint between a plaintext adapter and a UDP socket."""
+
+    def __new__(
+        cls,
+        private_key: str,
+        port: Adapter,
+        *,
+        listen_port: int | None = None,
+        netns: str | None = None,
+    ) -> Self: ...
+    @property
+    def public_key(self) -> str: ...
+    @property
+    def listen_port(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def add_peer(
+        self,
+        public_key: str,
+        *,
+        endpoint: str | None = None,
+        allowed_ips: list[str] = ...,
+        preshared_key: str | None = None,
+        persistent_keepalive: int | None = None,
+    ) -> None: ...
+    def remove_peer(self, public_key: str) -> bool: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+def wg_genkey() -> str: ...
+def wg_pubkey(private_key: str) -> str: ...

@@ -17,6 +17,7 @@ mod responder;
 mod serial;
 mod tuntap;
 mod vhost_user;
+mod wireguard;
 
 use pyo3::prelude::*;
 
@@ -55,6 +56,8 @@ mod _core {
     use super::tuntap::{tun_features, PyKernelAdapter, PyTap, PyTun};
     #[pymodule_export]
     use super::vhost_user::{PyVhostStats, PyVhostUserNet};
+    #[pymodule_export]
+    use super::wireguard::{wg_genkey, wg_pubkey, PyWireGuard};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -151,6 +151,18 @@ impl PyKernelAdapter {
         detached(py, || self.adapter.del_address(ip, prefix))
     }
 
+    /// Route a network in CIDR form through this adapter (`ip route add NET dev NAME`).
+    fn add_route(&self, py: Python<'_>, network: &str) -> PyResult<()> {
+        let (ip, prefix) = parse_cidr(network)?;
+        detached(py, || self.adapter.add_route(ip, prefix))
+    }
+
+    /// Remove a route added with `add_route`.
+    fn del_route(&self, py: Python<'_>, network: &str) -> PyResult<()> {
+        let (ip, prefix) = parse_cidr(network)?;
+        detached(py, || self.adapter.del_route(ip, prefix))
+    }
+
     /// Every address, in CIDR form.
     fn addresses(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let list = detached(py, || self.adapter.addresses())?;

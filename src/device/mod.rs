@@ -13,6 +13,7 @@ pub mod serial;
 
 pub mod tuntap;
 pub mod vhost_user;
+pub mod wireguard;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

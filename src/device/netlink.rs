@@ -21,6 +21,10 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -408,6 +412,58 @@ impl Netlink {
             .bytes(&ifaddrmsg(family, prefix, ifindex))
             .attr(IFA_LOCAL, &octets)
             .attr(IFA_ADDRESS, &octets);
+        self.request(msg).map(drop)
+    }
+
+    /// RTM_NEWROUTE: route `dst/prefix` through link `ifindex` in the main table, link
+    /// scope (`ip route add DST/PREFIX dev LINK`; EEXIST if that route is there).
+    pub fn add_route(&mut self, ifindex: u32, dst: IpAddr, prefix: u8) -> io::Result<()> {
+        self.change_route(
+            RTM_NEWROUTE,
+            NLM_F_CREATE | NLM_F_EXCL,
+            ifindex,
+            dst,
+            prefix,
+        )
+    }
+
+    /// RTM_DELROUTE: remove that route (ESRCH if absent).
+    pub fn del_route(&mut self, ifindex: u32, dst: IpAddr, prefix: u8) -> io::Result<()> {
+        self.change_route(RTM_DELROUTE, 0, ifindex, dst, prefix)
+    }
+
+    fn change_route(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        ifindex: u32,
+        dst: IpAddr,
+        prefix: u8,
+    ) -> io::Result<()> {
+        let (family, octets) = match dst {
+            IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+            IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+        };
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type; flags.
+        let mut rtmsg = [0u8; 12];
+        rtmsg[0] = family;
+        rtmsg[1] = prefix;
+        rtmsg[4] = libc::RT_TABLE_MAIN;
+        rtmsg[5] = libc::RTPROT_BOOT;
+        rtmsg[6] = if ty == RTM_NEWROUTE {
+            libc::RT_SCOPE_LINK
+        } else {
+            libc::RT_SCOPE_NOWHERE
+        };
+        rtmsg[7] = if ty == RTM_NEWROUTE {
+            libc::RTN_UNICAST
+        } else {
+            0
+        };
+        let msg = Msg::new(ty, NLM_F_REQUEST | NLM_F_ACK | flags, 0)
+            .bytes(&rtmsg)
+            .attr(RTA_DST, &octets)
+            .attr(RTA_OIF, &ifindex.to_ne_bytes());
         self.request(msg).map(drop)
     }
 

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod mounts;
 pub mod pidfd;
 pub mod tty;
+pub mod udp;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

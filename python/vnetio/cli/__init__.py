@@ -25,7 +25,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from vnetio.cli import adapters, capture, demo, serial
+from vnetio.cli import adapters, capture, demo, serial, wg
 
 __all__ = ["main"]
 
@@ -35,6 +35,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, argparse.ArgumentParser], int
     **adapters.COMMANDS,
     **capture.COMMANDS,
     **serial.COMMANDS,
+    **wg.COMMANDS,
 }
 
 
@@ -66,6 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     adapters.add_parsers(sub)
     capture.add_parsers(sub)
     serial.add_parsers(sub)
+    wg.add_parsers(sub)
     return parser
 
 

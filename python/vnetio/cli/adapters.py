@@ -219,6 +219,8 @@ def _adapter_table(adapters: list[AdapterInfo], *, show_netns: bool) -> str:
         flags = [f.removeprefix("IFF_").lower() for f in a.flag_names if f[4:] not in MODES]
         if a.mode == "macvtap":
             flags = [f"mode={a.macvtap_mode}", f"lower={a.lower or '?'}"]
+        if a.wireguard is not None:
+            flags.append("wireguard")
         queues = f"{a.queues}" if a.holders_complete or a.queues else "?"
         age = a.age
         row = [
@@ -259,6 +261,7 @@ def _cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return 2
     try:
         queues = _restore_queues(args)  # first: an adapter kept below gets its queue back
+        stale_wg = _forget_stale_wireguard(dry_run=args.dry_run)
         result = hygiene.cleanup(
             dry_run=args.dry_run,
             older_than=older,
@@ -268,11 +271,28 @@ def _cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     except (OSError, ValueError) as exc:
         return _failing("cleanup", exc)
     if args.json:
-        print(json.dumps({**result.as_dict(), "queues": [q.as_dict() for q in queues]}, indent=2))
+        report = {**result.as_dict(), "queues": [q.as_dict() for q in queues]}
+        report["wireguard_records"] = [{"name": r.name, "pid": r.pid} for r in stale_wg]
+        print(json.dumps(report, indent=2))
     else:
         _print_queues(queues, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for r in stale_wg:
+            print(f"{verb}  WireGuard record {r.name}: its process ({r.pid}) is gone")
         _print_cleanup(result, args)
     return 1 if result.failed or any(q.action == "failed" for q in queues) else 0
+
+
+def _forget_stale_wireguard(*, dry_run: bool) -> list[Any]:
+    """Remove the userspace API sockets and records of vnetio WireGuard interfaces whose
+    process was killed (their TUN went with the process; these files did not)."""
+    from vnetio.wireguard import uapi
+
+    stale = [r for r in uapi.records() if not r.alive]
+    if not dry_run:
+        for r in stale:
+            uapi.forget(r.name)
+    return stale
 
 
 def _restore_queues(args: argparse.Namespace) -> list[QueueRestore]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
+
+from vnetio.cli.running import hold as _hold
+from vnetio.cli.running import until_signal as _until_signal
 
 __all__ = ["COMMANDS", "add_parsers", "cmd_serial", "cmd_slip"]
 
@@ -99,33 +98,6 @@ def add_parsers(sub: Any) -> None:
     attach.add_argument(
         "--for", dest="seconds", type=float, metavar="SECONDS", help="hold for SECONDS, then exit"
     )
-
-
-@contextmanager
-def _until_signal() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or Ctrl-C (SIGINT): handled, so a signal that comes at any
-    moment ends the command through its normal path (counters printed, exit status 0)."""
-    done = threading.Event()
-    old = {
-        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield done
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def _hold(done: threading.Event, seconds: float | None) -> None:
-    try:
-        # Short waits: the main thread must come back to Python for Ctrl-C to be seen.
-        remaining = seconds
-        while not done.is_set() and (remaining is None or remaining > 0):
-            done.wait(0.2 if remaining is None else min(0.2, remaining))
-            if remaining is not None:
-                remaining -= 0.2
-    except KeyboardInterrupt:
-        pass
 
 
 def cmd_serial(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

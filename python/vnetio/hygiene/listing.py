@@ -3,6 +3,7 @@ all namespaces with its facts, holders and age."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -126,11 +127,26 @@ def _describe(found: list[tuple[_Ns, dict[str, Any]]], *, prune: bool) -> list[A
                 known_since_source=source,
             )
         )
+    result = _mark_wireguard(result)
     if root is not None and prune:
         for name, ns in spaces.items():
             present = {f"{a.ifindex}-{a.name}" for a in result if a.netns == name}
             _ledger_prune(root, ns, present)
     return result
+
+
+def _mark_wireguard(adapters: list[AdapterInfo]) -> list[AdapterInfo]:
+    """Mark the TUNs that a live vnetio WireGuard interface carries: its record in the
+    userspace API directory names the TUN and a PID that holds it."""
+    from vnetio.wireguard import uapi
+
+    live = {r.name: r.pid for r in uapi.records() if r.alive}
+    return [
+        dataclasses.replace(a, wireguard=live[a.name])
+        if a.mode == "tun" and live.get(a.name) in {h.pid for h in a.holders}
+        else a
+        for a in adapters
+    ]
 
 
 def _macvtap_info(

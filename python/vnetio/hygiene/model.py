@@ -94,6 +94,9 @@ class AdapterInfo:
             for a macvtap link when some process's descriptors could not be read (not root)
             or its device numbers are unknown, so a holder may have been missed (the link
             then counts as held).
+        wireguard: The PID of the process that carries WireGuard through this TUN (a
+            vnetio ``wireguard.Interface`` serving its userspace API socket, such as
+            ``vnetio wg up``), or None.
     """
 
     name: str
@@ -119,6 +122,7 @@ class AdapterInfo:
     lower: str | None = None
     macvtap_mode: str | None = None
     holders_complete: bool = True
+    wireguard: int | None = None
 
     @property
     def held(self) -> bool:
@@ -173,6 +177,7 @@ class AdapterInfo:
             "lower": self.lower,
             "macvtap_mode": self.macvtap_mode,
             "holders_complete": self.holders_complete,
+            "wireguard": self.wireguard,
         }
 
 

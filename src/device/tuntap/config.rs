@@ -238,15 +238,17 @@ impl Adapter {
         self.nl()
             .add_address(self.ifindex, addr, prefix)
             .map_err(|e| {
-                let exists = e.raw_os_error() == Some(libc::EEXIST);
-                let err = with_cap_hint(Error::os(
-                    format!("add address {addr}/{prefix} to {}", self.name),
-                    e,
-                ));
-                if exists {
-                    err.with_hint("the adapter already has this address")
-                } else {
-                    err
+                let errno = e.raw_os_error();
+                let err = Error::os(format!("add address {addr}/{prefix} to {}", self.name), e);
+                match errno {
+                    Some(libc::EEXIST) => err.with_hint("the adapter already has this address"),
+                    // The kernel's answer when IPv6 is switched off for the device.
+                    Some(libc::EACCES) if addr.is_ipv6() => err.with_hint(format!(
+                        "IPv6 is disabled on {} (sysctl net.ipv6.conf.{}.disable_ipv6 = 1, or \
+                         for the whole namespace); enable it or give IPv4 addresses only",
+                        self.name, self.name
+                    )),
+                    _ => with_cap_hint(err),
                 }
             })
     }
@@ -262,6 +264,34 @@ impl Adapter {
                     e,
                 ))
             })
+    }
+
+    /// Route `dst/prefix` through this adapter (`ip route add DST/PREFIX dev NAME`).
+    pub fn add_route(&self, dst: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl().add_route(self.ifindex, dst, prefix).map_err(|e| {
+            let exists = e.raw_os_error() == Some(libc::EEXIST);
+            let err = with_cap_hint(Error::os(
+                format!("add route {dst}/{prefix} via {}", self.name),
+                e,
+            ));
+            if exists {
+                err.with_hint("a route to this network exists already (`ip route show`)")
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Remove a route added with [`Adapter::add_route`].
+    pub fn del_route(&self, dst: IpAddr, prefix: u8) -> VnetResult<()> {
+        self.live()?;
+        self.nl().del_route(self.ifindex, dst, prefix).map_err(|e| {
+            with_cap_hint(Error::os(
+                format!("remove route {dst}/{prefix} via {}", self.name),
+                e,
+            ))
+        })
     }
 
     /// Every address with its prefix length.

@@ -19,6 +19,7 @@ check                        status when
 ``macvtap-no-carrier``       warn   a macvtap link that is up but whose lower device is not
 ``macvtap-orphan``           warn   a macvtap link no process holds, nothing else wrong
 ``adapter-queue-raised``     warn   a capture killed before its end left the queue raised
+``wireguard-stale``          warn   a killed WireGuard interface left its socket and record
 ``adapters``                 ok     per namespace, when nothing above applies
 ============================ ====== ==========================================================
 
@@ -63,6 +64,7 @@ __all__ = [
     "parse_link_details",
     "parse_netns_list",
     "raised_queue_findings",
+    "stale_wireguard_findings",
     "target_namespaces",
 ]
 
@@ -827,6 +829,8 @@ def check_adapters(netns: str | None, cred: Cred | None = None) -> list[Finding]
     except (ImportError, OSError):
         holders = None
     found += raised_queue_findings(netns)
+    if netns is None:  # /var/run/wireguard is one directory for every namespace
+        found += stale_wireguard_findings()
     found += analyze_namespace(
         links,
         netns=netns,
@@ -868,6 +872,31 @@ def raised_queue_findings(netns: str | None) -> list[Finding]:
         )
         for q in queues
         if q.left_raised
+    ]
+
+
+def stale_wireguard_findings() -> list[Finding]:
+    """``wireguard-stale``: a vnetio WireGuard interface whose process was killed left its
+    userspace API socket and record in /var/run/wireguard (the TUN went with the process)."""
+    from vnetio.wireguard import uapi
+
+    try:
+        stale = [r for r in uapi.records() if not r.alive]
+    except OSError:
+        return []
+    return [
+        Finding(
+            "wireguard-stale",
+            "warn",
+            f"WireGuard interface {r.name}: its process ({r.pid}) is gone, but its socket "
+            f"and record are still in {uapi.RUN_DIR}",
+            "A `vnetio wg up` (or a program with a vnetio WireGuard interface) killed before "
+            "it closed cannot remove them; `wg show` and `vnetio wg show` then list an "
+            "interface that is gone.",
+            f"{common.as_root('vnetio cleanup')} (or: vnetio wg down {r.name})",
+            adapter=r.name,
+        )
+        for r in stale
     ]
 
 

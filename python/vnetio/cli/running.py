@@ -1,0 +1,37 @@
+"""Commands that hold something until a signal: ``serial pair``, ``slip attach``, ``wg up``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["hold", "until_signal"]
+
+
+@contextmanager
+def until_signal() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or Ctrl-C (SIGINT): handled, so a signal that comes at any
+    moment ends the command through its normal path (counters printed, exit status 0)."""
+    done = threading.Event()
+    old = {
+        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield done
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def hold(done: threading.Event, seconds: float | None) -> None:
+    try:
+        # Short waits: the main thread must come back to Python for Ctrl-C to be seen.
+        remaining = seconds
+        while not done.is_set() and (remaining is None or remaining > 0):
+            done.wait(0.2 if remaining is None else min(0.2, remaining))
+            if remaining is not None:
+                remaining -= 0.2
+    except KeyboardInterrupt:
+        pass

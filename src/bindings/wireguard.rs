@@ -1,0 +1,201 @@
+//! `WireGuard` (the tunnel engine of `device::wireguard`) and the key functions. The
+//! Python class `vnetio.wireguard.Interface` composes it with its plaintext adapter.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::UNIX_EPOCH;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::adapter::PyAdapter;
+use super::gil::detached;
+use crate::device::wireguard::{
+    keys, parse_network, DropReason, PeerConfig, Tunnel, TunnelConfig, KEY_LEN,
+};
+
+/// A WireGuard endpoint between a plaintext adapter (IP packets) and a UDP socket.
+#[pyclass(name = "WireGuard", module = "vnetio._core", frozen)]
+pub struct PyWireGuard {
+    tunnel: Tunnel,
+}
+
+fn key(text: &str, what: &str) -> PyResult<[u8; KEY_LEN]> {
+    Ok(keys::parse(text, what)?)
+}
+
+/// "192.0.2.1:51820", "[2001:db8::1]:51820" or "host.example:51820" (resolved once, now).
+fn endpoint(text: &str) -> PyResult<SocketAddr> {
+    if let Ok(addr) = text.trim().parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| {
+        PyValueError::new_err(format!(
+            "endpoint {text:?}: {why}; write HOST:PORT, such as \"192.0.2.1:51820\" or \
+             \"[2001:db8::1]:51820\""
+        ))
+    };
+    let mut addrs = text
+        .trim()
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("the name has no address".into()))
+}
+
+#[pymethods]
+impl PyWireGuard {
+    /// Start an interface with `private_key` on UDP `listen_port` (None: any) in network
+    /// namespace `netns`, carrying the IP packets of `port` (a TUN or a loopback end).
+    #[new]
+    #[pyo3(signature = (private_key, port, *, listen_port = None, netns = None))]
+    fn new(
+        py: Python<'_>,
+        private_key: &str,
+        port: &Bound<'_, PyAdapter>,
+        listen_port: Option<u16>,
+        netns: Option<&str>,
+    ) -> PyResult<Self> {
+        let config = TunnelConfig {
+            private_key: key(private_key, "private key")?,
+            listen_port,
+        };
+        let dev = port.get().device().clone();
+        let tunnel = detached(py, || Tunnel::start(&config, dev, netns))?;
+        Ok(PyWireGuard { tunnel })
+    }
+
+    /// This end's public key (base64).
+    #[getter]
+    fn public_key(&self) -> String {
+        keys::to_text(&self.tunnel.public_key())
+    }
+
+    /// The UDP port datagrams arrive on.
+    #[getter]
+    fn listen_port(&self) -> u16 {
+        self.tunnel.listen_port()
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.tunnel.is_closed()
+    }
+
+    /// Add a peer (or replace the one with the same public key).
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands extracted arguments over by value
+    #[pyo3(signature = (public_key, *, endpoint = None, allowed_ips = Vec::new(),
+                        preshared_key = None, persistent_keepalive = None))]
+    fn add_peer(
+        &self,
+        py: Python<'_>,
+        public_key: &str,
+        endpoint: Option<&str>,
+        allowed_ips: Vec<String>,
+        preshared_key: Option<&str>,
+        persistent_keepalive: Option<u16>,
+    ) -> PyResult<()> {
+        let config = PeerConfig {
+            public_key: key(public_key, "peer public key")?,
+            preshared_key: preshared_key.map(|k| key(k, "preshared key")).transpose()?,
+            endpoint: endpoint.map(self::endpoint).transpose()?,
+            allowed_ips: allowed_ips
+                .iter()
+                .map(|n| parse_network(n))
+                .collect::<Result<_, _>>()?,
+            persistent_keepalive: persistent_keepalive.filter(|&s| s > 0),
+        };
+        detached(py, || self.tunnel.add_peer(config))
+    }
+
+    /// Remove a peer; returns whether it existed.
+    fn remove_peer(&self, public_key: &str) -> PyResult<bool> {
+        Ok(self
+            .tunnel
+            .remove_peer(&key(public_key, "peer public key")?))
+    }
+
+    /// Every peer, as `wg show` describes it (a list of dicts).
+    fn peers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.tunnel
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let d = PyDict::new(py);
+                d.set_item("public_key", keys::to_text(&p.public_key))?;
+                d.set_item("endpoint", p.endpoint.map(|e| e.to_string()))?;
+                d.set_item(
+                    "allowed_ips",
+                    p.allowed_ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                )?;
+                d.set_item(
+                    "latest_handshake",
+                    p.latest_handshake
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs_f64()),
+                )?;
+                d.set_item("rx_bytes", p.rx_bytes)?;
+                d.set_item("tx_bytes", p.tx_bytes)?;
+                d.set_item("rx_datagrams", p.rx_datagrams)?;
+                d.set_item("tx_datagrams", p.tx_datagrams)?;
+                d.set_item("persistent_keepalive", p.persistent_keepalive)?;
+                d.set_item("preshared_key", p.preshared_key)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// The interface's counters: datagrams, packets, handshakes, and every drop by reason.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.tunnel.stats();
+        let d = PyDict::new(py);
+        for (name, value) in [
+            ("rx_datagrams", s.rx_datagrams),
+            ("rx_bytes", s.rx_bytes),
+            ("tx_datagrams", s.tx_datagrams),
+            ("tx_bytes", s.tx_bytes),
+            ("rx_packets", s.rx_packets),
+            ("tx_packets", s.tx_packets),
+            ("queued", s.queued),
+            ("handshakes", s.handshakes),
+            ("rx_errors", s.rx_errors),
+            ("gso_fallbacks", s.gso_fallbacks),
+            ("gro_unavailable", s.gro_unavailable),
+        ] {
+            d.set_item(name, value)?;
+        }
+        let drops = PyDict::new(py);
+        for (reason, n) in DropReason::ALL.iter().zip(s.drops) {
+            drops.set_item(reason.name(), n)?;
+        }
+        // Dropped by the kernel before the interface saw them (SO_RXQ_OVFL).
+        drops.set_item("socket_buffer_full", s.socket_overflow)?;
+        d.set_item("drops", drops)?;
+        Ok(d)
+    }
+
+    /// Stop the threads and close the plaintext port. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.tunnel.close());
+    }
+}
+
+/// A new private key (base64), like `wg genkey`.
+#[pyfunction]
+pub fn wg_genkey() -> String {
+    keys::to_text(&keys::generate_private())
+}
+
+/// The public key of a private key (base64), like `wg pubkey`.
+#[pyfunction]
+pub fn wg_pubkey(private_key: &str) -> PyResult<String> {
+    Ok(keys::to_text(&keys::public_of(&key(
+        private_key,
+        "private key",
+    )?)))
+}

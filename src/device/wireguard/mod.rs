@@ -1,0 +1,1037 @@
+//! WireGuard: a tunnel endpoint between a plaintext packet port and a UDP socket.
+//!
+//! The plaintext side is any [`Device`] of IP packets: a TUN adapter (the system routes
+//! through it) or one end of an in-memory loopback pair whose other end is the user's
+//! (an endpoint in-process, without root). The protocol itself — handshake, cookies,
+//! timers, rekeying, replay window, ChaCha20-Poly1305 — is boringtun's `noise` module;
+//! this module adds what a device around it needs: cryptokey routing (`peers`), roaming,
+//! the data path threads, and a count for every datagram or packet it does not deliver.
+//!
+//! Threads (all Rust, no Python): *outbound* reads plaintext packets from the port in
+//! batches, routes each by destination to a peer, encrypts them back to back into one
+//! buffer and sends the batch with one `sendmmsg`, runs of equal-size datagrams to one
+//! endpoint as one UDP GSO message; *inbound* reads datagrams with `recvmmsg` (UDP GRO
+//! runs split back into datagrams), finds each one's peer, decrypts, checks the inner
+//! source against the peer's AllowedIPs and writes the batch's packets to the port in one
+//! `send_frames` call (a TUN with offload merges them with GRO); it also runs the peers'
+//! timers (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`]. Where
+//! the kernel refuses GSO or GRO the thread falls back to single datagrams and counts it
+//! (`Stats::gso_fallbacks`, `Stats::gro_unavailable`).
+//!
+//! One thread each way, not a pool of crypto workers: boringtun's `Tunn` takes `&mut self`
+//! for every packet (counters, replay window), so one peer's packets are encrypted or
+//! decrypted one at a time under its lock whatever the number of threads; workers could
+//! only spread different peers. Measured on the 2-core machine of BENCHMARKS.md, both ends
+//! of a 3.3–4.9 Gbit/s tunnel used 1.0–1.5 cores together; the rest went to the kernel and
+//! iperf3.
+
+pub mod keys;
+mod peers;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+pub use self::keys::KEY_LEN;
+use self::peers::PeerTable;
+pub use self::peers::{canonical, parse_network, Peer, PeerConfig, PeerInfo};
+use super::Device;
+use crate::batch::PacketBatch;
+use crate::error::{Error, VnetResult};
+use crate::sys::udp::{self, Outgoing, Received, RecvBatch, SendBatch};
+
+/// How often the peers' timers run (boringtun's own device ticks every 250 ms).
+pub const TIMER_PERIOD: Duration = Duration::from_millis(100);
+
+/// Handshake initiations per second the interface accepts before it answers with cookies
+/// (boringtun's device uses the same figure).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// Largest datagram: a 64 KiB plaintext packet plus WireGuard's 32 bytes of framing.
+const MAX_DATAGRAM: usize = 65_535 + 32;
+
+/// Plaintext packets read per outbound batch.
+const OUTBOUND_BATCH: usize = 64;
+
+/// Datagrams (or GRO runs of datagrams) taken per `recvmmsg`.
+const INBOUND_BATCH: usize = 32;
+
+/// Bytes of encrypted datagrams (outbound) or decrypted packets (inbound) gathered before
+/// they go out in one `sendmmsg` or one `send_frames` call; a batch also ends with the
+/// packets or datagrams the kernel had queued.
+const ARENA: usize = 256 * 1024;
+
+/// The most datagrams the kernel takes in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// The most bytes of one UDP GSO send (one UDP datagram's worth: the kernel's limit is
+/// the 16-bit length; kept under it with room for the headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Socket buffers asked for (wireguard-go asks for 7 MiB): a burst of a window's worth of
+/// datagrams must not overflow the receive queue while the thread decrypts.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Why a datagram or packet was not delivered. Each has its own counter in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A datagram that is not a WireGuard message (wrong type, wrong length, truncated).
+    Malformed,
+    /// A message for a session index or public key no peer has.
+    UnknownPeer,
+    /// A message that fails authentication: wrong key, bad MAC or AEAD tag.
+    BadAuthentication,
+    /// A data message whose counter was seen before or is too old, or a handshake
+    /// initiation replayed (its timestamp is not newer than the last one).
+    Replayed,
+    /// A data message for a session that no longer exists (expired or never made).
+    NoSession,
+    /// A handshake refused because the interface is under load and the sender has no cookie.
+    UnderLoad,
+    /// A decrypted packet whose source address is outside its peer's AllowedIPs.
+    DisallowedSource,
+    /// A plaintext packet that is not IPv4 or IPv6 (no destination to route by).
+    NotIp,
+    /// A plaintext packet whose destination is in no peer's AllowedIPs.
+    NoRoute,
+    /// A plaintext packet for a peer that has no endpoint yet (none configured, never heard).
+    NoEndpoint,
+    /// A datagram the UDP socket refused to send.
+    SendError,
+    /// A packet the plaintext port refused (it is closed, or the frame did not fit).
+    PortError,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`Stats::drops`].
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::UnknownPeer,
+        DropReason::BadAuthentication,
+        DropReason::Replayed,
+        DropReason::NoSession,
+        DropReason::UnderLoad,
+        DropReason::DisallowedSource,
+        DropReason::NotIp,
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::SendError,
+        DropReason::PortError,
+    ];
+
+    /// The counter's name (Python attribute names).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::BadAuthentication => "bad_authentication",
+            DropReason::Replayed => "replayed",
+            DropReason::NoSession => "no_session",
+            DropReason::UnderLoad => "under_load",
+            DropReason::DisallowedSource => "disallowed_source",
+            DropReason::NotIp => "not_ip",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::SendError => "send_error",
+            DropReason::PortError => "port_error",
+        }
+    }
+
+    fn of(error: &WireGuardError) -> DropReason {
+        use WireGuardError as E;
+        match error {
+            E::WrongIndex => DropReason::UnknownPeer,
+            E::WrongKey | E::InvalidMac | E::InvalidAeadTag => DropReason::BadAuthentication,
+            E::InvalidTai64nTimestamp
+            | E::WrongTai64nTimestamp
+            | E::InvalidCounter
+            | E::DuplicateCounter => DropReason::Replayed,
+            E::NoCurrentSession | E::ConnectionExpired => DropReason::NoSession,
+            E::UnderLoad => DropReason::UnderLoad,
+            E::DestinationBufferTooSmall
+            | E::IncorrectPacketLength
+            | E::UnexpectedPacket
+            | E::WrongPacketType
+            | E::InvalidPacket
+            | E::LockFailed => DropReason::Malformed,
+        }
+    }
+}
+
+/// The interface's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received (every one, delivered or not).
+    pub rx_datagrams: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Datagrams sent (handshakes, cookies, keepalives and data).
+    pub tx_datagrams: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Decrypted packets written to the plaintext port.
+    pub rx_packets: u64,
+    /// Plaintext packets encrypted and sent.
+    pub tx_packets: u64,
+    /// Plaintext packets held while a handshake completes (sent once it does; boringtun
+    /// keeps at most 256 per peer and drops older ones when a session expires unused).
+    pub queued: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Failed receive calls on the UDP socket.
+    pub rx_errors: u64,
+    /// Datagrams the kernel dropped at the UDP socket because its receive buffer was full
+    /// (`SO_RXQ_OVFL`; they never reached the interface). The kernel reports the count
+    /// with the next datagram it queues, so drops show up once traffic resumes.
+    pub socket_overflow: u64,
+    /// UDP GSO sends the kernel refused (after the first, the interface sends datagrams
+    /// one by one: each refusal is counted, and its datagrams are sent again singly).
+    pub gso_fallbacks: u64,
+    /// 1 when the kernel refused UDP GRO on the socket (datagrams are then received one
+    /// per buffer), else 0.
+    pub gro_unavailable: u64,
+    /// Per [`Drop`] reason, in the order of [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+#[derive(Default)]
+struct Counters {
+    rx_datagrams: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    queued: AtomicU64,
+    handshakes: AtomicU64,
+    rx_errors: AtomicU64,
+    socket_overflow: AtomicU64,
+    gso_fallbacks: AtomicU64,
+    gro_unavailable: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    fn drop_n(&self, reason: DropReason, n: usize) {
+        self.drops[reason as usize].fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// What an interface is made with (the `[Interface]` section of a wg-quick file, less
+/// what the TUN side does with addresses and MTU).
+pub struct TunnelConfig {
+    /// This end's private key.
+    pub private_key: [u8; KEY_LEN],
+    /// UDP port to listen on (`None` or 0: one the kernel picks).
+    pub listen_port: Option<u16>,
+}
+
+struct Shared {
+    private: StaticSecret,
+    public: PublicKey,
+    rate_limiter: RateLimiter,
+    table: RwLock<PeerTable>,
+    /// The socket for sends outside the threads (a new peer's first handshake). Each
+    /// thread has its own descriptor of the same socket; all are closed by `close`, so the
+    /// port is free again once it returns.
+    control: Mutex<Option<UdpSocket>>,
+    listen_port: u16,
+    /// Whether the socket is IPv6 (dual-stack): IPv4 endpoints are then sent as mapped.
+    socket_v6: bool,
+    port: Arc<dyn Device>,
+    counters: Counters,
+    closed: AtomicBool,
+}
+
+/// A WireGuard interface: the peers, the UDP socket and the threads between the socket
+/// and the plaintext port. Dropping it (or [`Tunnel::close`]) stops the threads.
+pub struct Tunnel {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Tunnel {
+    /// Bind the UDP socket in network namespace `netns` (`None`: the caller's) and start
+    /// the threads over `port`, a device of IP packets.
+    pub fn start(
+        config: &TunnelConfig,
+        port: Arc<dyn Device>,
+        netns: Option<&str>,
+    ) -> VnetResult<Tunnel> {
+        if port.medium() != crate::wire::Medium::Ip {
+            return Err(Error::InvalidArgument(
+                "a WireGuard interface carries IP packets: its plaintext side must be a TUN \
+                 (kind=\"tun\"), not a TAP"
+                    .into(),
+            ));
+        }
+        let (socket, socket_v6) =
+            super::netns::run_in(netns, || bind(config.listen_port.unwrap_or(0)))?;
+        // Best effort: a smaller buffer only costs drops under bursts (the kernel counts them).
+        let _ = udp::set_socket_buffers(socket.as_fd(), SOCKET_BUFFER);
+        socket
+            .set_read_timeout(Some(TIMER_PERIOD))
+            .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
+        let listen_port = socket
+            .local_addr()
+            .map_err(|e| Error::os("getsockname on the UDP socket", e))?
+            .port();
+        let dup = |what| {
+            socket
+                .try_clone()
+                .map_err(|e| Error::os(format!("duplicate the UDP socket for {what}"), e))
+        };
+        let (inbound, outbound) = (dup("receiving")?, dup("sending")?);
+        let private = StaticSecret::from(config.private_key);
+        let public = PublicKey::from(&private);
+        let shared = Arc::new(Shared {
+            rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
+            private,
+            public,
+            table: RwLock::new(PeerTable::default()),
+            control: Mutex::new(Some(socket)),
+            listen_port,
+            socket_v6,
+            port,
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for (name, body, socket) in [
+            (
+                "vnetio-wg-in",
+                Shared::inbound as fn(&Shared, &UdpSocket),
+                inbound,
+            ),
+            (
+                "vnetio-wg-out",
+                Shared::outbound as fn(&Shared, &UdpSocket),
+                outbound,
+            ),
+        ] {
+            let mine = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&mine, &socket));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    let tunnel = Tunnel {
+                        shared,
+                        threads: Mutex::new(threads),
+                    };
+                    tunnel.close();
+                    return Err(Error::os(format!("start the {name} thread"), e));
+                }
+            }
+        }
+        Ok(Tunnel {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// This end's public key.
+    pub fn public_key(&self) -> [u8; KEY_LEN] {
+        self.shared.public.to_bytes()
+    }
+
+    /// The UDP port datagrams arrive on.
+    pub fn listen_port(&self) -> u16 {
+        self.shared.listen_port
+    }
+
+    /// Add a peer, or replace the one with the same public key.
+    pub fn add_peer(&self, config: PeerConfig) -> VnetResult<()> {
+        let peer = self
+            .shared
+            .write_table()
+            .add(&self.shared.private, config)?;
+        // A peer with a persistent keepalive and an endpoint starts its handshake at
+        // once (as `wg set` does), so it is reachable before it has anything to send.
+        if peer.config.persistent_keepalive.is_some() {
+            let control = self
+                .shared
+                .control
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(socket) = control.as_ref() {
+                let mut buf = vec![0u8; 256];
+                let result = peer.tunn().format_handshake_initiation(&mut buf, false);
+                self.shared.emit(socket, &peer, result, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a peer. Returns whether it existed.
+    pub fn remove_peer(&self, public_key: &[u8; KEY_LEN]) -> bool {
+        self.shared.write_table().remove(public_key)
+    }
+
+    /// Every peer, as `wg show` describes it.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared
+            .read_table()
+            .peers()
+            .iter()
+            .map(|p| p.info())
+            .collect()
+    }
+
+    /// The interface's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let mut drops = [0; DropReason::ALL.len()];
+        for (out, counter) in drops.iter_mut().zip(&c.drops) {
+            *out = counter.load(Relaxed);
+        }
+        Stats {
+            rx_datagrams: c.rx_datagrams.load(Relaxed),
+            rx_bytes: c.rx_bytes.load(Relaxed),
+            tx_datagrams: c.tx_datagrams.load(Relaxed),
+            tx_bytes: c.tx_bytes.load(Relaxed),
+            rx_packets: c.rx_packets.load(Relaxed),
+            tx_packets: c.tx_packets.load(Relaxed),
+            queued: c.queued.load(Relaxed),
+            handshakes: c.handshakes.load(Relaxed),
+            rx_errors: c.rx_errors.load(Relaxed),
+            socket_overflow: c.socket_overflow.load(Relaxed),
+            gso_fallbacks: c.gso_fallbacks.load(Relaxed),
+            gro_unavailable: c.gro_unavailable.load(Relaxed),
+            drops,
+        }
+    }
+
+    /// Stop the threads (within [`TIMER_PERIOD`]) and close the plaintext port.
+    /// Idempotent.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Relaxed);
+        self.shared.port.close();
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for handle in threads {
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether [`Tunnel::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Relaxed)
+    }
+
+    /// Hand `data` to the receive path as if `recvmmsg` had returned it from `from`: one
+    /// datagram, or with `segment` > 0 a GRO run of datagrams of that size. Replies go out
+    /// of the interface's socket; decrypted packets are written to the port. For the fuzz
+    /// target (no network needed); not an API.
+    #[doc(hidden)]
+    pub fn inject_datagrams(&self, data: &[u8], from: SocketAddr, segment: usize) {
+        let control = self
+            .shared
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(socket) = control.as_ref() else {
+            return;
+        };
+        let mut sink = Inbound::new(self.shared.port.mtu(), MAX_DATAGRAM + 64);
+        let received = Received {
+            len: data.len(),
+            from: Some(from),
+            segment,
+            truncated: false,
+            overflow: None,
+        };
+        self.shared
+            .receive_buffer(socket, data, &received, &mut sink);
+        self.shared.flush_inbound(&mut sink);
+    }
+}
+
+impl std::ops::Drop for Tunnel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A UDP socket on `port`: dual-stack IPv6 where the namespace has IPv6, else IPv4.
+fn bind(port: u16) -> VnetResult<(UdpSocket, bool)> {
+    match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)) {
+        Ok(socket) => Ok((socket, true)),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                .map(|s| (s, false))
+                .map_err(|e| bind_error(port, e))
+        }
+        Err(e) => Err(bind_error(port, e)),
+    }
+}
+
+fn bind_error(port: u16, e: io::Error) -> Error {
+    let err = Error::os(format!("bind the WireGuard UDP socket to port {port}"), e);
+    match err {
+        Error::Os { ref source, .. } if source.raw_os_error() == Some(libc::EADDRINUSE) => err
+            .with_hint(format!(
+                "another socket (another WireGuard interface?) uses UDP port {port}; choose \
+                 another listen_port, or none to let the kernel pick one"
+            )),
+        other => other,
+    }
+}
+
+impl Shared {
+    fn read_table(&self) -> RwLockReadGuard<'_, PeerTable> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, PeerTable> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Send a datagram to `to` (an endpoint as we keep it: IPv4 plain).
+    fn send_to(&self, socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> bool {
+        let to = match to {
+            SocketAddr::V4(v4) if self.socket_v6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        };
+        if socket.send_to(datagram, to).is_err() {
+            self.counters.drop(DropReason::SendError);
+            return false;
+        }
+        self.counters.tx_datagrams.fetch_add(1, Relaxed);
+        self.counters
+            .tx_bytes
+            .fetch_add(datagram.len() as u64, Relaxed);
+        true
+    }
+
+    /// [`Shared::send_to`], counted for `peer` too.
+    fn send_to_peer(
+        &self,
+        socket: &UdpSocket,
+        peer: &Peer,
+        datagram: &[u8],
+        to: SocketAddr,
+    ) -> bool {
+        let sent = self.send_to(socket, datagram, to);
+        if sent {
+            peer.tx_datagrams.fetch_add(1, Relaxed);
+            peer.tx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+        }
+        sent
+    }
+
+    /// Act on what boringtun asked for: send a datagram to `to` (or the peer's endpoint),
+    /// count an error. Returns whether a datagram was sent.
+    fn emit(
+        &self,
+        socket: &UdpSocket,
+        peer: &Peer,
+        result: TunnResult<'_>,
+        to: Option<SocketAddr>,
+    ) -> bool {
+        match result {
+            TunnResult::WriteToNetwork(datagram) => {
+                if let Some(to) = to.or_else(|| peer.endpoint()) {
+                    self.send_to_peer(socket, peer, datagram, to)
+                } else {
+                    self.counters.drop(DropReason::NoEndpoint);
+                    false
+                }
+            }
+            TunnResult::Err(e) => {
+                self.counters.drop(DropReason::of(&e));
+                false
+            }
+            TunnResult::Done
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => false,
+        }
+    }
+
+    /// Plaintext port → peers: route, encrypt, send. Datagrams of a batch are gathered in
+    /// one buffer and leave in one `sendmmsg`; runs of equal-size datagrams to one endpoint
+    /// go as one UDP GSO message while the kernel takes them.
+    fn outbound(&self, socket: &UdpSocket) {
+        let mut batch = PacketBatch::default();
+        let mut tx = Outbound::new();
+        while !self.closed.load(Relaxed) {
+            batch.clear();
+            match self
+                .port
+                .recv_batch(&mut batch, OUTBOUND_BATCH, TIMER_PERIOD)
+            {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(Error::Closed) => break,
+                Err(_) => {
+                    self.counters.drop(DropReason::PortError);
+                    std::thread::sleep(TIMER_PERIOD);
+                    continue;
+                }
+            }
+            let table = self.read_table();
+            for packet in batch.iter() {
+                let Some(dst) = Tunn::dst_address(packet) else {
+                    self.counters.drop(DropReason::NotIp);
+                    continue;
+                };
+                let Some(peer) = table.route(dst) else {
+                    self.counters.drop(DropReason::NoRoute);
+                    continue;
+                };
+                if tx.room() < packet.len() + 64 {
+                    self.flush_outbound(socket, &mut tx);
+                }
+                let start = tx.used;
+                let mut tunn = peer.tunn();
+                let result = tunn.encapsulate(packet, &mut tx.arena[start..]);
+                drop(tunn);
+                match result {
+                    TunnResult::WriteToNetwork(d) if d.first() == Some(&4) => {
+                        let len = d.len();
+                        if let Some(to) = peer.endpoint() {
+                            tx.used += len;
+                            tx.pending.push((start, len, to, Arc::clone(peer)));
+                        } else {
+                            self.counters.drop(DropReason::NoEndpoint);
+                        }
+                    }
+                    result => {
+                        // No session yet: boringtun holds the packet and (maybe) starts a
+                        // handshake; the packet goes out when the handshake completes.
+                        self.counters.queued.fetch_add(1, Relaxed);
+                        self.emit(socket, peer, result, None);
+                    }
+                }
+            }
+            self.flush_outbound(socket, &mut tx);
+        }
+    }
+
+    /// Send what [`Shared::outbound`] gathered: GSO runs where allowed, in `sendmmsg`s.
+    fn flush_outbound(&self, socket: &UdpSocket, tx: &mut Outbound) {
+        let c = &self.counters;
+        let fd = socket.as_fd();
+        let arena = &tx.arena;
+        // Runs: consecutive datagrams (contiguous in the arena) to one endpoint, all the
+        // size of the first but the last, which may be shorter.
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (first, count, bytes, size)
+        let mut i = 0;
+        while i < tx.pending.len() {
+            let (_, size, to, _) = &tx.pending[i];
+            let mut count = 1;
+            let mut bytes = *size;
+            if tx.gso {
+                while let Some((_, len, next_to, _)) = tx.pending.get(i + count) {
+                    if next_to != to
+                        || *len > *size
+                        || count >= GSO_MAX_SEGMENTS
+                        || bytes + len > GSO_MAX_BYTES
+                    {
+                        break;
+                    }
+                    count += 1;
+                    bytes += len;
+                    if *len < *size {
+                        break; // a shorter datagram ends a run
+                    }
+                }
+            }
+            runs.push((i, count, bytes, *size));
+            i += count;
+        }
+        let msgs: Vec<Outgoing<'_>> = runs
+            .iter()
+            .map(|&(first, count, bytes, size)| {
+                let (start, _, to, _) = tx.pending[first];
+                Outgoing {
+                    data: &arena[start..start + bytes],
+                    to: self.wire_address(to),
+                    segment: (count > 1).then(|| u16::try_from(size).unwrap_or(u16::MAX)),
+                }
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            match tx.send.send(fd, &msgs[done..]) {
+                Ok(n) => {
+                    for &(first, count, _, _) in &runs[done..done + n] {
+                        self.count_sent(&tx.pending[first..first + count]);
+                    }
+                    done += n;
+                }
+                Err(e) if msgs[done].segment.is_some() && gso_refused(&e) => {
+                    // The kernel (or the route's device) does not take UDP GSO: from now
+                    // on datagrams go singly; this run goes again, one by one.
+                    tx.gso = false;
+                    c.gso_fallbacks.fetch_add(1, Relaxed);
+                    let (first, count, _, _) = runs[done];
+                    for entry in &tx.pending[first..first + count] {
+                        let (start, len, to, _) = entry;
+                        let one = [Outgoing {
+                            data: &arena[*start..*start + *len],
+                            to: self.wire_address(*to),
+                            segment: None,
+                        }];
+                        if tx.send.send(fd, &one).is_ok() {
+                            self.count_sent(std::slice::from_ref(entry));
+                        } else {
+                            c.drop(DropReason::SendError);
+                        }
+                    }
+                    done += 1;
+                }
+                Err(_) => {
+                    c.drop_n(DropReason::SendError, runs[done].1);
+                    done += 1;
+                }
+            }
+        }
+        drop(msgs);
+        tx.pending.clear();
+        tx.used = 0;
+    }
+
+    /// Count datagrams sent (each a plaintext packet), for the interface and their peers.
+    fn count_sent(&self, sent: &[(usize, usize, SocketAddr, Arc<Peer>)]) {
+        let c = &self.counters;
+        let bytes: usize = sent.iter().map(|e| e.1).sum();
+        c.tx_datagrams.fetch_add(sent.len() as u64, Relaxed);
+        c.tx_packets.fetch_add(sent.len() as u64, Relaxed);
+        c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        for (_, len, _, peer) in sent {
+            peer.tx_datagrams.fetch_add(1, Relaxed);
+            peer.tx_bytes.fetch_add(*len as u64, Relaxed);
+        }
+    }
+
+    /// An endpoint as the socket takes it (IPv4 as mapped on a dual-stack socket).
+    fn wire_address(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.socket_v6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        }
+    }
+
+    /// Peers → plaintext port: receive (`recvmmsg`, GRO runs split back into datagrams),
+    /// authenticate, decrypt, check, deliver a batch in one `send_frames`; and the timers.
+    fn inbound(&self, socket: &UdpSocket) {
+        let fd = socket.as_fd();
+        if udp::udp_set_gro(fd, true).is_err() {
+            self.counters.gro_unavailable.store(1, Relaxed);
+        }
+        // Without it, datagrams dropped at a full socket buffer would be counted nowhere.
+        let _ = udp::set_rxq_ovfl(fd);
+        let mut rx = RecvBatch::new(INBOUND_BATCH);
+        let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; INBOUND_BATCH];
+        let mut got = [Received::default(); INBOUND_BATCH];
+        let mut sink = Inbound::new(self.port.mtu(), ARENA + MAX_DATAGRAM);
+        let mut next_tick = Instant::now() + TIMER_PERIOD;
+        let mut next_reset = Instant::now() + Duration::from_secs(1);
+        while !self.closed.load(Relaxed) {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(socket, &mut sink.arena);
+                next_tick = now + TIMER_PERIOD;
+                if now >= next_reset {
+                    self.rate_limiter.reset_count();
+                    next_reset = now + Duration::from_secs(1);
+                }
+            }
+            match rx.recv(fd, &mut bufs, &mut got) {
+                Ok(n) => {
+                    for (buf, r) in bufs.iter().zip(&got).take(n) {
+                        self.receive_buffer(socket, &buf[..r.len], r, &mut sink);
+                    }
+                    if let Some(total) = got[..n].iter().filter_map(|r| r.overflow).max() {
+                        self.counters
+                            .socket_overflow
+                            .fetch_max(u64::from(total), Relaxed);
+                    }
+                    self.flush_inbound(&mut sink);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.counters.rx_errors.fetch_add(1, Relaxed);
+                    std::thread::sleep(TIMER_PERIOD);
+                }
+            }
+        }
+    }
+
+    /// One buffer of `recvmmsg`: a datagram, or a GRO run of them from one source.
+    fn receive_buffer(&self, socket: &UdpSocket, data: &[u8], r: &Received, sink: &mut Inbound) {
+        let Some(from) = r.from.filter(|_| !r.truncated) else {
+            // An address family we do not speak, or a datagram cut short: count each one.
+            let n = if r.segment > 0 {
+                data.len().div_ceil(r.segment)
+            } else {
+                1
+            };
+            let c = &self.counters;
+            c.rx_datagrams.fetch_add(n as u64, Relaxed);
+            c.rx_bytes.fetch_add(data.len() as u64, Relaxed);
+            c.drop_n(DropReason::Malformed, n);
+            return;
+        };
+        if r.segment > 0 {
+            for datagram in data.chunks(r.segment) {
+                self.receive(socket, datagram, from, sink);
+            }
+        } else {
+            self.receive(socket, data, from, sink);
+        }
+    }
+
+    /// Write the decrypted packets gathered in `sink` to the port in one call.
+    fn flush_inbound(&self, sink: &mut Inbound) {
+        if sink.spans.is_empty() {
+            return;
+        }
+        let frames: Vec<&[u8]> = sink
+            .spans
+            .iter()
+            .map(|&(start, len)| &sink.arena[start..start + len])
+            .collect();
+        let total = frames.len();
+        let c = &self.counters;
+        match self.port.send_frames(&frames) {
+            Ok(_) => {
+                c.rx_packets.fetch_add(total as u64, Relaxed);
+            }
+            Err(Error::Partial { sent, .. }) => {
+                c.rx_packets.fetch_add(sent as u64, Relaxed);
+                c.drop_n(DropReason::PortError, total - sent);
+            }
+            Err(_) => c.drop_n(DropReason::PortError, total),
+        }
+        drop(frames);
+        sink.spans.clear();
+        sink.used = 0;
+    }
+
+    fn tick(&self, socket: &UdpSocket, out: &mut [u8]) {
+        for peer in self.read_table().peers() {
+            let result = peer.tunn().update_timers(out);
+            match result {
+                // An expired connection is routine (no traffic for 3 minutes): not a drop.
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                result => {
+                    self.emit(socket, &peer, result, None);
+                }
+            }
+        }
+    }
+
+    /// One datagram from `from`: authenticate, decrypt; a data packet is checked against
+    /// the peer's AllowedIPs and gathered in `sink` (the caller flushes it), anything else
+    /// (handshakes, cookies, keepalives) is answered at once.
+    fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, sink: &mut Inbound) {
+        let c = &self.counters;
+        c.rx_datagrams.fetch_add(1, Relaxed);
+        c.rx_bytes.fetch_add(datagram.len() as u64, Relaxed);
+        if sink.room() < datagram.len() + 64 {
+            self.flush_inbound(sink);
+        }
+        let start = sink.used;
+        let out = &mut sink.arena[start..];
+        let from_ip = canonical(from).ip();
+        // MAC1 of handshakes first (cheap, keyed on our public key), cookies under load:
+        // only then the Diffie-Hellman that finds the initiator's key.
+        let packet = match self
+            .rate_limiter
+            .verify_packet(Some(from_ip), datagram, out)
+        {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.send_to(socket, cookie, from);
+                c.drop(DropReason::UnderLoad);
+                return;
+            }
+            Err(TunnResult::Err(e)) => {
+                c.drop(DropReason::of(&e));
+                return;
+            }
+            Err(_) => {
+                c.drop(DropReason::Malformed);
+                return;
+            }
+        };
+        let table = self.read_table();
+        let peer = match &packet {
+            Packet::HandshakeInit(init) => {
+                match parse_handshake_anon(&self.private, &self.public, init) {
+                    Ok(half) => table.by_key(&half.peer_static_public),
+                    Err(e) => {
+                        c.drop(DropReason::of(&e));
+                        return;
+                    }
+                }
+            }
+            Packet::HandshakeResponse(p) => table.by_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => table.by_index(p.receiver_idx),
+            Packet::PacketData(p) => table.by_index(p.receiver_idx),
+        };
+        let Some(peer) = peer else {
+            c.drop(DropReason::UnknownPeer);
+            return;
+        };
+        let handshake = matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        );
+        let mut tunn = peer.tunn();
+        let (len, src) = match tunn.decapsulate(Some(from_ip), datagram, out) {
+            TunnResult::Err(e) => {
+                drop(tunn);
+                c.drop(DropReason::of(&e));
+                return;
+            }
+            TunnResult::Done => {
+                drop(tunn);
+                peer.heard_from(from, datagram.len()); // a keepalive, or a cookie
+                return;
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake answered (or completed: a keepalive confirms it), or a
+                // cookie: the peer's own load guard (more than 10 handshakes a second)
+                // asks the initiator to prove its address first. Then what waited for the
+                // session goes out.
+                if reply.first() == Some(&3) {
+                    c.drop(DropReason::UnderLoad);
+                } else if handshake {
+                    c.handshakes.fetch_add(1, Relaxed);
+                }
+                self.send_to_peer(socket, peer, reply, from);
+                while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out) {
+                    if self.send_to_peer(socket, peer, queued, from) {
+                        c.tx_packets.fetch_add(1, Relaxed);
+                    }
+                }
+                drop(tunn);
+                peer.heard_from(from, datagram.len());
+                return;
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => (packet.len(), IpAddr::V4(src)),
+            TunnResult::WriteToTunnelV6(packet, src) => (packet.len(), IpAddr::V6(src)),
+        };
+        drop(tunn);
+        // The datagram was authentic: roaming applies even if the packet is refused.
+        peer.heard_from(from, datagram.len());
+        if table.route(src).map(|p| p.id) != Some(peer.id) {
+            c.drop(DropReason::DisallowedSource);
+            return;
+        }
+        let packet = &sink.arena[start..start + len];
+        if self.port.medium().check_frame(packet, sink.mtu).is_err() {
+            c.drop(DropReason::PortError); // larger than the port's MTU
+            return;
+        }
+        sink.spans.push((start, len));
+        sink.used += len;
+    }
+}
+
+/// What the outbound thread gathers between `sendmmsg`s: encrypted datagrams back to back
+/// in `arena`, and for each its span, endpoint and peer.
+struct Outbound {
+    arena: Vec<u8>,
+    used: usize,
+    pending: Vec<(usize, usize, SocketAddr, Arc<Peer>)>,
+    send: SendBatch,
+    /// Whether UDP GSO is still in use (the kernel has not refused it).
+    gso: bool,
+}
+
+impl Outbound {
+    fn new() -> Outbound {
+        Outbound {
+            arena: vec![0; ARENA + MAX_DATAGRAM],
+            used: 0,
+            pending: Vec::with_capacity(OUTBOUND_BATCH),
+            send: SendBatch::default(),
+            gso: true,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.arena.len() - self.used
+    }
+}
+
+/// What the inbound thread gathers between `send_frames` calls: decrypted packets back to
+/// back in `arena`, and their spans.
+struct Inbound {
+    arena: Vec<u8>,
+    used: usize,
+    spans: Vec<(usize, usize)>,
+    mtu: usize,
+}
+
+impl Inbound {
+    fn new(mtu: usize, bytes: usize) -> Inbound {
+        Inbound {
+            arena: vec![0; bytes],
+            used: 0,
+            spans: Vec::with_capacity(256),
+            mtu,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.arena.len() - self.used
+    }
+}
+
+/// Errors with which the kernel refuses a UDP GSO send it cannot do (no checksum offload
+/// on the route's device, GSO unsupported, a size it does not take).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Two interfaces over UDP on the loopback address, each with an in-memory plaintext port.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::device::loopback::{self, LoopbackEnd, Overflow};
+use crate::wire::Medium;
+
+struct End {
+    tunnel: Tunnel,
+    user: LoopbackEnd,
+    private: [u8; KEY_LEN],
+}
+
+fn end() -> End {
+    let (user, port) = loopback::pair(256, Medium::Ip, 1420, Overflow::Drop).unwrap();
+    let private = keys::generate_private();
+    let config = TunnelConfig {
+        private_key: private,
+        listen_port: None,
+    };
+    End {
+        tunnel: Tunnel::start(&config, Arc::new(port), None).unwrap(),
+        user,
+        private,
+    }
+}
+
+fn peer_of(other: &End, allowed: &[&str], endpoint: bool) -> PeerConfig {
+    PeerConfig {
+        public_key: keys::public_of(&other.private),
+        preshared_key: None,
+        endpoint: endpoint
+            .then(|| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), other.tunnel.listen_port())),
+        allowed_ips: allowed.iter().map(|a| parse_network(a).unwrap()).collect(),
+        persistent_keepalive: None,
+    }
+}
+
+/// An IPv4 packet (UDP, checksums not needed by the tunnel) from `src` to `dst`.
+fn ipv4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, (8 + payload.len()) as u8, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn recv_one(end: &LoopbackEnd, within: Duration) -> Option<Vec<u8>> {
+    let mut batch = PacketBatch::default();
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if end
+            .recv_batch(&mut batch, 1, Duration::from_millis(50))
+            .unwrap()
+            > 0
+        {
+            return batch.get(0).map(<[u8]>::to_vec);
+        }
+    }
+    None
+}
+
+fn drops(t: &Tunnel, reason: DropReason) -> u64 {
+    t.stats().drops[reason as usize]
+}
+
+#[test]
+fn packets_cross_both_ways_after_a_handshake() {
+    let (a, b) = (end(), end());
+    a.tunnel
+        .add_peer(peer_of(&b, &["10.9.0.2/32"], true))
+        .unwrap();
+    // b does not know a's endpoint: it learns it from the handshake (roaming).
+    b.tunnel
+        .add_peer(peer_of(&a, &["10.9.0.1/32"], false))
+        .unwrap();
+
+    let out = ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"hello through the tunnel");
+    a.user.send_frames(&[&out]).unwrap();
+    assert_eq!(
+        recv_one(&b.user, Duration::from_secs(5)).as_deref(),
+        Some(&out[..])
+    );
+    let back = ipv4([10, 9, 0, 2], [10, 9, 0, 1], b"and back");
+    b.user.send_frames(&[&back]).unwrap();
+    assert_eq!(
+        recv_one(&a.user, Duration::from_secs(5)).as_deref(),
+        Some(&back[..])
+    );
+
+    // The port took the packet before the counter moved: let the threads finish counting.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && a.tunnel.stats().rx_packets == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (sa, sb) = (a.tunnel.stats(), b.tunnel.stats());
+    assert_eq!(sa.queued, 1, "{sa:?}"); // the first packet waited for the handshake
+    assert_eq!((sa.tx_packets, sa.rx_packets), (1, 1), "{sa:?}");
+    assert_eq!((sb.tx_packets, sb.rx_packets), (1, 1), "{sb:?}");
+    assert_eq!(sa.handshakes + sb.handshakes, 2, "{sa:?} {sb:?}");
+    assert_eq!(
+        sa.drops.iter().sum::<u64>() + sb.drops.iter().sum::<u64>(),
+        0
+    );
+    let pb = &b.tunnel.peers()[0];
+    assert_eq!(pb.endpoint.map(|e| e.port()), Some(a.tunnel.listen_port()));
+    assert!(pb.latest_handshake.is_some() && pb.rx_bytes > 0 && pb.tx_bytes > 0);
+}
+
+#[test]
+fn spoofed_sources_unknown_routes_and_garbage_are_counted() {
+    let (a, b) = (end(), end());
+    a.tunnel
+        .add_peer(peer_of(&b, &["10.9.0.2/32"], true))
+        .unwrap();
+    b.tunnel
+        .add_peer(peer_of(&a, &["10.9.0.1/32"], true))
+        .unwrap();
+    let ok = ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"first");
+    a.user.send_frames(&[&ok]).unwrap();
+    assert!(recv_one(&b.user, Duration::from_secs(5)).is_some());
+
+    // a claims a source outside its AllowedIPs at b: decrypted, then refused.
+    let spoofed = ipv4([10, 9, 0, 77], [10, 9, 0, 2], b"spoofed");
+    a.user.send_frames(&[&spoofed]).unwrap();
+    // No peer has this destination.
+    let nowhere = ipv4([10, 9, 0, 1], [192, 0, 2, 1], b"nowhere");
+    a.user.send_frames(&[&nowhere]).unwrap();
+    // Garbage straight at b's socket.
+    let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b_addr = (Ipv4Addr::LOCALHOST, b.tunnel.listen_port());
+    probe.send_to(b"\x04\0\0\0short", b_addr).unwrap(); // data type, truncated
+    probe.send_to(&[0x63; 200], b_addr).unwrap(); // no such message type
+    let mut forged = vec![4u8, 0, 0, 0];
+    forged.extend_from_slice(&(1u32 << 8).to_le_bytes()); // a plausible receiver index
+    forged.extend_from_slice(&[0u8; 8 + 16 + 20]); // counter, tag, ciphertext
+    probe.send_to(&forged, b_addr).unwrap();
+
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until
+        && (drops(&b.tunnel, DropReason::DisallowedSource) < 1
+            || drops(&a.tunnel, DropReason::NoRoute) < 1
+            || drops(&b.tunnel, DropReason::Malformed) < 2
+            || drops(&b.tunnel, DropReason::UnknownPeer)
+                + drops(&b.tunnel, DropReason::BadAuthentication)
+                + drops(&b.tunnel, DropReason::NoSession)
+                < 1)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sb = b.tunnel.stats();
+    assert_eq!(sb.drops[DropReason::DisallowedSource as usize], 1, "{sb:?}");
+    assert_eq!(sb.drops[DropReason::Malformed as usize], 2, "{sb:?}");
+    assert_eq!(drops(&a.tunnel, DropReason::NoRoute), 1);
+    assert_eq!(
+        sb.rx_packets, 1,
+        "only the first packet reached b's port: {sb:?}"
+    );
+    assert!(recv_one(&b.user, Duration::from_millis(200)).is_none());
+}
+
+#[test]
+fn a_wrong_key_gets_nothing_through() {
+    let (a, b, mallory) = (end(), end(), end());
+    b.tunnel
+        .add_peer(peer_of(&a, &["10.9.0.1/32"], false))
+        .unwrap();
+    // mallory thinks it is talking to b, but b does not know mallory's key.
+    mallory
+        .tunnel
+        .add_peer(peer_of(&b, &["10.9.0.2/32"], true))
+        .unwrap();
+    let p = ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"let me in");
+    mallory.user.send_frames(&[&p]).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && drops(&b.tunnel, DropReason::UnknownPeer) == 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        drops(&b.tunnel, DropReason::UnknownPeer) >= 1,
+        "{:?}",
+        b.tunnel.stats()
+    );
+    assert!(recv_one(&b.user, Duration::from_millis(200)).is_none());
+    assert_eq!(b.tunnel.stats().handshakes, 0);
+    drop(a);
+}
+
+#[test]
+fn close_stops_the_threads_promptly() {
+    let a = end();
+    let start = Instant::now();
+    a.tunnel.close();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(a.tunnel.is_closed());
+    a.tunnel.close();
+}
+
+#[test]
+fn close_frees_the_port() {
+    let a = end();
+    let port = a.tunnel.listen_port();
+    a.tunnel.close();
+    // The Tunnel still exists (as a Python object would until collected): the port is free.
+    UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .expect("the port is still bound after close()");
+}
