@@ -9,6 +9,8 @@ One guest per path (tests/vm/rig.py: Debian's kernel, a busybox initramfs with i
   ``examples/vhost_forward.py`` (``vnetio.VhostUserNet`` in ``superframes`` mode, two
   threads moving batches to and from a vnetio ``Tap`` with offload in namespace A,
   192.0.2.1/24; the guest is 192.0.2.2).
+* **vhost-rust**: the same as vhost, with ``--rust``: a ``vnetio.Forwarder`` moves the
+  batches on Rust threads (no Python, no interpreter lock per batch; 198.18.2.1/24).
 * **qemu**: the guest's NIC is QEMU's own ``-netdev tap,vhost=off,vnet_hdr=on`` (its
   in-process virtio-net) on a persistent TAP that vnetio created in namespace B
   (198.51.100.1/24; the guest is 198.51.100.2). /dev/vhost-net does not exist here.
@@ -83,12 +85,14 @@ sys.path.insert(0, str(ROOT))  # the guest rig lives with the tests
 from tests.vm import rig
 
 FORWARDER = ROOT / "examples" / "vhost_forward.py"
-PATHS = ("vhost", "qemu", "qemu-intx", "qemu-memfd", "vhost-base")
-DEFAULT_PATHS = "vhost,qemu,qemu-intx,qemu-memfd"
+PATHS = ("vhost", "vhost-rust", "qemu", "qemu-intx", "qemu-memfd", "vhost-base")
+DEFAULT_PATHS = "vhost,vhost-rust,qemu,qemu-intx,qemu-memfd"
+VHOST_PATHS = ("vhost", "vhost-rust", "vhost-base")
 DIRECTIONS = ("guest_to_host", "host_to_guest")
 ARROW = {"guest_to_host": "guest → host", "host_to_guest": "host → guest"}
 LABEL = {
     "vhost": "vnetio `VhostUserNet` → `Tap` (examples/vhost_forward.py, superframes)",
+    "vhost-rust": "vnetio `VhostUserNet` → `Tap` by `vnetio.Forwarder` (Rust threads, `--rust`)",
     "qemu": "QEMU `-netdev tap,vhost=off` (its own virtio-net) on a vnetio TAP",
     "qemu-intx": "the same, legacy INTx interrupts (`vectors=0`, as the vhost-user NIC)",
     "qemu-memfd": "the same (MSI-X), guest RAM a shared memfd (as vhost-user needs)",
@@ -112,6 +116,7 @@ SIDES = {
     "qemu-intx": Side("vnbvi0", "52:54:00:76:62:03", "203.0.113.1", "203.0.113.2"),
     "qemu-memfd": Side("vnbvm0", "52:54:00:76:62:04", "198.18.0.1", "198.18.0.2"),
     "vhost-base": Side("vnbvb0", "52:54:00:76:62:05", "198.18.1.1", "198.18.1.2"),
+    "vhost-rust": Side("vnbvr0", "52:54:00:76:62:06", "198.18.2.1", "198.18.2.2"),
 }
 #: Other benchmarks whose processes are noted when they overlap a run (``pgrep -f`` patterns).
 OTHER_BENCHMARKS = (
@@ -252,10 +257,19 @@ class Forwarder:
     SIGKILL); ``stop()`` returns the counters it prints on the way out."""
 
     def __init__(
-        self, sock: Path, side: Side, netns: str, mode: str, vnetio_dir: str | None = None
+        self,
+        sock: Path,
+        side: Side,
+        netns: str,
+        mode: str,
+        vnetio_dir: str | None = None,
+        *,
+        rust: bool = False,
     ) -> None:
         argv = [sys.executable, str(FORWARDER), str(sock), side.tap, "--netns", netns,
                 "--address", f"{side.host}/24", "--mode", mode]  # fmt: skip
+        if rust:
+            argv.append("--rust")
         # Another vnetio build (a before/after comparison in the same rounds): its package
         # directory first on the path.
         env = dict(os.environ, PYTHONPATH=vnetio_dir) if vnetio_dir else None
@@ -329,10 +343,11 @@ def paths(args: argparse.Namespace) -> Iterator[dict[str, Setup]]:
                 # Thread names ("CPU 0/TCG"): -name options merge with the rig's own.
                 "qemu_args": ["-name", "debug-threads=on"],
             }
-            if name in ("vhost", "vhost-base"):
+            if name in VHOST_PATHS:
                 sock = tmp / f"{name}.sock"
                 base = args.baseline_vnetio if name == "vhost-base" else None
-                forwarders.append(Forwarder(sock, side, ns, args.mode, base))
+                rust = name == "vhost-rust"
+                forwarders.append(Forwarder(sock, side, ns, args.mode, base, rust=rust))
                 guest = rig.Guest(nics=[rig.VhostUserNic(str(sock), side.mac)], **guest_args)
             else:
                 with vnetio.Tap(side.tap, persist=True, netns=ns) as tap:
@@ -669,7 +684,10 @@ def guest_side(args: argparse.Namespace, ok: list[Run], d: str) -> list[str]:
 
 
 def render(
-    args: argparse.Namespace, runs: list[Run], info: dict[str, Any], counters: dict[str, Any]
+    args: argparse.Namespace,
+    runs: list[Run],
+    info: dict[str, Any],
+    counters: dict[str, dict[str, Any]],
 ) -> str:
     ok = [r for r in runs if r.error is None]
     lines = [
@@ -760,13 +778,13 @@ def render(
             ])
         )  # fmt: skip
     lines.append("")
-    if counters:
-        g2t, t2g = counters.get("guest_to_tap", {}), counters.get("tap_to_guest", {})
-        vh = counters.get("vhost", {})
+    for path, ctr in counters.items():
+        g2t, t2g = ctr.get("guest_to_tap", {}), ctr.get("tap_to_guest", {})
+        vh = ctr.get("vhost", {})
         faults = {k: v for k, v in vh.items() if k.startswith("guest_") and v}
         lines += [
             (
-                f"Forwarder counters at the end: guest → TAP {g2t.get('frames', 0):,} frames, "
+                f"Forwarder counters at the end ({path}): guest → TAP {g2t.get('frames', 0):,} frames, "
                 f"TAP → guest {t2g.get('frames', 0):,} frames; super-frames from the guest "
                 f"{vh.get('superframes', 0):,}; frames split in software for the guest "
                 f"{vh.get('sent_in_software', 0):,}; send errors "
@@ -776,7 +794,7 @@ def render(
                 f"requested TX {vh.get('tx_interrupts', 0):,} / RX {vh.get('rx_interrupts', 0):,}; "
                 f"guest frames taken at the kick by the vring thread "
                 f"{vh.get('tx_taken_at_kick', 0):,}; features: "
-                f"{', '.join(counters.get('features', []))}."
+                f"{', '.join(ctr.get('features', []))}."
             ),
             "",
         ]
@@ -795,18 +813,24 @@ def render(
         f"Other benchmarks seen running during runs: {', '.join(benches) or 'none'}.",
         "",
     ]
+    return "\n".join(lines + verdict_lines(ok))
+
+
+def verdict_lines(ok: list[Run]) -> list[str]:
+    """The target line: each vnetio path against QEMU's, median per-round Gbit/s ratio."""
     verdict = []
-    for d in DIRECTIONS:
-        rd = [asdict(r) for r in ok if r.path == "vhost" and r.direction == d]
-        bd = [asdict(r) for r in ok if r.path == "qemu" and r.direction == d]
-        ratios = per_round_ratios(rd, bd, "gbps")
-        if ratios:
-            m = statistics.median(ratios)
-            verdict.append(f"{ARROW[d]} {m:.2f}× ({'met' if m >= 1.0 else 'NOT met'})")
-    if verdict:
-        lines += ["Target ≥ 1.0× QEMU's own path (median per-round ratio): " + "; ".join(verdict)
-                  + ".", ""]  # fmt: skip
-    return "\n".join(lines)
+    for path in ("vhost", "vhost-rust"):
+        for d in DIRECTIONS:
+            rd = [asdict(r) for r in ok if r.path == path and r.direction == d]
+            bd = [asdict(r) for r in ok if r.path == "qemu" and r.direction == d]
+            ratios = per_round_ratios(rd, bd, "gbps")
+            if ratios:
+                m = statistics.median(ratios)
+                verdict.append(f"{path} {ARROW[d]} {m:.2f}× ({'met' if m >= 1.0 else 'NOT met'})")
+    if not verdict:
+        return []
+    return ["Target ≥ 1.0× QEMU's own path (median per-round ratio): " + "; ".join(verdict)
+            + ".", ""]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- main
@@ -853,7 +877,7 @@ def main() -> None:
     }
     runs: list[Run] = []
     contention = Contention(OTHER_BENCHMARKS)
-    counters: dict[str, Any] = {}
+    counters: dict[str, dict[str, Any]] = {}
     with paths(args) as ps:
         info["boot"] = ", ".join(f"{n} {x.guest.boot_seconds:.1f} s" for n, x in ps.items())
         for r, order in cli.rounds(args.repeat, args.paths, rotate=True):
@@ -868,8 +892,9 @@ def main() -> None:
                            f"host CPU {run.cores:.2f} cores = {run.cpu_per_gbit:.3f} s/Gbit, "
                            f"other {run.other_cores:.2f} cores")
                     )  # fmt: skip
-        if "vhost" in ps and ps["vhost"].forwarder is not None:
-            counters = ps["vhost"].forwarder.stop()
+        for name in VHOST_PATHS:
+            if name in ps and (fwd := ps[name].forwarder) is not None:
+                counters[name] = fwd.stop()
     info["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     text = render(args, runs, info, counters)
     data = {"info": info, "runs": [asdict(r) for r in runs], "forwarder": counters}

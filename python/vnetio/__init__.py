@@ -21,6 +21,7 @@ __all__ = [
     "CleanupEntry",
     "CleanupResult",
     "EchoResponder",
+    "Forwarder",
     "Holder",
     "KernelLoop",
     "Loopback",
@@ -70,6 +71,7 @@ else:
     from ._core import (
         Adapter,
         Batch,
+        Forwarder,
         Loopback,
         Macvtap,
         Offload,

@@ -26,6 +26,7 @@ __all__ = [
     "Adapter",
     "Batch",
     "EchoResponder",
+    "Forwarder",
     "Loopback",
     "Macvtap",
     "Offload",
@@ -598,6 +599,40 @@ class SlipLink(Adapter):
     def link_stats(self) -> dict[str, int]:
         """line_bytes_in/out, packets_in/out, empty, bad_escape, over_mtu, noise,
         bad_checksum, refused, oversize, line_errors."""
+
+@final
+class Forwarder:
+    """Forward frames both ways between two adapters of the same kind, in two Rust threads
+    (no Python per batch; the interpreter lock is never taken). Offload metadata crosses
+    when the destination takes it, and is resolved in software otherwise. A closed adapter
+    stops the forwarder (``state == "stopped"``, ``reason`` names it); ``close()`` stops it
+    and leaves both adapters open. Do not receive from ``a`` or ``b`` yourself meanwhile.
+    A multi-queue adapter is forwarded through its first queue: to use every queue, give
+    each pair of ``Queue`` objects a Forwarder of its own."""
+
+    def __new__(cls, a: Adapter, b: Adapter, *, batch: int = 256) -> Self: ...
+    @property
+    def a(self) -> Adapter: ...
+    @property
+    def b(self) -> Adapter: ...
+    @property
+    def state(self) -> Literal["running", "closed", "stopped"]: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def reason(self) -> str | None:
+        """Why it stopped ("<name> was closed", "close() was called"), or None."""
+    @property
+    def last_error(self) -> str | None: ...
+    def stats(self) -> dict[str, dict[str, int]]:
+        """{"a_to_b": {...}, "b_to_a": {...}}: frames, bytes, batches, superframes (taken),
+        delivered, dropped (taken, not delivered), refused (of dropped), recv_errors,
+        send_errors."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until it stops; returns whether it did within ``timeout`` seconds."""
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
 
 @final
 class SlipDecoder:

@@ -6,6 +6,7 @@ mod capture;
 mod checksum;
 mod convert;
 mod errors;
+mod forward;
 mod gil;
 mod links;
 mod loopback;
@@ -35,6 +36,8 @@ mod _core {
     use super::checksum::{
         fix_checksums, internet_checksum, update_checksum, update_checksum32, verify_checksums,
     };
+    #[pymodule_export]
+    use super::forward::PyForwarder;
     #[pymodule_export]
     use super::links::{delete_link, list_links, tun_fd_netns};
     #[pymodule_export]

@@ -3,6 +3,7 @@
 //! (`loopback`), all behind one [`Device`] trait so every layer above, and most tests,
 //! can run on either.
 
+pub mod forward;
 pub mod links;
 pub mod loopback;
 pub mod macvtap;

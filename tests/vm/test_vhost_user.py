@@ -6,7 +6,8 @@ streams both ways with sha256 at both ends (32 MiB over IPv4, 8 MiB over IPv6), 
 checksum errors on either side, and the guest's TSO super-frames reaching the TAP whole
 (``superframes`` mode, counted by the forwarder). Then the guest is killed mid-stream and
 a new one boots on the same socket: the backend accepts it and traffic resumes. A second
-guest runs with every offload off on its NIC and the forwarder in ``segments`` mode.
+guest runs with every offload off on its NIC and the forwarder in ``segments`` mode; another
+carries the streams through the Rust ``vnetio.Forwarder`` (``--rust``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ class Forwarder:
         return dict(stopped[-1])
 
 
-def boot(socket_path: Path, *, offloads: bool = True, name: str = "vhu") -> rig.Guest:
+def boot(
+    socket_path: Path, *, offloads: bool = True, name: str = "vhu", ethtool: bool = False
+) -> rig.Guest:
     device: dict[str, str | int | bool] = {}
     if not offloads:  # the guest driver then negotiates none of them
         for flag in ("csum", "guest_csum", "guest_tso4", "guest_tso6", "guest_ecn",
@@ -85,7 +88,7 @@ def boot(socket_path: Path, *, offloads: bool = True, name: str = "vhu") -> rig.
             device[flag] = "off"
     guest = rig.Guest(
         nics=[rig.VhostUserNic(str(socket_path), GUEST_MAC, device=device)],
-        programs=["ip"],
+        programs=["ip", "ethtool"] if ethtool else ["ip"],
         name=name,
     ).start()
     ifname = guest.ifname(GUEST_MAC)
@@ -244,30 +247,74 @@ def test_guest_killed_mid_stream_then_a_new_guest_is_served(
         assert vhost[key] > 0, (key, vhost)
 
 
-@pytest.mark.parametrize(("offloads", "mode"), [(False, "superframes"), (True, "segments")])
+@pytest.mark.parametrize(
+    ("offloads", "mode"), [(False, "superframes"), (True, "segments"), ("ethtool", "superframes")]
+)
 def test_offloads_resolved_in_software(
-    tmp_path: Path, blobs: dict[int, tuple[Path, str]], offloads: bool, mode: str
+    tmp_path: Path, blobs: dict[int, tuple[Path, str]], offloads: bool | str, mode: str
 ) -> None:
     """A guest that negotiated no offload gets the host's super-frames split and completed
-    in software; in ``segments`` mode the guest's own super-frames are split on receipt."""
+    in software; in ``segments`` mode the guest's own super-frames are split on receipt;
+    a guest that negotiated them but turned its send offloads off with ``ethtool -K``
+    sends plain, fully checksummed frames, which cross as they are."""
     ns = create_netns(ipv6=True)
     sock = tmp_path / "vm.sock"
     forwarder = guest = None
     try:
         forwarder = Forwarder(sock, ns, "--mode", mode)
-        guest = boot(sock, offloads=offloads, name=f"vhu-{mode}")
+        guest = boot(
+            sock, offloads=bool(offloads), name=f"vhu-{mode}", ethtool=offloads == "ethtool"
+        )
+        if offloads == "ethtool":
+            ifname = guest.ifname(GUEST_MAC)
+            guest.run(f"ethtool -K {ifname} tx off tso off gso off sg off", check=True)
+            shown = guest.run(f"ethtool -k {ifname}", check=True).stdout
+            assert "tcp-segmentation-offload: off" in shown, shown
         p = Peer(ns, sock, forwarder, guest)
         stream_both_ways(p, blobs[SHORT], SHORT, "ipv4")
         assert_no_checksum_errors(p)
         report = forwarder.stop()
         vhost = report["vhost"]
         assert report["guest_to_tap"]["superframes"] == 0, report  # split, or never made
-        if offloads:
+        if offloads == "ethtool":
+            assert {"csum", "host_tso4"} <= set(report["features"]), report["features"]
+            assert vhost["superframes"] == 0, vhost  # the guest made none
+        elif offloads:
             assert vhost["superframes"] > 0, vhost  # the guest made them; vnetio split them
         else:
             assert not {"csum", "guest_csum", "guest_tso4", "host_tso4"} & set(report["features"])
             assert vhost["superframes"] == 0, vhost
             assert vhost["sent_in_software"] > 0, vhost  # the host's, split for this guest
+    finally:
+        if guest is not None:
+            guest.close()
+        if forwarder is not None:
+            forwarder.kill()
+        delete_netns(ns.name)
+
+
+def test_rust_forwarder_carries_streams_and_superframes(
+    tmp_path: Path, blobs: dict[int, tuple[Path, str]]
+) -> None:
+    """``--rust``: a ``vnetio.Forwarder`` (Rust threads) in place of the Python pumps: the
+    same streams, the guest's super-frames reach the TAP whole, nothing dropped."""
+    ns = create_netns(ipv6=True)
+    sock = tmp_path / "vm.sock"
+    forwarder = guest = None
+    try:
+        forwarder = Forwarder(sock, ns, "--rust")
+        guest = boot(sock, name="vhu-rust")
+        p = Peer(ns, sock, forwarder, guest)
+        stream_both_ways(p, blobs[SHORT], SHORT, "ipv4")
+        stream_both_ways(p, blobs[SHORT], SHORT, "ipv6")
+        assert_no_checksum_errors(p)
+        report = forwarder.stop()
+        g2t, t2g = report["guest_to_tap"], report["tap_to_guest"]
+        assert g2t["superframes"] > 0, report  # crossed whole: both ends take metadata
+        assert g2t["delivered"] == g2t["frames"] > 0, report
+        assert t2g["delivered"] == t2g["frames"] > 0, report
+        assert (g2t["dropped"], t2g["dropped"], g2t["send_errors"]) == (0, 0, 0), report
+        assert report["vhost"]["superframes"] > 0, report
     finally:
         if guest is not None:
             guest.close()
