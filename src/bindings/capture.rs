@@ -37,7 +37,7 @@ fn lock<T>(m: &Mutex<T>) -> PyResult<MutexGuard<'_, T>> {
     })
 }
 
-fn parse_format(format: &str) -> PyResult<Format> {
+pub(super) fn parse_format(format: &str) -> PyResult<Format> {
     match format {
         "pcapng" => Ok(Format::PcapNg),
         "pcap" => Ok(Format::Pcap),

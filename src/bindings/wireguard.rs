@@ -2,22 +2,46 @@
 //! Python class `vnetio.wireguard.Interface` composes it with its plaintext adapter.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::adapter::PyAdapter;
 use super::gil::detached;
+use crate::capture::writer::{CaptureWriter, WriterOptions};
+use crate::capture::LINKTYPE_RAW;
 use crate::device::wireguard::{
-    keys, parse_network, DropReason, PeerConfig, Tunnel, TunnelConfig, KEY_LEN,
+    keys, parse_network, DropReason, Mirror, PeerConfig, Tunnel, TunnelConfig, KEY_LEN,
 };
 
 /// A WireGuard endpoint between a plaintext adapter (IP packets) and a UDP socket.
 #[pyclass(name = "WireGuard", module = "vnetio._core", frozen)]
 pub struct PyWireGuard {
     tunnel: Tunnel,
+    /// The capture file the tunnel mirrors its plaintext into, while one is open.
+    capture: Mutex<Option<Arc<Mutex<CaptureWriter>>>>,
+}
+
+/// The tunnel's mirror: a capture writer shared with the binding, which finishes it.
+struct CaptureMirror(Arc<Mutex<CaptureWriter>>);
+
+impl Mirror for CaptureMirror {
+    fn packets(&mut self, packets: &[&[u8]], timestamp_ns: u64) -> Result<(), String> {
+        let mut writer = self
+            .0
+            .lock()
+            .map_err(|_| "the capture writer panicked".to_owned())?;
+        for p in packets {
+            writer
+                .write_frame(p, timestamp_ns)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 fn key(text: &str, what: &str) -> PyResult<[u8; KEY_LEN]> {
@@ -63,7 +87,10 @@ impl PyWireGuard {
         };
         let dev = port.get().device().clone();
         let tunnel = detached(py, || Tunnel::start(&config, dev, netns))?;
-        Ok(PyWireGuard { tunnel })
+        Ok(PyWireGuard {
+            tunnel,
+            capture: Mutex::new(None),
+        })
     }
 
     /// This end's public key (base64).
@@ -176,6 +203,78 @@ impl PyWireGuard {
         // Dropped by the kernel before the interface saw them (SO_RXQ_OVFL).
         drops.set_item("socket_buffer_full", s.socket_overflow)?;
         d.set_item("drops", drops)?;
+        Ok(d)
+    }
+
+    /// Write every plaintext packet the tunnel carries, both ways, to a capture file
+    /// (LINKTYPE_RAW) until `stop_capture`.
+    #[pyo3(signature = (path, *, format = "pcapng", snaplen = 262_144, direct_io = true))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts os.PathLike into an owned PathBuf
+    fn start_capture(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        format: &str,
+        snaplen: u32,
+        direct_io: bool,
+    ) -> PyResult<()> {
+        let mut current = self
+            .capture
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.is_some() {
+            return Err(PyOSError::new_err(
+                "this interface is already capturing; call stop_capture() first",
+            ));
+        }
+        let options = WriterOptions {
+            format: super::capture::parse_format(format)?,
+            snaplen,
+            linktype: LINKTYPE_RAW,
+            direct_io,
+            ..WriterOptions::default()
+        };
+        let writer = Arc::new(Mutex::new(detached(py, || {
+            CaptureWriter::create(&path, options)
+        })?));
+        self.tunnel
+            .set_mirror(Some(Box::new(CaptureMirror(Arc::clone(&writer)))));
+        *current = Some(writer);
+        Ok(())
+    }
+
+    /// Packets written so far by the running capture (None: not capturing).
+    fn capture_frames(&self) -> Option<u64> {
+        let current = self
+            .capture
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.as_ref().map(|w| w.lock().map_or(0, |w| w.frames()))
+    }
+
+    /// Stop the capture and complete the file; returns {"frames", "bytes"}. A write
+    /// error that stopped it earlier is raised here (the file ends at a complete record).
+    fn stop_capture<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let writer = self
+            .capture
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| PyOSError::new_err("this interface is not capturing"))?;
+        let (_, error) = self.tunnel.set_mirror(None);
+        let (frames, bytes) = py.detach(|| {
+            let mut w = writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let done = w.finish();
+            (done.map(|()| w.frames()), w.bytes())
+        });
+        if let Some(e) = error {
+            return Err(PyOSError::new_err(format!("the capture stopped: {e}")));
+        }
+        let d = PyDict::new(py);
+        d.set_item("frames", frames?)?;
+        d.set_item("bytes", bytes)?;
         Ok(d)
     }
 

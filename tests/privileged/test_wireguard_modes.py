@@ -5,15 +5,19 @@ on its loopback address."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.packet import Raw
 from vnetio import wireguard
+from vnetio.capture import Reader
 
 from tests.netutil import Netns
 
 
-def test_tun_side_pings_and_exchanges_udp_with_an_in_process_side(netns: Netns) -> None:
+def test_tun_side_pings_and_exchanges_udp_with_an_in_process_side(
+    netns: Netns, tmp_path: Path
+) -> None:
     tun_key, app_key = wireguard.genkey(), wireguard.genkey()
     with (
         wireguard.Interface(
@@ -28,7 +32,10 @@ def test_tun_side_pings_and_exchanges_udp_with_an_in_process_side(netns: Netns) 
         )
         app.add_peer(kernel_side.public_key, allowed_ips=["10.9.0.0/24"])
 
-        # The kernel pings the in-process side; Python answers each echo request.
+        # The kernel pings the in-process side; Python answers each echo request. The TUN
+        # side's tunnel captures the plaintext it carries (the tunnel reads the TUN itself).
+        capture = tmp_path / "tunnel.pcapng"
+        kernel_side.start_capture(capture)
         ping = subprocess.Popen(
             ["ip", "netns", "exec", netns.name, "ping", "-c", "3", "-i", "0.3", "-W", "5",
              "10.9.0.2"],
@@ -46,6 +53,11 @@ def test_tun_side_pings_and_exchanges_udp_with_an_in_process_side(netns: Netns) 
             answered += 1
         out, _ = ping.communicate(timeout=30)
         assert ping.returncode == 0 and "3 received" in out, out
+        assert kernel_side.stop_capture()["frames"] == 6
+        with Reader(capture) as reader:
+            assert reader.linktype == 101
+            seen = [IP(bytes(p)) for batch in reader for p in batch]
+        assert [(p[ICMP].type, p.dst) for p in seen] == [(8, "10.9.0.2"), (0, "10.9.0.1")] * 3
 
         # A UDP socket in the namespace hears what Python sends through the tunnel.
         script = (

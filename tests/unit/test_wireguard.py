@@ -279,3 +279,42 @@ def test_an_unpaced_sender_loses_nothing_uncounted() -> None:
         )
         assert lost_between == 0, (sa, sb)
         assert sa["drops"]["tunnel_queue_full"] > 0  # the burst really overflowed
+
+
+def test_the_tunnel_captures_its_plaintext_both_ways(tmp_path: Path) -> None:
+    """capture_to on the interface (the tunnel's own copy, the way to see a TUN-mode
+    interface's traffic) records what it sent and what it delivered, in order of passage."""
+    import threading
+
+    from vnetio.capture import Reader
+
+    a, b = pair()
+    with a, b:
+        out = [
+            bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP() / Raw(bytes([i]))) for i in range(3)
+        ]
+        back = bytes(IP(src="10.9.0.2", dst="10.9.0.1") / UDP() / Raw(b"back"))
+
+        def traffic() -> None:
+            a.send_batch(out)
+            for _ in out:
+                b.recv(timeout=5)
+            b.send(back)
+
+        worker = threading.Timer(0.2, traffic)
+        worker.start()
+        path = tmp_path / "a.pcapng"
+        result = a.capture_to(path, count=4, duration=10)
+        worker.join()
+        assert result["frames"] == 4, result
+        with Reader(path) as reader:
+            assert reader.linktype == 101
+            assert [bytes(p) for batch in reader for p in batch] == [*out, back]
+        with pytest.raises(ValueError, match="count= or duration="):
+            a.capture_to(path)
+        with pytest.raises(OSError, match="not capturing"):
+            a.stop_capture()
+        a.start_capture(tmp_path / "again.pcap", format="pcap")
+        with pytest.raises(OSError, match="already capturing"):
+            a.start_capture(tmp_path / "third.pcap")
+        assert a.stop_capture() == {"frames": 0, "bytes": 0}

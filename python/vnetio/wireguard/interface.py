@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from .. import _core
 from .._core import Adapter, Batch, Tun
@@ -237,6 +238,51 @@ class Interface:
             stats["drops"]["tunnel_queue_full"] = self._port.stats().rx_dropped
             stats["drops"]["reader_queue_full"] = self._adapter.stats().rx_dropped
         return stats
+
+    def capture_to(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        count: int | None = None,
+        duration: float | None = None,
+        format: Literal["pcapng", "pcap"] = "pcapng",
+        snaplen: int = 262144,
+        direct_io: bool = True,
+    ) -> dict[str, int]:
+        """Capture the plaintext packets the tunnel carries, both ways, in either mode (on a
+        TUN the tunnel itself reads the adapter, so this is how to see its traffic): raw IP
+        (linktype 101) into ``path`` until ``count`` packets or ``duration`` seconds (or
+        Ctrl-C). Returns ``{"frames", "bytes"}``; the file is complete either way. Read it
+        with :class:`vnetio.capture.Reader` (Batches, so :mod:`vnetio.inspect`'s scapy
+        views apply), tshark or scapy."""
+        if count is None and duration is None:
+            raise ValueError("give count= or duration= (or use start_capture/stop_capture)")
+        self._wg.start_capture(path, format=format, snaplen=snaplen, direct_io=direct_io)
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                frames = self._wg.capture_frames()
+                if frames is None or (count is not None and frames >= count):
+                    break
+                time.sleep(0.02)
+        finally:
+            result = self._wg.stop_capture()
+        return result
+
+    def start_capture(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: Literal["pcapng", "pcap"] = "pcapng",
+        snaplen: int = 262144,
+        direct_io: bool = True,
+    ) -> None:
+        """Start capturing the tunnel's plaintext into ``path`` (see :meth:`capture_to`)."""
+        self._wg.start_capture(path, format=format, snaplen=snaplen, direct_io=direct_io)
+
+    def stop_capture(self) -> dict[str, int]:
+        """Stop the capture and complete the file: ``{"frames", "bytes"}``."""
+        return self._wg.stop_capture()
 
     def close(self) -> None:
         """Stop the tunnel and close the plaintext side (the TUN goes with it)."""

@@ -240,7 +240,24 @@ pub struct TunnelConfig {
     pub listen_port: Option<u16>,
 }
 
+/// Where a tunnel copies the plaintext packets it carries, both ways, as it carries them (a
+/// capture file: the bindings put a capture writer behind it). An error stops the copying;
+/// [`Tunnel::set_mirror`] hands it back.
+pub trait Mirror: Send {
+    /// Copy `packets`, taken at `timestamp_ns` (Unix nanoseconds).
+    fn packets(&mut self, packets: &[&[u8]], timestamp_ns: u64) -> Result<(), String>;
+}
+
+#[derive(Default)]
+struct Mirroring {
+    mirror: Option<Box<dyn Mirror>>,
+    error: Option<String>,
+}
+
 struct Shared {
+    /// Fast path: whether `mirroring` holds a mirror.
+    mirrored: AtomicBool,
+    mirroring: Mutex<Mirroring>,
     private: StaticSecret,
     public: PublicKey,
     rate_limiter: RateLimiter,
@@ -299,6 +316,8 @@ impl Tunnel {
         let private = StaticSecret::from(config.private_key);
         let public = PublicKey::from(&private);
         let shared = Arc::new(Shared {
+            mirrored: AtomicBool::new(false),
+            mirroring: Mutex::new(Mirroring::default()),
             rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
             private,
             public,
@@ -436,6 +455,22 @@ impl Tunnel {
         for handle in threads {
             let _ = handle.join();
         }
+    }
+
+    /// Copy every plaintext packet the tunnel carries, both ways, to `mirror` (`None`:
+    /// stop). Returns the mirror it replaces, with the error that stopped it, if one did.
+    pub fn set_mirror(
+        &self,
+        mirror: Option<Box<dyn Mirror>>,
+    ) -> (Option<Box<dyn Mirror>>, Option<String>) {
+        let mut m = self
+            .shared
+            .mirroring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shared.mirrored.store(mirror.is_some(), Relaxed);
+        let old = std::mem::replace(&mut m.mirror, mirror);
+        (old, m.error.take())
     }
 
     /// Whether [`Tunnel::close`] was called.
@@ -601,6 +636,10 @@ impl Shared {
                     std::thread::sleep(TIMER_PERIOD);
                     continue;
                 }
+            }
+            if self.mirrored.load(Relaxed) {
+                let packets: Vec<&[u8]> = batch.iter().collect();
+                self.mirror(&packets);
             }
             let table = self.read_table();
             for packet in batch.iter() {
@@ -825,6 +864,25 @@ impl Shared {
     }
 
     /// Write the decrypted packets gathered in `sink` to the port in one call.
+    /// Copy packets to the mirror, if one is set (see [`Tunnel::set_mirror`]).
+    fn mirror(&self, packets: &[&[u8]]) {
+        if !self.mirrored.load(Relaxed) || packets.is_empty() {
+            return;
+        }
+        let mut m = self
+            .mirroring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mirror) = m.mirror.as_mut() else {
+            return;
+        };
+        if let Err(e) = mirror.packets(packets, super::now_ns()) {
+            m.error = Some(e);
+            m.mirror = None;
+            self.mirrored.store(false, Relaxed);
+        }
+    }
+
     fn flush_inbound(&self, sink: &mut Inbound) {
         if sink.spans.is_empty() {
             return;
@@ -834,6 +892,7 @@ impl Shared {
             .iter()
             .map(|&(start, len)| &sink.arena[start..start + len])
             .collect();
+        self.mirror(&frames);
         let total = frames.len();
         let c = &self.counters;
         match self.port.send_frames(&frames) {

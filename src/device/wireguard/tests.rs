@@ -227,3 +227,41 @@ fn close_frees_the_port() {
         .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
         .expect("the port is still bound after close()");
 }
+
+struct Collect(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Mirror for Collect {
+    fn packets(&mut self, packets: &[&[u8]], _timestamp_ns: u64) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(packets.iter().map(|p| p.to_vec()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_mirror_sees_the_plaintext_both_ways() {
+    let (a, b) = (end(), end());
+    a.tunnel
+        .add_peer(peer_of(&b, &["10.9.0.2/32"], true))
+        .unwrap();
+    b.tunnel
+        .add_peer(peer_of(&a, &["10.9.0.1/32"], false))
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    assert!(a
+        .tunnel
+        .set_mirror(Some(Box::new(Collect(Arc::clone(&seen)))))
+        .0
+        .is_none());
+    let out = ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"out");
+    a.user.send_frames(&[&out]).unwrap();
+    assert!(recv_one(&b.user, Duration::from_secs(5)).is_some());
+    let back = ipv4([10, 9, 0, 2], [10, 9, 0, 1], b"back");
+    b.user.send_frames(&[&back]).unwrap();
+    assert!(recv_one(&a.user, Duration::from_secs(5)).is_some());
+    let (old, error) = a.tunnel.set_mirror(None);
+    assert!(old.is_some() && error.is_none());
+    assert_eq!(*seen.lock().unwrap(), vec![out, back]);
+}
