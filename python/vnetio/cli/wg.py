@@ -122,7 +122,8 @@ def _up(args: argparse.Namespace) -> int:
             sys.stderr.write(log.read_text())
             log.unlink(missing_ok=True)
             return child.returncode or 1
-        if _recorded_pid(name) == child.pid and name in uapi.served():
+        # Up once it said so: its record and socket appear a moment before the line.
+        if _recorded_pid(name) == child.pid and f"{name}: up" in log.read_text():
             sys.stdout.write(log.read_text())
             return 0
         time.sleep(0.05)
