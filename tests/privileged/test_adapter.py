@@ -133,7 +133,10 @@ def test_second_open_of_a_single_queue_adapter_is_busy(netns: Netns) -> None:
         with pytest.raises(OSError) as info:
             vnetio.Tap("vnbusy0", netns=netns.name)
         assert info.value.errno == errno.EBUSY
-        assert "vnbusy0" in str(info.value)
+        # the message does not blame another process: the holder may be this one
+        message = str(info.value)
+        assert "vnbusy0 is already attached to another open descriptor" in message, message
+        assert "in another process or in this one" in message, message
 
 
 # Another process: opens (creates) the TAP, says so, and holds it until told to go on;
@@ -167,7 +170,16 @@ def test_adapter_held_by_another_process_is_ebusy(netns: Netns) -> None:
             vnetio.Tap("vnbusy1", netns=netns.name)
         assert info.value.errno == errno.EBUSY
         message = str(info.value)
-        assert "vnbusy1 is already attached by another process" in message, message
+        assert "vnbusy1 is already attached to another open descriptor" in message, message
+        # the advice works: the command it names shows who holds the adapter
+        hint = f"vnetio list --netns {netns.name}"
+        assert hint in message, message
+        listing = subprocess.run(
+            [sys.executable, "-m", "vnetio.cli", "list", "--netns", netns.name],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        row = next(line for line in listing.stdout.splitlines() if line.startswith("vnbusy1 "))
+        assert f"{holder.pid}/" in row, listing.stdout
         holder.stdin.write("go\n")
         holder.stdin.flush()
         out, err = holder.communicate(timeout=30)

@@ -146,8 +146,14 @@ pub(super) fn setiff_error(
             owner_note(name, nl)
         ),
         Some(libc::EBUSY) => format!(
-            "{name} is already attached by another process (a single-queue adapter takes one open \
-             file); close the other user, or create the adapter with queues>1"
+            "{name} is already attached to another open descriptor, in another process or in \
+             this one (a single-queue adapter takes one open file); close the other user \
+             (`vnetio list{ns}` names the processes holding it), or create the adapter with \
+             queues>1",
+            ns = opts
+                .netns
+                .as_deref()
+                .map_or_else(String::new, |n| format!(" --netns {n}"))
         ),
         Some(libc::EINVAL) => format!(
             "{}; open it with matching options or delete it (`{ip} link del {name}` or \
