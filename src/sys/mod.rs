@@ -527,9 +527,18 @@ pub fn bpf_counter_map() -> io::Result<OwnedFd> {
 }
 
 /// Number of possible CPUs (the length of a per-CPU map value), from
-/// /sys/devices/system/cpu/possible ("0-1", "0", "0-3,5").
+/// /sys/devices/system/cpu/possible ("0-1", "0", "0-3,5"); read once per process (the set
+/// of possible CPUs is fixed at boot), so `stats()` costs no file read.
 fn possible_cpus() -> io::Result<usize> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&n) = COUNT.get() {
+        return Ok(n);
+    }
+    let n = parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/possible")?)?;
+    Ok(*COUNT.get_or_init(|| n))
+}
+
+fn parse_cpu_list(text: &str) -> io::Result<usize> {
     let mut count = 0usize;
     for part in text.trim().split(',') {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad cpu list");
@@ -607,6 +616,17 @@ mod tests {
     #[test]
     fn cpu_count_is_at_least_one() {
         assert!(possible_cpus().unwrap() >= 1);
+        assert_eq!(possible_cpus().unwrap(), possible_cpus().unwrap());
+    }
+
+    #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        for (text, n) in [("0\n", 1), ("0-1\n", 2), ("0-3,5\n", 5), ("0,2-3", 3)] {
+            assert_eq!(parse_cpu_list(text).unwrap(), n, "{text:?}");
+        }
+        for bad in ["", "x", "3-1", "0-"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
