@@ -534,7 +534,9 @@ fn possible_cpus() -> io::Result<usize> {
     if let Some(&n) = COUNT.get() {
         return Ok(n);
     }
-    let n = parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/possible")?)?;
+    let n = parse_cpu_list(&std::fs::read_to_string(
+        "/sys/devices/system/cpu/possible",
+    )?)?;
     Ok(*COUNT.get_or_init(|| n))
 }
 
