@@ -41,9 +41,14 @@ SYSCALLS = {
     "pwrite64": 18,
     "readv": 19,
     "writev": 20,
+    "sendto": 44,
+    "sendmsg": 46,
+    "setsockopt": 54,
+    "getsockopt": 55,
     "clone": 56,
     "pwritev": 296,
     "pwritev2": 328,
+    "sendmmsg": 307,
     "clone3": 435,
 }
 SYS_SECCOMP = 317
@@ -239,11 +244,58 @@ def read_iovecs(address: int, count: int) -> list[bytes]:
     return [ctypes.string_at(v.base, v.len) if v.len else b"" for v in vecs]
 
 
+class Msghdr(ctypes.Structure):
+    """``struct msghdr`` (x86_64)."""
+
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.c_void_p),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+class Mmsghdr(ctypes.Structure):
+    """``struct mmsghdr``: what ``sendmmsg``/``recvmmsg`` take an array of."""
+
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint32)]
+
+
+def control_messages(msg: Msghdr) -> list[tuple[int, int, bytes]]:
+    """The control messages of ``msg`` in this process: ``(level, type, data)`` each."""
+    out: list[tuple[int, int, bytes]] = []
+    offset, header = 0, 16  # cmsghdr: size_t len; int level; int type; then the data
+    while msg.control and offset + header <= msg.controllen:
+        raw = ctypes.string_at(msg.control + offset, header)
+        length = int.from_bytes(raw[:8], "little")
+        if length < header or offset + length > msg.controllen:
+            break
+        level = int.from_bytes(raw[8:12], "little", signed=True)
+        kind = int.from_bytes(raw[12:16], "little", signed=True)
+        out.append((level, kind, ctypes.string_at(msg.control + offset + header, length - header)))
+        offset += (length + 7) & ~7  # CMSG_ALIGN
+    return out
+
+
+@dataclass(frozen=True)
+class Returns:
+    """What a :class:`Supervisor`'s ``decide`` returns to answer a call with ``value``
+    (success) without running it: e.g. the count of a ``sendmmsg`` the supervisor did part
+    of itself."""
+
+    value: int
+
+
 class Supervisor:
     """Answers the calls a ``USER_NOTIF`` rule hands over: ``decide(nr, args)`` returns 0
-    to let the call run, or an errno to fail it with. Start it before :func:`install`."""
+    to let the call run, an errno to fail it with, or :class:`Returns` to answer it without
+    running it (``refused`` counts both of these, ``allowed`` the calls let run). Start it
+    before :func:`install`: its own calls are never filtered."""
 
-    def __init__(self, decide: Callable[[int, tuple[int, ...]], int]) -> None:
+    def __init__(self, decide: Callable[[int, tuple[int, ...]], int | Returns]) -> None:
         self.decide = decide
         self.listener = -1
         self.refused = 0
@@ -273,7 +325,10 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - reported by the test, call let through
                 self.errors.append(repr(exc))
                 code = 0
-            resp = _NotifResp(notif.id, 0, -code if code else 0, 0 if code else FLAG_CONTINUE)
+            if isinstance(code, Returns):
+                resp = _NotifResp(notif.id, code.value, 0, 0)
+            else:
+                resp = _NotifResp(notif.id, 0, -code if code else 0, 0 if code else FLAG_CONTINUE)
             if code:
                 self.refused += 1
             else:

@@ -192,6 +192,7 @@ impl PyWireGuard {
             ("handshakes", s.handshakes),
             ("rx_errors", s.rx_errors),
             ("gso_fallbacks", s.gso_fallbacks),
+            ("gso_unavailable", s.gso_unavailable),
             ("gro_unavailable", s.gro_unavailable),
         ] {
             d.set_item(name, value)?;

@@ -242,6 +242,27 @@ pub fn udp_set_gro(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, libc::c_int::from(on))
 }
 
+/// Whether the kernel knows UDP GSO: `getsockopt(SOL_UDP, UDP_SEGMENT)`, as wireguard-go
+/// asks. A kernel before 4.18 answers `ENOPROTOOPT`, and it would not refuse a send that
+/// carries the `UDP_SEGMENT` control message: it would ignore it and send the whole run as
+/// one datagram. So GSO is only used once this has said yes.
+pub fn udp_gso_supported(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a live `c_int` and `len` holds its exact size; the kernel writes
+    // at most `len` bytes into it and the length it wrote into `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    })
+    .map(drop)
+}
+
 /// `setsockopt(SOL_SOCKET, SO_RXQ_OVFL, 1)`: every received message then carries the
 /// count of datagrams the kernel dropped at this socket because its buffer was full.
 pub fn set_rxq_ovfl(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -387,6 +408,20 @@ mod tests {
             "a 4 KiB buffer took {received} of {sent} datagrams"
         );
         assert_eq!(received + overflow as usize, sent);
+    }
+
+    #[test]
+    fn this_kernel_knows_udp_gso() {
+        // Linux 4.18 and later: the probe must say yes, else the WireGuard tunnel would
+        // never use GSO.
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            if let Ok(socket) = UdpSocket::bind(addr) {
+                udp_gso_supported(socket.as_fd()).unwrap();
+            }
+        }
+        // A TCP socket has no UDP options: the probe says no.
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(udp_gso_supported(tcp.as_fd()).is_err());
     }
 
     #[test]

@@ -232,7 +232,10 @@ class Interface:
         delivered, by reason. In-process, ``drops`` also holds the two queues between this
         object and the tunnel: ``tunnel_queue_full`` (packets you sent that found the
         tunnel's queue full) and ``reader_queue_full`` (decrypted packets that found your
-        queue full: read faster, or make the interface with a larger ``capacity``)."""
+        queue full: read faster, or make the interface with a larger ``capacity``).
+        ``gso_unavailable``/``gro_unavailable`` are 1 when the kernel refused UDP GSO/GRO
+        and the tunnel sends/receives single datagrams; ``gso_fallbacks`` counts GSO sends
+        it refused (their datagrams were resent one by one)."""
         stats = self._wg.stats()
         if self._port is not None:
             stats["drops"]["tunnel_queue_full"] = self._port.stats().rx_dropped

@@ -15,8 +15,9 @@
 //! source against the peer's AllowedIPs and writes the batch's packets to the port in one
 //! `send_frames` call (a TUN with offload merges them with GRO); it also runs the peers'
 //! timers (handshake retries, keepalives, rekeying, expiry) every [`TIMER_PERIOD`]. Where
-//! the kernel refuses GSO or GRO the thread falls back to single datagrams and counts it
-//! (`Stats::gso_fallbacks`, `Stats::gro_unavailable`).
+//! the kernel refuses GSO or GRO — the socket option at start, or (GSO) a send — the thread
+//! falls back to single datagrams, resends what a refused send held, and says so
+//! (`Stats::gso_fallbacks`, `Stats::gso_unavailable`, `Stats::gro_unavailable`).
 //!
 //! One thread each way, not a pool of crypto workers: boringtun's `Tunn` takes `&mut self`
 //! for every packet (counters, replay window), so one peer's packets are encrypted or
@@ -194,9 +195,12 @@ pub struct Stats {
     /// (`SO_RXQ_OVFL`; they never reached the interface). The kernel reports the count
     /// with the next datagram it queues, so drops show up once traffic resumes.
     pub socket_overflow: u64,
-    /// UDP GSO sends the kernel refused (after the first, the interface sends datagrams
-    /// one by one: each refusal is counted, and its datagrams are sent again singly).
+    /// UDP GSO sends the kernel refused. The refused run and every datagram after it are
+    /// sent again singly (none is lost), and GSO stays off: at most 1 per interface.
     pub gso_fallbacks: u64,
+    /// 1 when the interface sends without UDP GSO: the kernel does not know it (the socket
+    /// option `UDP_SEGMENT` is refused) or refused a GSO send (`gso_fallbacks`), else 0.
+    pub gso_unavailable: u64,
     /// 1 when the kernel refused UDP GRO on the socket (datagrams are then received one
     /// per buffer), else 0.
     pub gro_unavailable: u64,
@@ -217,6 +221,7 @@ struct Counters {
     rx_errors: AtomicU64,
     socket_overflow: AtomicU64,
     gso_fallbacks: AtomicU64,
+    gso_unavailable: AtomicU64,
     gro_unavailable: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
@@ -431,6 +436,7 @@ impl Tunnel {
             rx_errors: c.rx_errors.load(Relaxed),
             socket_overflow: c.socket_overflow.load(Relaxed),
             gso_fallbacks: c.gso_fallbacks.load(Relaxed),
+            gso_unavailable: c.gso_unavailable.load(Relaxed),
             gro_unavailable: c.gro_unavailable.load(Relaxed),
             drops,
         }
@@ -622,6 +628,12 @@ impl Shared {
     fn outbound(&self, socket: &UdpSocket) {
         let mut batch = PacketBatch::default();
         let mut tx = Outbound::new();
+        if udp::udp_gso_supported(socket.as_fd()).is_err() {
+            // A kernel without UDP GSO would not refuse the control message but ignore it
+            // (the run would leave as one datagram): never try it there.
+            tx.gso = false;
+            self.counters.gso_unavailable.store(1, Relaxed);
+        }
         while !self.closed.load(Relaxed) {
             batch.clear();
             match self
@@ -681,85 +693,63 @@ impl Shared {
     }
 
     /// Send what [`Shared::outbound`] gathered: GSO runs where allowed, in `sendmmsg`s.
+    ///
+    /// When the kernel refuses a GSO run (see [`gso_refused`]), GSO is switched off for
+    /// good and everything not yet sent — that run first — goes again as single datagrams,
+    /// still in `sendmmsg` batches: nothing of a refused run is lost.
     fn flush_outbound(&self, socket: &UdpSocket, tx: &mut Outbound) {
         let c = &self.counters;
         let fd = socket.as_fd();
         let arena = &tx.arena;
-        // Runs: consecutive datagrams (contiguous in the arena) to one endpoint, all the
-        // size of the first but the last, which may be shorter.
-        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (first, count, bytes, size)
-        let mut i = 0;
-        while i < tx.pending.len() {
-            let (_, size, to, _) = &tx.pending[i];
-            let mut count = 1;
-            let mut bytes = *size;
-            if tx.gso {
-                while let Some((_, len, next_to, _)) = tx.pending.get(i + count) {
-                    if next_to != to
-                        || *len > *size
-                        || count >= GSO_MAX_SEGMENTS
-                        || bytes + len > GSO_MAX_BYTES
-                    {
-                        break;
+        let pending = &tx.pending;
+        // The first datagram not yet handed to the kernel.
+        let mut from = 0;
+        'batch: while from < pending.len() {
+            let runs = gso_runs(
+                pending[from..].iter().map(|&(_, len, to, _)| (len, to)),
+                tx.gso,
+            );
+            let msgs: Vec<Outgoing<'_>> = runs
+                .iter()
+                .map(|run| {
+                    let (start, _, to, _) = pending[from + run.first];
+                    Outgoing {
+                        data: &arena[start..start + run.bytes],
+                        to: self.wire_address(to),
+                        segment: (run.count > 1)
+                            .then(|| u16::try_from(run.size).unwrap_or(u16::MAX)),
                     }
-                    count += 1;
-                    bytes += len;
-                    if *len < *size {
-                        break; // a shorter datagram ends a run
-                    }
-                }
-            }
-            runs.push((i, count, bytes, *size));
-            i += count;
-        }
-        let msgs: Vec<Outgoing<'_>> = runs
-            .iter()
-            .map(|&(first, count, bytes, size)| {
-                let (start, _, to, _) = tx.pending[first];
-                Outgoing {
-                    data: &arena[start..start + bytes],
-                    to: self.wire_address(to),
-                    segment: (count > 1).then(|| u16::try_from(size).unwrap_or(u16::MAX)),
-                }
-            })
-            .collect();
-        let mut done = 0;
-        while done < msgs.len() {
-            match tx.send.send(fd, &msgs[done..]) {
-                Ok(n) => {
-                    for &(first, count, _, _) in &runs[done..done + n] {
-                        self.count_sent(&tx.pending[first..first + count]);
-                    }
-                    done += n;
-                }
-                Err(e) if msgs[done].segment.is_some() && gso_refused(&e) => {
-                    // The kernel (or the route's device) does not take UDP GSO: from now
-                    // on datagrams go singly; this run goes again, one by one.
-                    tx.gso = false;
-                    c.gso_fallbacks.fetch_add(1, Relaxed);
-                    let (first, count, _, _) = runs[done];
-                    for entry in &tx.pending[first..first + count] {
-                        let (start, len, to, _) = entry;
-                        let one = [Outgoing {
-                            data: &arena[*start..*start + *len],
-                            to: self.wire_address(*to),
-                            segment: None,
-                        }];
-                        if tx.send.send(fd, &one).is_ok() {
-                            self.count_sent(std::slice::from_ref(entry));
-                        } else {
-                            c.drop(DropReason::SendError);
+                })
+                .collect();
+            let mut done = 0;
+            while done < msgs.len() {
+                let run = &runs[done];
+                let datagrams = &pending[from + run.first..from + run.first + run.count];
+                match tx.send.send(fd, &msgs[done..]) {
+                    Ok(n) => {
+                        for run in &runs[done..done + n] {
+                            let first = from + run.first;
+                            self.count_sent(&pending[first..first + run.count]);
                         }
+                        done += n;
                     }
-                    done += 1;
-                }
-                Err(_) => {
-                    c.drop_n(DropReason::SendError, runs[done].1);
-                    done += 1;
+                    Err(e) if msgs[done].segment.is_some() && gso_refused(&e) => {
+                        // The kernel (or the route to this endpoint) does not take UDP GSO:
+                        // from now on datagrams go singly, starting with this run's.
+                        tx.gso = false;
+                        c.gso_fallbacks.fetch_add(1, Relaxed);
+                        c.gso_unavailable.store(1, Relaxed);
+                        from += run.first;
+                        continue 'batch;
+                    }
+                    Err(_) => {
+                        c.drop_n(DropReason::SendError, datagrams.len());
+                        done += 1;
+                    }
                 }
             }
+            break;
         }
-        drop(msgs);
         tx.pending.clear();
         tx.used = 0;
     }
@@ -1083,12 +1073,58 @@ impl Inbound {
     }
 }
 
-/// Errors with which the kernel refuses a UDP GSO send it cannot do (no checksum offload
-/// on the route's device, GSO unsupported, a size it does not take).
+/// A run of datagrams that leaves as one message: `count` consecutive datagrams (contiguous
+/// in the arena) from index `first`, `bytes` in all, each `size` long but the last, which
+/// may be shorter. With `count` 1 it is a single datagram, sent without GSO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: usize,
+    count: usize,
+    bytes: usize,
+    size: usize,
+}
+
+/// Split datagrams (length, endpoint), in order, into the messages of one `sendmmsg`: with
+/// `gso`, runs to one endpoint of equal-size datagrams (the last may be shorter) within the
+/// kernel's limits; without, one message per datagram.
+fn gso_runs(datagrams: impl Iterator<Item = (usize, SocketAddr)>, gso: bool) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut last_to = None;
+    for (i, (len, to)) in datagrams.enumerate() {
+        if let Some(run) = runs.last_mut() {
+            let open = gso
+                && last_to == Some(to)
+                && len <= run.size
+                && run.bytes == run.count * run.size // the last one was not shorter
+                && run.count < GSO_MAX_SEGMENTS
+                && run.bytes + len <= GSO_MAX_BYTES;
+            if open {
+                run.count += 1;
+                run.bytes += len;
+                continue;
+            }
+        }
+        runs.push(Run {
+            first: i,
+            count: 1,
+            bytes: len,
+            size: len,
+        });
+        last_to = Some(to);
+    }
+    runs
+}
+
+/// Errors with which the kernel refuses a UDP GSO send it would take as single datagrams:
+/// `EIO` (older kernels answer it for a device without checksum offload, where 6.18 sends
+/// anyway, measured on a veth with `tx off`; the kernel's source gives it for IPsec routes),
+/// `EMSGSIZE` (a segment larger than the route's MTU, which a single datagram would pass
+/// fragmented: a low-MTU path, or a path MTU learned since), `EINVAL` (a size or segment
+/// count it does not take), `EOPNOTSUPP`/`ENOPROTOOPT` (no GSO at all).
 fn gso_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+        Some(libc::EIO | libc::EMSGSIZE | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
     )
 }
 

@@ -265,3 +265,55 @@ fn a_mirror_sees_the_plaintext_both_ways() {
     assert!(old.is_some() && error.is_none());
     assert_eq!(*seen.lock().unwrap(), vec![out, back]);
 }
+
+#[test]
+fn gso_runs_split_by_endpoint_size_count_and_bytes() {
+    let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+    let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
+    let run = |first, count, bytes, size| Run {
+        first,
+        count,
+        bytes,
+        size,
+    };
+    // Equal sizes to one endpoint, a shorter one ends the run; another endpoint, a larger
+    // datagram start new ones.
+    let d = [
+        (100, a),
+        (100, a),
+        (40, a),
+        (100, a),
+        (100, b),
+        (200, b),
+        (100, b),
+    ];
+    assert_eq!(
+        gso_runs(d.iter().copied(), true),
+        [
+            run(0, 3, 240, 100),
+            run(3, 1, 100, 100),
+            run(4, 1, 100, 100),
+            run(5, 2, 300, 200)
+        ]
+    );
+    // Without GSO: one message per datagram.
+    let singles = gso_runs(d.iter().copied(), false);
+    assert_eq!(singles.len(), d.len());
+    assert!(singles
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.first == i && r.count == 1 && r.bytes == d[i].0));
+    // The kernel's limits: 64 segments, 65,000 bytes.
+    let many = vec![(100, a); 150];
+    let counts: Vec<usize> = gso_runs(many.into_iter(), true)
+        .iter()
+        .map(|r| r.count)
+        .collect();
+    assert_eq!(counts, [64, 64, 22]);
+    let large = vec![(1452, a); 50];
+    let counts: Vec<usize> = gso_runs(large.into_iter(), true)
+        .iter()
+        .map(|r| r.count)
+        .collect();
+    assert_eq!(counts, [44, 6]);
+}
