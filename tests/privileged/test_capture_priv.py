@@ -190,9 +190,26 @@ with vnetio.Tap("vncap0") as tap:
     assert cli.returncode == 1 and "CAP_NET_ADMIN" in cli.stderr, cli.stderr
 
 
-def start_capture(ns: Netns, *args: str, text: bool = True) -> subprocess.Popen[Any]:
+# Runs a command with SIGINT ignored (kept across exec), as a non-interactive shell starts
+# its background jobs (`vnetio capture ... &`).
+SIGINT_IGNORED = [
+    sys.executable,
+    "-c",
+    (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    ),
+]
+
+
+def start_capture(
+    ns: Netns, *args: str, text: bool = True, sigint_ignored: bool = False
+) -> subprocess.Popen[Any]:
     proc = subprocess.Popen(
-        vnetio_cmd("capture", "-i", "vncap0", "--netns", ns.name, *args),
+        [
+            *(SIGINT_IGNORED if sigint_ignored else []),
+            *vnetio_cmd("capture", "-i", "vncap0", "--netns", ns.name, *args),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=text,
@@ -217,12 +234,18 @@ def captured_in(summary: str) -> int:
     return int(match[1])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("sig", "ignored"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-to-a-background-job"],
+)
 def test_cli_stops_on_a_signal_with_a_complete_file(
-    tap_ns: Netns, tmp_path: Path, sig: signal.Signals
+    tap_ns: Netns, tmp_path: Path, sig: signal.Signals, ignored: bool
 ) -> None:
+    """Also when started with SIGINT ignored (a background job of a script): `kill -INT`
+    stops it as Ctrl-C does (CI saw a capture ignore it when so started)."""
     path = tmp_path / "sig.pcapng"
-    proc = start_capture(tap_ns, "-w", str(path))
+    proc = start_capture(tap_ns, "-w", str(path), sigint_ignored=ignored)
     pinger = flood(tap_ns, 100_000)
     try:
         time.sleep(1.0)  # mid-flood: frames are being written when the signal lands

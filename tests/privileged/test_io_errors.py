@@ -278,6 +278,9 @@ INTERRUPT_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, threading, time, sys
     import vnetio
+    # Python installs its Ctrl-C handler only when SIGINT is not ignored at startup (a
+    # background job of a non-interactive shell starts with it ignored): set it here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tap = vnetio.Tap("vnint0", netns=sys.argv[1])
     tap.up()
     sent_at = []

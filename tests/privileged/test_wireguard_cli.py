@@ -160,3 +160,25 @@ def test_a_killed_interface_is_named_by_doctor_and_cleaned_up(
     assert f"removed  WireGuard record {name}" in done.stdout, done
     assert not uapi.socket_path(name).exists()
     assert name not in [r.name for r in uapi.records()]
+
+
+def test_a_live_interface_is_not_stale_to_a_user_who_may_not_connect(netns: Netns) -> None:
+    """Its socket is root's (0600): a doctor run as nobody cannot ask it, and must not call
+    the live interface stale (CI once saw exactly that, from a concurrent test's interface)."""
+    name = f"vnwgl{random_suffix(2)}"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    with wireguard.Interface(wireguard.genkey(), tun=name, netns=netns.name, uapi=True):
+        path = uapi.socket_path(name)
+        assert path.stat().st_mode & 0o077 == 0, oct(path.stat().st_mode)
+        probe = subprocess.run(
+            [*nobody, sys.executable, "-c",
+             f"import socket; socket.socket(socket.AF_UNIX).connect({str(path)!r})"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "PermissionError" in probe.stderr, probe  # the condition this test is about
+        doctor = subprocess.run(
+            [*nobody, sys.executable, "-m", "vnetio.cli", "doctor", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        findings = json.loads(doctor.stdout)
+        assert not [f for f in findings if f["adapter"] == name], findings

@@ -23,6 +23,9 @@ SCRIPT = textwrap.dedent(
     import json, os, signal, threading, time
     import vnetio
 
+    # Python installs its Ctrl-C handler only when SIGINT is not ignored at startup (a
+    # background job of a non-interactive shell starts with it ignored): set it here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     a, b = vnetio.loopback_pair()
     call = {CALL!r}
     sent_at = []

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from vnetio.cli.running import ctrl_c_interrupts
+
 if TYPE_CHECKING:
     from vnetio import Adapter
     from vnetio.capture import Writer
@@ -266,7 +268,7 @@ def cmd_capture(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return _fail("capture", f"{type(exc).__name__}: {exc}")
     from vnetio.capture import raised_queue
 
-    with adapter, _stop_on_sigterm():
+    with adapter, _stop_on_sigterm(), ctrl_c_interrupts():
         problem = _set_filter(adapter, expression)
         if problem is not None:
             return _fail("capture", problem)
@@ -458,7 +460,7 @@ def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             adapter = _open_adapter(args.interface, netns=args.netns, create=args.create, kind=kind)
         except (OSError, ValueError, LookupError) as exc:
             return _fail("replay", f"{type(exc).__name__}: {exc}")
-        with adapter, _stop_on_sigterm():
+        with adapter, _stop_on_sigterm(), ctrl_c_interrupts():
             if adapter.kind != kind:
                 return _fail(
                     "replay",

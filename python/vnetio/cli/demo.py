@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from vnetio.cli.running import ctrl_c_interrupts
+
 __all__ = ["COMMANDS", "add_parsers", "demo"]
 
 BATCH = 256
@@ -48,7 +50,8 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
     try:
-        return demo(seconds=args.seconds, size=args.size, loopback=args.loopback)
+        with ctrl_c_interrupts():
+            return demo(seconds=args.seconds, size=args.size, loopback=args.loopback)
     except KeyboardInterrupt:
         print("\ninterrupted; adapters and namespace removed", file=sys.stderr)
         return 130

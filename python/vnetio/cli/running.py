@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["hold", "until_signal"]
+__all__ = ["ctrl_c_interrupts", "hold", "until_signal"]
 
 
 @contextmanager
@@ -23,6 +23,18 @@ def until_signal() -> Iterator[threading.Event]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt while the command runs, even when the command was
+    started with SIGINT ignored (as a non-interactive shell starts its background jobs;
+    Python then leaves it ignored), so `kill -INT` stops it as Ctrl-C does, like tcpdump."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def hold(done: threading.Event, seconds: float | None) -> None:

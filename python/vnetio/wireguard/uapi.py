@@ -59,8 +59,15 @@ class Record:
 
     @property
     def alive(self) -> bool:
-        """The process still runs and still answers on the socket (else: killed)."""
-        return Path(f"/proc/{self.pid}").exists() and _alive(socket_path(self.name))
+        """The process still runs and still answers on the socket (else: killed). A user
+        who may not connect to the socket (root's, mode 0600) cannot ask it: then the
+        process running is taken as the answer, so a live interface is never called stale."""
+        if not Path(f"/proc/{self.pid}").exists():
+            return False
+        try:
+            return _alive(socket_path(self.name), may_refuse=True)
+        except PermissionError:
+            return True
 
 
 def records() -> list[Record]:
@@ -175,10 +182,16 @@ class Server:
         self._record.unlink(missing_ok=True)
 
 
-def _alive(path: Path) -> bool:
+def _alive(path: Path, *, may_refuse: bool = False) -> bool:
+    """Something accepts connections on `path`. With `may_refuse`, a PermissionError
+    (this user may not connect) is raised rather than taken as "nobody there"."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
+    except PermissionError:
+        if may_refuse:
+            raise
+        return False
     except OSError:
         return False
     finally:
