@@ -10,10 +10,11 @@ which ``vnetio wg show`` prints.
 A ``set=1`` request is read whole and checked (:func:`parse_set`) before anything changes;
 then :meth:`Interface.apply <vnetio.wireguard.Interface.apply>` binds a new port or sets the
 mark first (the steps that can fail) and changes the key and the peers under one lock, so a
-refused request leaves the interface as it was. The reply is ``errno=0``, or the error:
-EPROTO for a line that is not ``key=value``, EINVAL for an unknown key or a bad value,
-EADDRINUSE for a port in use, EOPNOTSUPP for removing the private key (a vnetio interface
-always has one). Why a request was refused is logged (logger ``vnetio.wireguard.uapi``).
+refused request leaves the interface as it was. The reply is ``errno=0``, or the error
+negated, as wireguard-go sends it and ``wg`` reads it (``errno=-22``): EPROTO for a line that
+is not ``key=value``, EINVAL for an unknown key or a bad value, EADDRINUSE for a port in use,
+EOPNOTSUPP for removing the private key (a vnetio interface always has one). Why a request was
+refused is logged (logger ``vnetio.wireguard.uapi``).
 """
 
 from __future__ import annotations
@@ -229,6 +230,8 @@ def _true(key: str, value: str) -> bool:
 
 def _endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or host.count(":") == 1:
+        raise _invalid(f"endpoint={value!r}: no port; write IP:PORT or [IPv6]:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
@@ -237,8 +240,8 @@ def _endpoint(value: str) -> str:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         raise _invalid(f"endpoint={value!r}: not IP:PORT or [IPv6]:PORT") from None
-    if not sep or _number("endpoint port", port, 16) == 0:
-        raise _invalid(f"endpoint={value!r}: no port (1 to 65535)")
+    if _number("endpoint port", port, 16) == 0:
+        raise _invalid(f"endpoint={value!r}: port 0; give a port from 1 to 65535")
     return value
 
 
@@ -374,13 +377,16 @@ class Server:
     def _answer(self, conn: socket.socket) -> None:
         request = _read_message(conn)
         op = request.split("\n", 1)[0].strip()
+        if not request:
+            return  # `wg` connects once without a word to see that the socket is alive
         if op == "get=1":
             conn.sendall(dump(self._iface).encode())
         elif op == "set=1":
-            conn.sendall(f"errno={self._set(request)}\n\n".encode())
+            # Negated, as wireguard-go answers and wireguard-tools' `wg` reads it.
+            conn.sendall(f"errno={-self._set(request)}\n\n".encode())
         else:
             log.warning("%s: refused a request that is neither get=1 nor set=1", self.path)
-            conn.sendall(f"errno={errno.EINVAL}\n\n".encode())
+            conn.sendall(f"errno={-errno.EINVAL}\n\n".encode())
 
     def _set(self, text: str) -> int:
         """Apply a ``set=1`` request; the errno of the reply (0: done)."""
@@ -466,7 +472,8 @@ def query(name: str, *, timeout: float = 2.0) -> InterfaceState:
     for line in answer.splitlines():
         key, _, value = line.partition("=")
         if key == "errno" and value != "0":
-            raise OSError(int(value), f"{name}: the UAPI get failed: {os.strerror(int(value))}")
+            code = abs(int(value))  # wireguard-go and vnetio send it negated
+            raise OSError(code, f"{name}: the UAPI get failed: {os.strerror(code)}")
         if key == "private_key":
             state.public_key = pubkey(_b64(value))
         elif key == "listen_port":
