@@ -93,8 +93,7 @@ fn peer_change(d: &Bound<'_, PyDict>) -> PyResult<PeerChange> {
         }
     }
     let flag = |name: &str| -> PyResult<bool> {
-        d.get_item(name)?
-            .map_or(Ok(false), |v| v.extract::<bool>().map_err(Into::into))
+        d.get_item(name)?.map_or(Ok(false), |v| v.extract::<bool>())
     };
     let text = |name: &str| -> PyResult<Option<String>> {
         match d.get_item(name)? {

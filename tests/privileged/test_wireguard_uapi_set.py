@@ -18,13 +18,17 @@ from vnetio.wireguard import uapi
 
 from tests.netutil import random_suffix
 from tests.privileged.test_wireguard_go import PORT_A, PORT_B, Rig, need, ping
-from tests.privileged.test_wireguard_go import rig as rig  # the fixture
+
+# The `rig` fixture (pytest registers it under its own name).
+from tests.privileged.test_wireguard_go import rig as _rig  # noqa: F401
 
 pytestmark = pytest.mark.privileged
 
 
 def wg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([need("wg"), *args], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [need("wg"), *args], capture_output=True, text=True, timeout=30, check=False
+    )
     if check:
         assert result.returncode == 0, (args, result.stderr)
     return result
@@ -143,6 +147,12 @@ def test_wg_set_listen_port_rebinds_and_the_peer_follows(
     assert endpoints[1] == f"192.0.2.1:{new_port}", endpoints
 
 
+HOLD_PORT = (
+    "import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+    "s.bind(('::', 51999)); print('bound', flush=True); sys.stdin.read()"
+)
+
+
 def raw_set(name: str, text: str) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(5)
@@ -169,8 +179,7 @@ def test_refused_requests_leave_the_interface_as_it_was(
     # port nor the peer the same command adds changes.
     holder = subprocess.Popen(
         ["ip", "netns", "exec", rig.a.name, sys.executable, "-c",
-         "import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
-         "s.bind(('::', 51999)); print('bound', flush=True); sys.stdin.read()"],
+         HOLD_PORT],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -227,11 +227,7 @@ def test_an_endpoint_change_keeps_the_session() -> None:
         a.send(bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP() / Raw(b"one")))
         assert b.recv(timeout=5)
         handshakes = a.stats()["handshakes"] + b.stats()["handshakes"]
-        a.apply(
-            SetRequest(
-                peers=[PeerChange(b.public_key, endpoint=f"127.0.0.1:{b.listen_port}")]
-            )
-        )
+        a.apply(SetRequest(peers=[PeerChange(b.public_key, endpoint=f"127.0.0.1:{b.listen_port}")]))
         a.apply(SetRequest(peers=[PeerChange(b.public_key, allowed_ips=["10.9.7.0/24"])]))
         a.send(bytes(IP(src="10.9.0.1", dst="10.9.7.7") / UDP() / Raw(b"two")))
         assert IP(b.recv(timeout=5)).dst == "10.9.7.7"

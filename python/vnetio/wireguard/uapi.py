@@ -264,8 +264,6 @@ def parse_set(text: str) -> SetRequest:
     errno the protocol answers with (EPROTO: a line that is not ``key=value``; EINVAL: an
     unknown or misplaced key, a bad value, a public key given twice). Nothing is changed."""
     request = SetRequest()
-    peer: PeerChange | None = None
-    seen: set[str] = set()
     for number, line in enumerate(text.split("\n"), 1):
         if not line:
             break  # the blank line that ends the request
@@ -276,24 +274,27 @@ def parse_set(text: str) -> SetRequest:
             if value != "1":
                 raise _invalid(f"set={value!r}: the operation is set=1")
             continue
-        if key == "public_key":
-            public = _key(key, value)
-            if public in seen:
-                raise _invalid(f"public_key={value}: this peer comes twice in one request")
-            seen.add(public)
-            peer = PeerChange(public)
-            request.peers.append(peer)
-        elif key in _DEVICE_KEYS:
-            if peer is not None:
-                raise _invalid(f"{key}: an interface key after a public_key= (peer) line")
-            _device_field(request, key, value)
-        elif key in _PEER_KEYS:
-            if peer is None:
-                raise _invalid(f"{key}: a peer key before any public_key= line")
-            _peer_change(peer, key, value)
-        else:
-            raise _invalid(f"{key}: not a key of the set operation")
+        _line(request, key, value)
     return request
+
+
+def _line(request: SetRequest, key: str, value: str) -> None:
+    peer = request.peers[-1] if request.peers else None
+    if key == "public_key":
+        public = _key(key, value)
+        if any(p.public_key == public for p in request.peers):
+            raise _invalid(f"public_key={value}: this peer comes twice in one request")
+        request.peers.append(PeerChange(public))
+    elif key in _DEVICE_KEYS:
+        if peer is not None:
+            raise _invalid(f"{key}: an interface key after a public_key= (peer) line")
+        _device_field(request, key, value)
+    elif key in _PEER_KEYS:
+        if peer is None:
+            raise _invalid(f"{key}: a peer key before any public_key= line")
+        _peer_change(peer, key, value)
+    else:
+        raise _invalid(f"{key}: not a key of the set operation")
 
 
 def _device_field(request: SetRequest, key: str, value: str) -> None:

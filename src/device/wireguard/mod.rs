@@ -41,8 +41,8 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 pub use self::keys::KEY_LEN;
-use self::peers::{Identity, PeerTable};
 pub use self::peers::{canonical, parse_network, Peer, PeerChange, PeerConfig, PeerInfo};
+use self::peers::{Identity, PeerTable};
 use super::Device;
 use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
@@ -1157,10 +1157,7 @@ impl Shared {
         let me = &table.identity;
         // MAC1 of handshakes first (cheap, keyed on our public key), cookies under load:
         // only then the Diffie-Hellman that finds the initiator's key.
-        let packet = match me
-            .rate_limiter
-            .verify_packet(Some(from_ip), datagram, out)
-        {
+        let packet = match me.rate_limiter.verify_packet(Some(from_ip), datagram, out) {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.send_to(socket, cookie, from);

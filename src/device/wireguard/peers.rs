@@ -318,7 +318,9 @@ impl PeerTable {
         let psk = change
             .preshared_key
             .map(|k| Some(k).filter(|k| *k != [0; KEY_LEN]));
-        let keepalive = change.persistent_keepalive.map(|s| Some(s).filter(|&s| s > 0));
+        let keepalive = change
+            .persistent_keepalive
+            .map(|s| Some(s).filter(|&s| s > 0));
         let Some(peer) = self.by_key(&key).cloned() else {
             if change.update_only {
                 return Ok(None);
@@ -496,9 +498,7 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_routes_move() {
         let mut table = PeerTable::new(Identity::new([9u8; 32], 100));
-        let a = table
-            .add(config(1, &["10.0.0.0/8", "fd00::/16"]))
-            .unwrap();
+        let a = table.add(config(1, &["10.0.0.0/8", "fd00::/16"])).unwrap();
         let b = table
             .add(config(2, &["10.1.0.0/16", "10.2.3.4/32"]))
             .unwrap();
