@@ -17,10 +17,7 @@ from vnetio import wireguard
 from vnetio.wireguard import uapi
 
 from tests.netutil import random_suffix
-from tests.privileged.test_wireguard_go import PORT_A, PORT_B, Rig, need, ping
-
-# The `rig` fixture (pytest registers it under its own name).
-from tests.privileged.test_wireguard_go import rig as _rig  # noqa: F401
+from tests.privileged.test_wireguard_go import PORT_A, PORT_B, Rig, go_rig, need, ping
 
 pytestmark = pytest.mark.privileged
 
@@ -38,6 +35,12 @@ def dump(name: str) -> tuple[list[str], dict[str, list[str]]]:
     """``wg show NAME dump``: the interface's fields, and each peer's by public key."""
     lines = [line.split("\t") for line in wg("show", name, "dump").stdout.splitlines()]
     return lines[0], {fields[0]: fields[1:] for fields in lines[1:]}
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with go_rig(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture
