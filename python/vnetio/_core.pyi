@@ -791,7 +791,21 @@ class WireGuard:
     @property
     def listen_port(self) -> int: ...
     @property
+    def private_key(self) -> str: ...
+    @property
+    def fwmark(self) -> int: ...
+    @property
     def closed(self) -> bool: ...
+    def preshared_key_of(self, public_key: str) -> str | None: ...
+    def reconfigure(
+        self,
+        *,
+        private_key: str | None = None,
+        listen_port: int | None = None,
+        fwmark: int | None = None,
+        replace_peers: bool = False,
+        peers: list[dict[str, Any]] = ...,
+    ) -> None: ...
     def add_peer(
         self,
         public_key: str,

@@ -8,14 +8,15 @@ use std::time::UNIX_EPOCH;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyDictMethods};
 
 use super::adapter::PyAdapter;
 use super::gil::detached;
 use crate::capture::writer::{CaptureWriter, WriterOptions};
 use crate::capture::LINKTYPE_RAW;
 use crate::device::wireguard::{
-    keys, parse_network, DropReason, Mirror, PeerConfig, Tunnel, TunnelConfig, KEY_LEN,
+    keys, parse_network, DropReason, Mirror, PeerChange, PeerConfig, Reconfig, Tunnel,
+    TunnelConfig, KEY_LEN,
 };
 
 /// A WireGuard endpoint between a plaintext adapter (IP packets) and a UDP socket.
@@ -68,6 +69,67 @@ fn endpoint(text: &str) -> PyResult<SocketAddr> {
         .ok_or_else(|| bad("the name has no address".into()))
 }
 
+/// The keys a peer change of `reconfigure` may have.
+const PEER_CHANGE_KEYS: [&str; 8] = [
+    "public_key",
+    "remove",
+    "update_only",
+    "preshared_key",
+    "endpoint",
+    "persistent_keepalive",
+    "replace_allowed_ips",
+    "allowed_ips",
+];
+
+/// One peer change from its dict (keys as in [`PEER_CHANGE_KEYS`]; keys in base64).
+fn peer_change(d: &Bound<'_, PyDict>) -> PyResult<PeerChange> {
+    for k in d.keys() {
+        let k: String = k.extract()?;
+        if !PEER_CHANGE_KEYS.contains(&k.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "a peer change has no key {k:?}; it takes {}",
+                PEER_CHANGE_KEYS.join(", ")
+            )));
+        }
+    }
+    let flag = |name: &str| -> PyResult<bool> {
+        d.get_item(name)?.map_or(Ok(false), |v| v.extract::<bool>())
+    };
+    let text = |name: &str| -> PyResult<Option<String>> {
+        match d.get_item(name)? {
+            Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+            _ => Ok(None),
+        }
+    };
+    let public_key = text("public_key")?
+        .ok_or_else(|| PyValueError::new_err("a peer change needs its \"public_key\""))?;
+    let keepalive = match d.get_item("persistent_keepalive")? {
+        Some(v) if !v.is_none() => Some(v.extract::<u16>().map_err(|_| {
+            PyValueError::new_err("persistent_keepalive is seconds from 0 (off) to 65535")
+        })?),
+        _ => None,
+    };
+    let allowed_ips: Vec<String> = match d.get_item("allowed_ips")? {
+        Some(v) if !v.is_none() => v.extract()?,
+        _ => Vec::new(),
+    };
+    Ok(PeerChange {
+        public_key: key(&public_key, "peer public key")?,
+        remove: flag("remove")?,
+        update_only: flag("update_only")?,
+        preshared_key: text("preshared_key")?
+            .map(|k| key(&k, "preshared key"))
+            .transpose()?,
+        endpoint: text("endpoint")?.map(|e| endpoint(&e)).transpose()?,
+        persistent_keepalive: keepalive,
+        replace_allowed_ips: flag("replace_allowed_ips")?,
+        allowed_ips: allowed_ips
+            .iter()
+            .map(|n| parse_network(n))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 #[pymethods]
 impl PyWireGuard {
     /// Start an interface with `private_key` on UDP `listen_port` (None: any) in network
@@ -103,6 +165,48 @@ impl PyWireGuard {
     #[getter]
     fn listen_port(&self) -> u16 {
         self.tunnel.listen_port()
+    }
+
+    /// This end's private key (base64).
+    #[getter]
+    fn private_key(&self) -> String {
+        keys::to_text(&self.tunnel.private_key())
+    }
+
+    /// The UDP socket's firewall mark (0: none).
+    #[getter]
+    fn fwmark(&self) -> u32 {
+        self.tunnel.fwmark()
+    }
+
+    /// The preshared key of a peer (base64; None: none, or no such peer).
+    fn preshared_key_of(&self, public_key: &str) -> PyResult<Option<String>> {
+        let k = key(public_key, "peer public key")?;
+        Ok(self.tunnel.preshared_key_of(&k).map(|p| keys::to_text(&p)))
+    }
+
+    /// Change the running interface (what `wg set` does): every argument is checked, and
+    /// everything that can fail is done, before anything changes.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands extracted arguments over by value
+    #[pyo3(signature = (*, private_key = None, listen_port = None, fwmark = None,
+                        replace_peers = false, peers = Vec::new()))]
+    fn reconfigure(
+        &self,
+        py: Python<'_>,
+        private_key: Option<&str>,
+        listen_port: Option<u16>,
+        fwmark: Option<u32>,
+        replace_peers: bool,
+        peers: Vec<Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let change = Reconfig {
+            private_key: private_key.map(|k| key(k, "private key")).transpose()?,
+            listen_port,
+            fwmark,
+            replace_peers,
+            peers: peers.iter().map(peer_change).collect::<PyResult<_>>()?,
+        };
+        detached(py, || self.tunnel.reconfigure(&change))
     }
 
     /// Whether close() was called.

@@ -269,6 +269,17 @@ pub fn set_rxq_ovfl(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
+/// `setsockopt(SOL_SOCKET, SO_MARK, mark)`: the firewall mark of every datagram the socket
+/// sends (policy routing, nftables); 0 removes it. Needs `CAP_NET_ADMIN`.
+pub fn set_mark(fd: BorrowedFd<'_>, mark: u32) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_MARK,
+        libc::c_int::from_ne_bytes(mark.to_ne_bytes()),
+    )
+}
+
 /// Raise the socket's send and receive buffers to `bytes`: `SO_*BUFFORCE` (root, beyond
 /// `net.core.[rw]mem_max`), else the plain options (capped by those sysctls).
 pub fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {

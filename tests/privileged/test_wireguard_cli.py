@@ -100,6 +100,13 @@ def test_up_show_down(netns: Netns, conf: tuple[Path, str]) -> None:
     original = wireguard.Config.parse(path.read_text())
     assert again.private_key == original.private_key
     assert again.peers[0].preshared_key == original.peers[0].preshared_key
+    # `wg set` changes the interface the background process holds.
+    extra = wireguard.pubkey(wireguard.genkey())
+    subprocess.run([wg, "set", name, "peer", extra, "allowed-ips", "10.79.0.0/16"], check=True)
+    allowed = subprocess.run(
+        [wg, "show", name, "allowed-ips"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"{extra}\t10.79.0.0/16" in allowed, allowed
     listed = vnetio("list", "--netns", netns.name, "--json")
     (tun,) = [a for a in json.loads(listed.stdout) if a["name"] == name]
     assert tun["wireguard"] == tun["holders"][0]["pid"], tun

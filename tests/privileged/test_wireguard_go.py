@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,14 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
+    with go_rig(tmp_path) as made:
+        yield made
+
+
+@contextmanager
+def go_rig(tmp_path: Path) -> Iterator[Rig]:
+    """Namespaces A and B joined by a veth, wireguard-go in B knowing A's key (the `rig`
+    fixture; test_wireguard_uapi_set.py uses it too)."""
     need("wireguard-go")
     need("wg")
     a, b = create_netns(ipv6=True), create_netns(ipv6=True)

@@ -3,7 +3,8 @@
 ``wg up CONFIG`` brings up a :class:`vnetio.wireguard.Interface` on a TUN named after the file
 (``wg0.conf`` → ``wg0``, as wg-quick does) and returns once it is up; a background
 ``vnetio wg up --foreground`` process holds it (the tunnel lives in that process), serving
-WireGuard's userspace API socket, so ``wg show``/``wg showconf`` of wireguard-tools work on it.
+WireGuard's userspace API socket, so ``wg show``/``wg showconf``/``wg set``/``wg setconf`` of
+wireguard-tools work on it.
 ``wg down NAME`` ends that process; ``wg show [NAME]`` prints any userspace interface's state
 (vnetio's or wireguard-go's); ``wg genkey``/``wg pubkey`` are interchangeable with wg's.
 """

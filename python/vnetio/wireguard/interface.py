@@ -55,8 +55,9 @@ class Interface:
     side is this object (``recv_batch``/``send_batch``, ``adapter`` for the rest).
 
     ``uapi=True`` (TUN mode) serves WireGuard's userspace API socket
-    ``/var/run/wireguard/<tun>.sock``, so ``wg show``/``wg showconf`` read this interface, and
-    ``vnetio list`` marks its TUN as WireGuard's."""
+    ``/var/run/wireguard/<tun>.sock``, so ``wg show``/``wg showconf`` read this interface and
+    ``wg set``/``wg setconf``/``wg addconf`` change it (see :meth:`apply`), and ``vnetio list``
+    marks its TUN as WireGuard's."""
 
     def __init__(
         self,
@@ -71,8 +72,6 @@ class Interface:
         uapi: bool = False,
     ) -> None:
         use_uapi = uapi  # the parameter shadows nothing below: the module is _uapi
-        self._private_key = private_key
-        self._psks: dict[str, str] = {}
         self.addresses = tuple(addresses)
         self.mtu = mtu
         self.netns = netns
@@ -166,16 +165,39 @@ class Interface:
 
     @property
     def private_key(self) -> str:
-        """This end's private key (base64), as given."""
-        return self._private_key
+        """This end's private key (base64)."""
+        return self._wg.private_key
 
     def preshared_key_of(self, public_key: str) -> str | None:
-        """The preshared key given for a peer (None: none)."""
-        return self._psks.get(public_key)
+        """The preshared key of a peer (None: none, or no such peer)."""
+        return self._wg.preshared_key_of(public_key)
 
     @property
     def listen_port(self) -> int:
         return self._wg.listen_port
+
+    @property
+    def fwmark(self) -> int:
+        """The firewall mark of the tunnel's UDP datagrams (``SO_MARK``; 0: none)."""
+        return self._wg.fwmark
+
+    def apply(self, request: _uapi.SetRequest) -> None:
+        """Change the running interface as ``wg set`` does (what the UAPI socket's ``set=1``
+        does; :func:`vnetio.wireguard.uapi.parse_set` reads one). All or nothing: every value
+        is checked and the steps that can fail — binding a new ``listen_port`` (the old port
+        is closed once this returns), setting ``fwmark`` — are done before the key and the
+        peers change, together. A peer's new endpoint or AllowedIPs keep its session; a new
+        private key, preshared key or keepalive interval start a new handshake. Routes are
+        not touched (as with ``wg set`` on any WireGuard): :meth:`add_peer` adds them, this
+        does not. Raises ValueError (a bad value) or OSError (``.errno``: the port is in use,
+        no permission to set the mark)."""
+        self._wg.reconfigure(
+            private_key=request.private_key,
+            listen_port=request.listen_port,
+            fwmark=request.fwmark,
+            replace_peers=request.replace_peers,
+            peers=[peer.as_dict() for peer in request.peers],
+        )
 
     @property
     def tun(self) -> Tun | None:
@@ -206,10 +228,6 @@ class Interface:
             preshared_key=preshared_key,
             persistent_keepalive=persistent_keepalive,
         )
-        if preshared_key:
-            self._psks[public_key] = preshared_key
-        else:
-            self._psks.pop(public_key, None)
         if self._tun is not None:
             for network in allowed_ips:
                 try:
@@ -220,7 +238,6 @@ class Interface:
 
     def remove_peer(self, public_key: str) -> bool:
         """Remove a peer; returns whether it existed."""
-        self._psks.pop(public_key, None)
         return self._wg.remove_peer(public_key)
 
     def peers(self) -> list[Peer]:

@@ -1,19 +1,28 @@
 """WireGuard's cross-platform userspace API (UAPI) on a Unix socket, both ends.
 
 Userspace WireGuard implementations serve ``/var/run/wireguard/NAME.sock``; wireguard-tools'
-``wg show NAME`` and ``wg showconf NAME`` read an interface's state from it (``get=1``).
-:class:`Server` serves a vnetio :class:`~vnetio.wireguard.Interface` there, so those commands
-work on vnetio's interfaces too; :func:`query` reads any implementation's socket (vnetio's or
-wireguard-go's), which ``vnetio wg show`` prints.
+``wg show NAME`` and ``wg showconf NAME`` read an interface's state from it (``get=1``), and
+``wg set``, ``wg setconf`` and ``wg addconf`` change it (``set=1``). :class:`Server` serves a
+vnetio :class:`~vnetio.wireguard.Interface` there, so those commands work on vnetio's
+interfaces too; :func:`query` reads any implementation's socket (vnetio's or wireguard-go's),
+which ``vnetio wg show`` prints.
 
-Configuration changes (``set=1``, i.e. ``wg set``) are refused with EOPNOTSUPP: change a
-vnetio interface through its Python API or its configuration file.
+A ``set=1`` request is read whole and checked (:func:`parse_set`) before anything changes;
+then :meth:`Interface.apply <vnetio.wireguard.Interface.apply>` binds a new port or sets the
+mark first (the steps that can fail) and changes the key and the peers under one lock, so a
+refused request leaves the interface as it was. The reply is ``errno=0``, or the error
+negated, as wireguard-go sends it and ``wg`` reads it (``errno=-22``): EPROTO for a line that
+is not ``key=value``, EINVAL for an unknown key or a bad value, EADDRINUSE for a port in use,
+EOPNOTSUPP for removing the private key (a vnetio interface always has one). Why a request was
+refused is logged (logger ``vnetio.wireguard.uapi``).
 """
 
 from __future__ import annotations
 
 import base64
 import errno
+import ipaddress
+import logging
 import os
 import socket
 import threading
@@ -27,15 +36,21 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_DIR",
     "InterfaceState",
+    "PeerChange",
     "PeerState",
     "Record",
     "Server",
+    "SetRequest",
+    "UapiError",
     "forget",
+    "parse_set",
     "query",
     "records",
     "served",
     "socket_path",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Where userspace WireGuard implementations put their sockets (wireguard-tools looks here).
 RUN_DIR = Path(os.environ.get("VNETIO_WG_RUN_DIR", "/var/run/wireguard"))
@@ -98,6 +113,8 @@ def _b64(hex_key: str) -> str:
 def dump(iface: Interface) -> str:
     """The ``get=1`` answer for `iface` (keys in hex, as the protocol has them)."""
     lines = [f"private_key={_hex(iface.private_key)}", f"listen_port={iface.listen_port}"]
+    if iface.fwmark:
+        lines.append(f"fwmark={iface.fwmark}")
     for peer in iface.peers():
         psk = iface.preshared_key_of(peer.public_key)
         handshake = peer.latest_handshake or 0.0
@@ -116,6 +133,207 @@ def dump(iface: Interface) -> str:
         ]
     lines.append("errno=0")
     return "\n".join(lines) + "\n\n"
+
+
+class UapiError(OSError):
+    """A ``set=1`` request refused: ``errno`` is what the reply carries, the message why."""
+
+
+#: An all-zero key: as a preshared key it removes it; as a private key, it would remove that.
+ZERO_KEY = base64.b64encode(bytes(32)).decode()
+
+
+@dataclass
+class PeerChange:
+    """How one peer changes: one ``public_key=`` block of a ``set=1`` request. Keys are in
+    base64, as vnetio's API has them; ``None`` leaves a setting as it is."""
+
+    public_key: str
+    #: Remove the peer (the other fields are then ignored; an unknown peer is no error).
+    remove: bool = False
+    #: Change the peer only if it exists (else the block is skipped).
+    update_only: bool = False
+    #: A new preshared key (:data:`ZERO_KEY`: none).
+    preshared_key: str | None = None
+    #: A new endpoint, ``IP:PORT`` or ``[IPv6]:PORT``.
+    endpoint: str | None = None
+    #: A new persistent keepalive interval in seconds (0: off).
+    persistent_keepalive: int | None = None
+    #: Drop the peer's AllowedIPs before adding ``allowed_ips``.
+    replace_allowed_ips: bool = False
+    #: AllowedIPs to add (a network another peer had moves to this one).
+    allowed_ips: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "public_key": self.public_key,
+            "remove": self.remove,
+            "update_only": self.update_only,
+            "preshared_key": self.preshared_key,
+            "endpoint": self.endpoint,
+            "persistent_keepalive": self.persistent_keepalive,
+            "replace_allowed_ips": self.replace_allowed_ips,
+            "allowed_ips": list(self.allowed_ips),
+        }
+
+
+@dataclass
+class SetRequest:
+    """A change of a running interface, as ``set=1`` carries it (``wg set``, ``wg setconf``,
+    ``wg addconf``); ``None``/``False`` leaves a setting as it is."""
+
+    #: A new private key (base64); all zeros is refused (EOPNOTSUPP).
+    private_key: str | None = None
+    #: A new UDP port (0: one the kernel picks); the socket is bound anew.
+    listen_port: int | None = None
+    #: A new firewall mark on the UDP socket (0: none).
+    fwmark: int | None = None
+    #: Remove every peer before applying ``peers`` (``wg setconf``).
+    replace_peers: bool = False
+    peers: list[PeerChange] = field(default_factory=list)
+
+
+_DEVICE_KEYS = ("private_key", "listen_port", "fwmark", "replace_peers")
+_PEER_KEYS = (
+    "remove",
+    "update_only",
+    "preshared_key",
+    "endpoint",
+    "persistent_keepalive_interval",
+    "replace_allowed_ips",
+    "allowed_ip",
+    "protocol_version",
+)
+
+
+def _invalid(what: str) -> UapiError:
+    return UapiError(errno.EINVAL, what)
+
+
+def _key(key: str, value: str) -> str:
+    """A hex key of the protocol (64 hex digits) as base64."""
+    if len(value) != 64:
+        raise _invalid(f"{key}: {len(value)} characters, not 64 hex digits")
+    try:
+        return base64.b64encode(bytes.fromhex(value)).decode()
+    except ValueError:
+        raise _invalid(f"{key}: not hex digits") from None
+
+
+def _number(key: str, value: str, bits: int) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise _invalid(f"{key}={value!r}: not a decimal number")
+    number = int(value)
+    if number >= 1 << bits:
+        raise _invalid(f"{key}={value}: more than {(1 << bits) - 1}")
+    return number
+
+
+def _true(key: str, value: str) -> bool:
+    if value != "true":
+        raise _invalid(f"{key}={value!r}: the only value it takes is 'true'")
+    return True
+
+
+def _endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or host.count(":") == 1:
+        raise _invalid(f"endpoint={value!r}: no port; write IP:PORT or [IPv6]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise _invalid(f"endpoint={value!r}: write an IPv6 endpoint as [ADDRESS]:PORT")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise _invalid(f"endpoint={value!r}: not IP:PORT or [IPv6]:PORT") from None
+    if _number("endpoint port", port, 16) == 0:
+        raise _invalid(f"endpoint={value!r}: port 0; give a port from 1 to 65535")
+    return value
+
+
+def _network(value: str) -> str:
+    if "/" not in value:
+        raise _invalid(f"allowed_ip={value!r}: no prefix length (ADDRESS/BITS)")
+    address, _, bits = value.partition("/")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise _invalid(f"allowed_ip={value!r}: not an IP address") from None
+    if _number("allowed_ip prefix", bits, 8) > ip.max_prefixlen:
+        raise _invalid(f"allowed_ip={value!r}: more than {ip.max_prefixlen} bits")
+    return str(ipaddress.ip_network(value, strict=False))
+
+
+def parse_set(text: str) -> SetRequest:
+    """Read a ``set=1`` request (the text after the ``set=1`` line, or with it) into a
+    :class:`SetRequest`, checking every line first: raises :class:`UapiError` with the
+    errno the protocol answers with (EPROTO: a line that is not ``key=value``; EINVAL: an
+    unknown or misplaced key, a bad value, a public key given twice). Nothing is changed."""
+    request = SetRequest()
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line:
+            break  # the blank line that ends the request
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise UapiError(errno.EPROTO, f"line {number}: {line[:40]!r} is not key=value")
+        if key == "set" and number == 1:
+            if value != "1":
+                raise _invalid(f"set={value!r}: the operation is set=1")
+            continue
+        _line(request, key, value)
+    return request
+
+
+def _line(request: SetRequest, key: str, value: str) -> None:
+    peer = request.peers[-1] if request.peers else None
+    if key == "public_key":
+        public = _key(key, value)
+        if any(p.public_key == public for p in request.peers):
+            raise _invalid(f"public_key={value}: this peer comes twice in one request")
+        request.peers.append(PeerChange(public))
+    elif key in _DEVICE_KEYS:
+        if peer is not None:
+            raise _invalid(f"{key}: an interface key after a public_key= (peer) line")
+        _device_field(request, key, value)
+    elif key in _PEER_KEYS:
+        if peer is None:
+            raise _invalid(f"{key}: a peer key before any public_key= line")
+        _peer_change(peer, key, value)
+    else:
+        raise _invalid(f"{key}: not a key of the set operation")
+
+
+def _device_field(request: SetRequest, key: str, value: str) -> None:
+    if key == "private_key":
+        request.private_key = _key(key, value)
+    elif key == "listen_port":
+        request.listen_port = _number(key, value, 16)
+    elif key == "fwmark":
+        request.fwmark = _number(key, value, 32)
+    else:
+        request.replace_peers = _true(key, value)
+
+
+def _peer_change(peer: PeerChange, key: str, value: str) -> None:
+    if key == "remove":
+        peer.remove = _true(key, value)
+    elif key == "update_only":
+        peer.update_only = _true(key, value)
+    elif key == "preshared_key":
+        peer.preshared_key = _key(key, value)
+    elif key == "endpoint":
+        peer.endpoint = _endpoint(value)
+    elif key == "persistent_keepalive_interval":
+        peer.persistent_keepalive = _number(key, value, 16)
+    elif key == "replace_allowed_ips":
+        # In order, as wireguard-go applies it: networks given before it are dropped too.
+        peer.replace_allowed_ips = _true(key, value)
+        peer.allowed_ips.clear()
+    elif key == "allowed_ip":
+        peer.allowed_ips.append(_network(value))
+    elif value != "1":
+        raise _invalid(f"protocol_version={value!r}: only version 1 exists")
 
 
 class Server:
@@ -167,12 +385,35 @@ class Server:
     def _answer(self, conn: socket.socket) -> None:
         request = _read_message(conn)
         op = request.split("\n", 1)[0].strip()
+        if not request:
+            return  # `wg` connects once without a word to see that the socket is alive
         if op == "get=1":
             conn.sendall(dump(self._iface).encode())
         elif op == "set=1":
-            conn.sendall(f"errno={errno.EOPNOTSUPP}\n\n".encode())
+            # Negated, as wireguard-go answers and wireguard-tools' `wg` reads it.
+            conn.sendall(f"errno={-self._set(request)}\n\n".encode())
         else:
-            conn.sendall(f"errno={errno.EINVAL}\n\n".encode())
+            log.warning("%s: refused a request that is neither get=1 nor set=1", self.path)
+            conn.sendall(f"errno={-errno.EINVAL}\n\n".encode())
+
+    def _set(self, text: str) -> int:
+        """Apply a ``set=1`` request; the errno of the reply (0: done)."""
+        try:
+            request = parse_set(text)
+            if request.private_key == ZERO_KEY:
+                raise UapiError(
+                    errno.EOPNOTSUPP,
+                    "private_key=0…: a vnetio interface cannot run without a private key",
+                )
+            self._iface.apply(request)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            log.warning("%s: set refused (errno %d): %s", self.path, code, exc.strerror or exc)
+            return code
+        except ValueError as exc:
+            log.warning("%s: set refused (errno %d): %s", self.path, errno.EINVAL, exc)
+            return errno.EINVAL
+        return 0
 
     def close(self) -> None:
         self._stop.set()
@@ -245,7 +486,8 @@ def query(name: str, *, timeout: float = 2.0) -> InterfaceState:
     for line in answer.splitlines():
         key, _, value = line.partition("=")
         if key == "errno" and value != "0":
-            raise OSError(int(value), f"{name}: the UAPI get failed: {os.strerror(int(value))}")
+            code = abs(int(value))  # wireguard-go and vnetio send it negated
+            raise OSError(code, f"{name}: the UAPI get failed: {os.strerror(code)}")
         if key == "private_key":
             state.public_key = pubkey(_b64(value))
         elif key == "listen_port":

@@ -32,20 +32,18 @@ mod peers;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
 
 pub use self::keys::KEY_LEN;
-use self::peers::PeerTable;
-pub use self::peers::{canonical, parse_network, Peer, PeerConfig, PeerInfo};
+pub use self::peers::{canonical, parse_network, Peer, PeerChange, PeerConfig, PeerInfo};
+use self::peers::{Identity, PeerTable};
 use super::Device;
 use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
@@ -245,6 +243,22 @@ pub struct TunnelConfig {
     pub listen_port: Option<u16>,
 }
 
+/// A change of a running interface: what the userspace API's `set=1` carries (`wg set`,
+/// `wg setconf`, `wg addconf`). `None`/`false` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Reconfig {
+    /// A new private key (every peer's sessions end; all zeros is refused).
+    pub private_key: Option<[u8; KEY_LEN]>,
+    /// A new UDP port (0: one the kernel picks): the socket is bound anew.
+    pub listen_port: Option<u16>,
+    /// A new firewall mark on the UDP socket (`SO_MARK`; 0: none).
+    pub fwmark: Option<u32>,
+    /// Remove every peer before applying `peers`.
+    pub replace_peers: bool,
+    /// Per-peer changes, in order.
+    pub peers: Vec<PeerChange>,
+}
+
 /// Where a tunnel copies the plaintext packets it carries, both ways, as it carries them (a
 /// capture file: the bindings put a capture writer behind it). An error stops the copying;
 /// [`Tunnel::set_mirror`] hands it back.
@@ -263,17 +277,24 @@ struct Shared {
     /// Fast path: whether `mirroring` holds a mirror.
     mirrored: AtomicBool,
     mirroring: Mutex<Mirroring>,
-    private: StaticSecret,
-    public: PublicKey,
-    rate_limiter: RateLimiter,
+    /// The peers, and this interface's keys.
     table: RwLock<PeerTable>,
     /// The socket for sends outside the threads (a new peer's first handshake). Each
     /// thread has its own descriptor of the same socket; all are closed by `close`, so the
-    /// port is free again once it returns.
+    /// port is free again once it returns. A new listen port replaces it, and bumps
+    /// `socket_generation`: each thread then takes a descriptor of the new one.
     control: Mutex<Option<UdpSocket>>,
-    listen_port: u16,
-    /// Whether the socket is IPv6 (dual-stack): IPv4 endpoints are then sent as mapped.
+    socket_generation: AtomicU64,
+    /// The generation of the socket each thread (inbound, outbound) uses now.
+    thread_generations: [AtomicU64; 2],
+    listen_port: AtomicU16,
+    /// The socket's `SO_MARK` (0: none).
+    fwmark: AtomicU32,
+    /// Whether the socket is IPv6 (dual-stack): IPv4 endpoints are then sent as mapped. A
+    /// socket bound anew is of the same family.
     socket_v6: bool,
+    /// The network namespace the socket is bound in (a new port is bound there too).
+    netns: Option<String>,
     port: Arc<dyn Device>,
     counters: Counters,
     closed: AtomicBool,
@@ -284,6 +305,8 @@ struct Shared {
 pub struct Tunnel {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// One reconfiguration at a time.
+    reconfiguring: Mutex<()>,
 }
 
 impl Tunnel {
@@ -302,34 +325,31 @@ impl Tunnel {
             ));
         }
         let (socket, socket_v6) =
-            super::netns::run_in(netns, || bind(config.listen_port.unwrap_or(0)))?;
-        // Best effort: a smaller buffer only costs drops under bursts (the kernel counts them).
-        let _ = udp::set_socket_buffers(socket.as_fd(), SOCKET_BUFFER);
-        socket
-            .set_read_timeout(Some(TIMER_PERIOD))
-            .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
-        let listen_port = socket
-            .local_addr()
-            .map_err(|e| Error::os("getsockname on the UDP socket", e))?
-            .port();
+            super::netns::run_in(netns, || bind(config.listen_port.unwrap_or(0), None))?;
+        let listen_port = prepare(&socket)?;
         let dup = |what| {
             socket
                 .try_clone()
                 .map_err(|e| Error::os(format!("duplicate the UDP socket for {what}"), e))
         };
         let (inbound, outbound) = (dup("receiving")?, dup("sending")?);
-        let private = StaticSecret::from(config.private_key);
-        let public = PublicKey::from(&private);
+        if config.private_key == [0; KEY_LEN] {
+            return Err(no_private_key());
+        }
         let shared = Arc::new(Shared {
             mirrored: AtomicBool::new(false),
             mirroring: Mutex::new(Mirroring::default()),
-            rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
-            private,
-            public,
-            table: RwLock::new(PeerTable::default()),
+            table: RwLock::new(PeerTable::new(Identity::new(
+                config.private_key,
+                HANDSHAKE_RATE_LIMIT,
+            ))),
             control: Mutex::new(Some(socket)),
-            listen_port,
+            socket_generation: AtomicU64::new(0),
+            thread_generations: [AtomicU64::new(0), AtomicU64::new(0)],
+            listen_port: AtomicU16::new(listen_port),
+            fwmark: AtomicU32::new(0),
             socket_v6,
+            netns: netns.map(str::to_owned),
             port,
             counters: Counters::default(),
             closed: AtomicBool::new(false),
@@ -338,25 +358,26 @@ impl Tunnel {
         for (name, body, socket) in [
             (
                 "vnetio-wg-in",
-                Shared::inbound as fn(&Shared, &UdpSocket),
+                Shared::inbound as fn(&Shared, UdpSocket),
                 inbound,
             ),
             (
                 "vnetio-wg-out",
-                Shared::outbound as fn(&Shared, &UdpSocket),
+                Shared::outbound as fn(&Shared, UdpSocket),
                 outbound,
             ),
         ] {
             let mine = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || body(&mine, &socket));
+                .spawn(move || body(&mine, socket));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
                     let tunnel = Tunnel {
                         shared,
                         threads: Mutex::new(threads),
+                        reconfiguring: Mutex::new(()),
                     };
                     tunnel.close();
                     return Err(Error::os(format!("start the {name} thread"), e));
@@ -366,38 +387,132 @@ impl Tunnel {
         Ok(Tunnel {
             shared,
             threads: Mutex::new(threads),
+            reconfiguring: Mutex::new(()),
         })
     }
 
     /// This end's public key.
     pub fn public_key(&self) -> [u8; KEY_LEN] {
-        self.shared.public.to_bytes()
+        self.shared.read_table().identity.public.to_bytes()
+    }
+
+    /// This end's private key.
+    pub fn private_key(&self) -> [u8; KEY_LEN] {
+        self.shared.read_table().identity.private.to_bytes()
     }
 
     /// The UDP port datagrams arrive on.
     pub fn listen_port(&self) -> u16 {
-        self.shared.listen_port
+        self.shared.listen_port.load(Relaxed)
+    }
+
+    /// The UDP socket's firewall mark (0: none).
+    pub fn fwmark(&self) -> u32 {
+        self.shared.fwmark.load(Relaxed)
+    }
+
+    /// The preshared key of the peer with this public key (`None`: no such peer, or none).
+    pub fn preshared_key_of(&self, public_key: &[u8; KEY_LEN]) -> Option<[u8; KEY_LEN]> {
+        let table = self.shared.read_table();
+        let psk = table.by_key(public_key)?.config().preshared_key;
+        psk
     }
 
     /// Add a peer, or replace the one with the same public key.
     pub fn add_peer(&self, config: PeerConfig) -> VnetResult<()> {
-        let peer = self
-            .shared
-            .write_table()
-            .add(&self.shared.private, config)?;
-        // A peer with a persistent keepalive and an endpoint starts its handshake at
-        // once (as `wg set` does), so it is reachable before it has anything to send.
-        if peer.config.persistent_keepalive.is_some() {
-            let control = self
-                .shared
-                .control
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(socket) = control.as_ref() {
-                let mut buf = vec![0u8; 256];
-                let result = peer.tunn().format_handshake_initiation(&mut buf, false);
-                self.shared.emit(socket, &peer, result, None);
+        let peer = self.shared.write_table().add(config)?;
+        self.shared.kick(&peer);
+        Ok(())
+    }
+
+    /// Change the running interface: everything that can fail (binding a new port,
+    /// setting the mark, room for new peers, the key) is done or checked before anything
+    /// changes, so an error leaves the interface as it was; the key and the peers then
+    /// change under one lock (the data path sees the old table or the new one), and a new
+    /// socket replaces the old one — the old port is closed once this returns.
+    pub fn reconfigure(&self, change: &Reconfig) -> VnetResult<()> {
+        let _one = self
+            .reconfiguring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shared = &self.shared;
+        if change.private_key == Some([0; KEY_LEN]) {
+            return Err(no_private_key());
+        }
+        let added = change.peers.iter().filter(|p| !p.remove).count();
+        if u32::try_from(added).map_or(true, |n| n > shared.read_table().room()) {
+            return Err(Error::InvalidArgument(
+                "more peers than this interface can still add over its lifetime; make a new \
+                 interface"
+                    .into(),
+            ));
+        }
+        let mark = change.fwmark.unwrap_or_else(|| shared.fwmark.load(Relaxed));
+        let mut fresh = None;
+        match change.listen_port {
+            Some(port) if port != shared.listen_port.load(Relaxed) => {
+                let v6 = shared.socket_v6;
+                let (socket, _) =
+                    super::netns::run_in(shared.netns.as_deref(), || bind(port, Some(v6)))?;
+                let port = prepare(&socket)?;
+                if mark != 0 {
+                    udp::set_mark(socket.as_fd(), mark).map_err(mark_error)?;
+                }
+                fresh = Some((socket, port));
             }
+            _ => {
+                if mark != shared.fwmark.load(Relaxed) {
+                    let control = shared
+                        .control
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let socket = control.as_ref().ok_or(Error::Closed)?;
+                    udp::set_mark(socket.as_fd(), mark).map_err(mark_error)?;
+                }
+            }
+        }
+        // Nothing below fails.
+        let mut kicks = Vec::new();
+        {
+            let mut table = shared.write_table();
+            if let Some(key) = change.private_key {
+                table.set_identity(Identity::new(key, HANDSHAKE_RATE_LIMIT));
+            }
+            if change.replace_peers {
+                table.clear();
+            }
+            for peer in &change.peers {
+                if let Some(peer) = table.change(peer)? {
+                    kicks.push(peer);
+                }
+            }
+        }
+        shared.fwmark.store(mark, Relaxed);
+        if let Some((socket, port)) = fresh {
+            let generation = {
+                let mut control = shared
+                    .control
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *control = Some(socket);
+                shared.listen_port.store(port, Relaxed);
+                shared.socket_generation.fetch_add(1, Relaxed) + 1
+            };
+            // Each thread takes the new socket within a timer period; the old one closes
+            // when the last of them lets it go.
+            let until = Instant::now() + 10 * TIMER_PERIOD;
+            while Instant::now() < until
+                && !shared.is_closed()
+                && shared
+                    .thread_generations
+                    .iter()
+                    .any(|g| g.load(Relaxed) != generation)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for peer in kicks {
+            shared.kick(&peer);
         }
         Ok(())
     }
@@ -518,8 +633,22 @@ impl std::ops::Drop for Tunnel {
     }
 }
 
-/// A UDP socket on `port`: dual-stack IPv6 where the namespace has IPv6, else IPv4.
-fn bind(port: u16) -> VnetResult<(UdpSocket, bool)> {
+/// A UDP socket on `port`: dual-stack IPv6 where the namespace has IPv6, else IPv4
+/// (`v6`: that family only, for a socket that replaces one).
+fn bind(port: u16, v6: Option<bool>) -> VnetResult<(UdpSocket, bool)> {
+    match v6 {
+        Some(true) => {
+            return UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+                .map(|s| (s, true))
+                .map_err(|e| bind_error(port, e))
+        }
+        Some(false) => {
+            return UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                .map(|s| (s, false))
+                .map_err(|e| bind_error(port, e))
+        }
+        None => {}
+    }
     match UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port)) {
         Ok(socket) => Ok((socket, true)),
         Err(e)
@@ -531,6 +660,37 @@ fn bind(port: u16) -> VnetResult<(UdpSocket, bool)> {
                 .map_err(|e| bind_error(port, e))
         }
         Err(e) => Err(bind_error(port, e)),
+    }
+}
+
+/// Socket options every interface socket has; returns its port.
+fn prepare(socket: &UdpSocket) -> VnetResult<u16> {
+    // Best effort: a smaller buffer only costs drops under bursts (the kernel counts them).
+    let _ = udp::set_socket_buffers(socket.as_fd(), SOCKET_BUFFER);
+    socket
+        .set_read_timeout(Some(TIMER_PERIOD))
+        .map_err(|e| Error::os("set the UDP socket's receive timeout", e))?;
+    Ok(socket
+        .local_addr()
+        .map_err(|e| Error::os("getsockname on the UDP socket", e))?
+        .port())
+}
+
+fn no_private_key() -> Error {
+    Error::InvalidArgument(
+        "a vnetio WireGuard interface cannot run without a private key (an all-zero key \
+         removes it): give one, such as `wg genkey` prints"
+            .into(),
+    )
+}
+
+fn mark_error(e: io::Error) -> Error {
+    let hint = (e.raw_os_error() == Some(libc::EPERM))
+        .then(|| "setting a socket's mark needs CAP_NET_ADMIN (root)".to_owned());
+    let err = Error::os("set the UDP socket's firewall mark (SO_MARK)", e);
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
     }
 }
 
@@ -547,6 +707,44 @@ fn bind_error(port: u16, e: io::Error) -> Error {
 }
 
 impl Shared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    /// A peer with a persistent keepalive and an endpoint starts its handshake at once
+    /// (as `wg set` does), so it is reachable before it has anything to send.
+    fn kick(&self, peer: &Peer) {
+        if peer.config().persistent_keepalive.is_none() {
+            return;
+        }
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(socket) = control.as_ref() {
+            let mut buf = vec![0u8; 256];
+            let result = peer.tunn().format_handshake_initiation(&mut buf, false);
+            self.emit(socket, peer, result, None);
+        }
+    }
+
+    /// When the socket was replaced (a new listen port) since `generation`: a descriptor
+    /// of the new one and its generation, which `thread` (0 inbound, 1 outbound) now uses.
+    /// `None`: no change, or it could not be had (tried again next time).
+    fn new_socket(&self, generation: u64, thread: usize) -> Option<(UdpSocket, u64)> {
+        if self.socket_generation.load(Relaxed) == generation {
+            return None;
+        }
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.socket_generation.load(Relaxed);
+        let socket = control.as_ref()?.try_clone().ok()?;
+        self.thread_generations[thread].store(now, Relaxed);
+        Some((socket, now))
+    }
+
     fn read_table(&self) -> RwLockReadGuard<'_, PeerTable> {
         self.table
             .read()
@@ -625,7 +823,9 @@ impl Shared {
     /// Plaintext port → peers: route, encrypt, send. Datagrams of a batch are gathered in
     /// one buffer and leave in one `sendmmsg`; runs of equal-size datagrams to one endpoint
     /// go as one UDP GSO message while the kernel takes them.
-    fn outbound(&self, socket: &UdpSocket) {
+    fn outbound(&self, socket: UdpSocket) {
+        let mut socket = socket;
+        let mut generation = 0;
         let mut batch = PacketBatch::default();
         let mut tx = Outbound::new();
         if udp::udp_gso_supported(socket.as_fd()).is_err() {
@@ -635,6 +835,10 @@ impl Shared {
             self.counters.gso_unavailable.store(1, Relaxed);
         }
         while !self.closed.load(Relaxed) {
+            if let Some((fresh, g)) = self.new_socket(generation, 1) {
+                (socket, generation) = (fresh, g);
+            }
+            let socket = &socket;
             batch.clear();
             match self
                 .port
@@ -779,13 +983,10 @@ impl Shared {
 
     /// Peers → plaintext port: receive (`recvmmsg`, GRO runs split back into datagrams),
     /// authenticate, decrypt, check, deliver a batch in one `send_frames`; and the timers.
-    fn inbound(&self, socket: &UdpSocket) {
-        let fd = socket.as_fd();
-        if udp::udp_set_gro(fd, true).is_err() {
-            self.counters.gro_unavailable.store(1, Relaxed);
-        }
-        // Without it, datagrams dropped at a full socket buffer would be counted nowhere.
-        let _ = udp::set_rxq_ovfl(fd);
+    fn inbound(&self, socket: UdpSocket) {
+        let mut socket = socket;
+        let mut generation = 0;
+        self.receive_options(&socket);
         let mut rx = RecvBatch::new(INBOUND_BATCH);
         let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; INBOUND_BATCH];
         let mut got = [Received::default(); INBOUND_BATCH];
@@ -793,12 +994,18 @@ impl Shared {
         let mut next_tick = Instant::now() + TIMER_PERIOD;
         let mut next_reset = Instant::now() + Duration::from_secs(1);
         while !self.closed.load(Relaxed) {
+            if let Some((fresh, g)) = self.new_socket(generation, 0) {
+                (socket, generation) = (fresh, g);
+                self.receive_options(&socket);
+            }
+            let socket = &socket;
+            let fd = socket.as_fd();
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(socket, &mut sink.arena);
                 next_tick = now + TIMER_PERIOD;
                 if now >= next_reset {
-                    self.rate_limiter.reset_count();
+                    self.read_table().identity.rate_limiter.reset_count();
                     next_reset = now + Duration::from_secs(1);
                 }
             }
@@ -827,6 +1034,16 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The receiving socket's options: UDP GRO, and the overflow count.
+    fn receive_options(&self, socket: &UdpSocket) {
+        let fd = socket.as_fd();
+        if udp::udp_set_gro(fd, true).is_err() {
+            self.counters.gro_unavailable.store(1, Relaxed);
+        }
+        // Without it, datagrams dropped at a full socket buffer would be counted nowhere.
+        let _ = udp::set_rxq_ovfl(fd);
     }
 
     /// One buffer of `recvmmsg`: a datagram, or a GRO run of them from one source.
@@ -926,12 +1143,11 @@ impl Shared {
         let start = sink.used;
         let out = &mut sink.arena[start..];
         let from_ip = canonical(from).ip();
+        let table = self.read_table();
+        let me = &table.identity;
         // MAC1 of handshakes first (cheap, keyed on our public key), cookies under load:
         // only then the Diffie-Hellman that finds the initiator's key.
-        let packet = match self
-            .rate_limiter
-            .verify_packet(Some(from_ip), datagram, out)
-        {
+        let packet = match me.rate_limiter.verify_packet(Some(from_ip), datagram, out) {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.send_to(socket, cookie, from);
@@ -947,10 +1163,9 @@ impl Shared {
                 return;
             }
         };
-        let table = self.read_table();
         let peer = match &packet {
             Packet::HandshakeInit(init) => {
-                match parse_handshake_anon(&self.private, &self.public, init) {
+                match parse_handshake_anon(&me.private, &me.public, init) {
                     Ok(half) => table.by_key(&half.peer_static_public),
                     Err(e) => {
                         c.drop(DropReason::of(&e));

@@ -317,3 +317,221 @@ fn gso_runs_split_by_endpoint_size_count_and_bytes() {
         .collect();
     assert_eq!(counts, [44, 6]);
 }
+
+/// a and b with a session between them (a knows b's endpoint, b learned a's).
+fn connected() -> (End, End) {
+    let (a, b) = (end(), end());
+    a.tunnel
+        .add_peer(peer_of(&b, &["10.9.0.2/32"], true))
+        .unwrap();
+    b.tunnel
+        .add_peer(peer_of(&a, &["10.9.0.1/32"], false))
+        .unwrap();
+    let p = ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"hello");
+    a.user.send_frames(&[&p]).unwrap();
+    assert!(recv_one(&b.user, Duration::from_secs(5)).is_some());
+    (a, b)
+}
+
+fn change_of(other: &End) -> PeerChange {
+    PeerChange {
+        public_key: keys::public_of(&other.private),
+        ..PeerChange::default()
+    }
+}
+
+fn ping(from: &End, to: &End, src: [u8; 4], dst: [u8; 4]) -> bool {
+    let p = ipv4(src, dst, b"ping");
+    from.user.send_frames(&[&p]).unwrap();
+    recv_one(&to.user, Duration::from_secs(5)).as_deref() == Some(&p[..])
+}
+
+#[test]
+fn reconfigure_changes_endpoints_and_allowed_ips_in_place() {
+    let (a, b) = connected();
+    let handshakes = a.tunnel.stats().handshakes + b.tunnel.stats().handshakes;
+    // New AllowedIPs (replacing the old) and the same endpoint again: the session stays.
+    let mut change = change_of(&b);
+    change.replace_allowed_ips = true;
+    change.allowed_ips = vec![parse_network("10.9.1.0/24").unwrap()];
+    change.endpoint = Some(SocketAddr::new(
+        Ipv4Addr::LOCALHOST.into(),
+        b.tunnel.listen_port(),
+    ));
+    a.tunnel
+        .reconfigure(&Reconfig {
+            peers: vec![change],
+            ..Reconfig::default()
+        })
+        .unwrap();
+    let peer = &a.tunnel.peers()[0];
+    let nets: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.9.1.0/24"]);
+    assert!(peer.latest_handshake.is_some(), "the session was dropped");
+    // 10.9.0.2 no longer routes to b; 10.9.1.7 does (b accepts a's source as before).
+    let before = drops(&a.tunnel, DropReason::NoRoute);
+    a.user
+        .send_frames(&[&ipv4([10, 9, 0, 1], [10, 9, 0, 2], b"x")])
+        .unwrap();
+    assert!(ping(&a, &b, [10, 9, 0, 1], [10, 9, 1, 7]));
+    assert_eq!(drops(&a.tunnel, DropReason::NoRoute), before + 1);
+    let after = a.tunnel.stats().handshakes + b.tunnel.stats().handshakes;
+    assert_eq!(after, handshakes, "a new handshake happened");
+}
+
+#[test]
+fn reconfigure_moves_a_network_between_peers_and_removes_and_replaces() {
+    let (a, b, c) = (end(), end(), end());
+    a.tunnel
+        .add_peer(peer_of(&b, &["10.9.0.0/24", "10.8.0.0/16"], true))
+        .unwrap();
+    let mut to_c = change_of(&c);
+    to_c.allowed_ips = vec![parse_network("10.9.0.0/24").unwrap()];
+    to_c.persistent_keepalive = Some(0);
+    a.tunnel
+        .reconfigure(&Reconfig {
+            peers: vec![to_c],
+            ..Reconfig::default()
+        })
+        .unwrap();
+    let shown = |t: &Tunnel| -> Vec<Vec<String>> {
+        t.peers()
+            .iter()
+            .map(|p| p.allowed_ips.iter().map(ToString::to_string).collect())
+            .collect()
+    };
+    // As `wg set` does: the network leaves b for c, b keeps the rest.
+    assert_eq!(shown(&a.tunnel), [vec!["10.8.0.0/16"], vec!["10.9.0.0/24"]]);
+    // update_only of an unknown peer is skipped; removing an unknown peer is no error.
+    let mut ghost = change_of(&end());
+    ghost.update_only = true;
+    let mut gone = change_of(&end());
+    gone.remove = true;
+    let mut drop_b = change_of(&b);
+    drop_b.remove = true;
+    a.tunnel
+        .reconfigure(&Reconfig {
+            peers: vec![ghost, gone, drop_b],
+            ..Reconfig::default()
+        })
+        .unwrap();
+    assert_eq!(shown(&a.tunnel), [vec!["10.9.0.0/24"]]);
+    // replace_peers: only what the request lists remains.
+    let mut only_b = change_of(&b);
+    only_b.allowed_ips = vec![parse_network("10.7.0.0/16").unwrap()];
+    a.tunnel
+        .reconfigure(&Reconfig {
+            replace_peers: true,
+            peers: vec![only_b],
+            ..Reconfig::default()
+        })
+        .unwrap();
+    let peers = a.tunnel.peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].public_key, keys::public_of(&b.private));
+    assert_eq!(shown(&a.tunnel), [vec!["10.7.0.0/16"]]);
+}
+
+#[test]
+fn reconfigure_rebinds_the_port_and_traffic_follows() {
+    let (a, b) = connected();
+    let old = a.tunnel.listen_port();
+    a.tunnel
+        .reconfigure(&Reconfig {
+            listen_port: Some(0),
+            ..Reconfig::default()
+        })
+        .unwrap();
+    let new = a.tunnel.listen_port();
+    assert_ne!(new, old);
+    // The old port is closed once reconfigure returns.
+    UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, old))
+        .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, old)))
+        .expect("the old port is still bound");
+    // a → b from the new port: b roams to it, so b → a works too.
+    assert!(ping(&a, &b, [10, 9, 0, 1], [10, 9, 0, 2]));
+    assert!(ping(&b, &a, [10, 9, 0, 2], [10, 9, 0, 1]));
+    assert_eq!(b.tunnel.peers()[0].endpoint.map(|e| e.port()), Some(new));
+}
+
+#[test]
+fn a_refused_reconfigure_changes_nothing() {
+    let (a, b) = connected();
+    let taken = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    // A dual-stack socket on a port an IPv4 socket holds fails with EADDRINUSE.
+    let c = end();
+    let mut add_c = change_of(&c);
+    add_c.allowed_ips = vec![parse_network("10.9.3.0/24").unwrap()];
+    let before = (a.tunnel.listen_port(), a.tunnel.peers().len());
+    let err = a
+        .tunnel
+        .reconfigure(&Reconfig {
+            private_key: Some(keys::generate_private()),
+            listen_port: Some(busy),
+            peers: vec![add_c],
+            ..Reconfig::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("another listen_port"), "{err}");
+    assert_eq!((a.tunnel.listen_port(), a.tunnel.peers().len()), before);
+    assert_eq!(a.tunnel.private_key(), a.private);
+    // A zero private key is refused too.
+    let err = a
+        .tunnel
+        .reconfigure(&Reconfig {
+            private_key: Some([0; KEY_LEN]),
+            ..Reconfig::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("without a private key"), "{err}");
+    assert!(ping(&a, &b, [10, 9, 0, 1], [10, 9, 0, 2]));
+}
+
+#[test]
+fn a_new_private_key_needs_the_peer_to_know_it() {
+    let (a, b) = connected();
+    let fresh = keys::generate_private();
+    a.tunnel
+        .reconfigure(&Reconfig {
+            private_key: Some(fresh),
+            ..Reconfig::default()
+        })
+        .unwrap();
+    assert_eq!(a.tunnel.public_key(), keys::public_of(&fresh));
+    assert!(a.tunnel.peers()[0].latest_handshake.is_none());
+    // b still expects a's old key: nothing gets through.
+    assert!(!ping(&a, &b, [10, 9, 0, 1], [10, 9, 0, 2]));
+    // b learns a's new key (a new peer in b's table): traffic flows again.
+    let mut old = change_of(&a);
+    old.remove = true;
+    let mut new = PeerChange {
+        public_key: keys::public_of(&fresh),
+        ..PeerChange::default()
+    };
+    new.allowed_ips = vec![parse_network("10.9.0.1/32").unwrap()];
+    b.tunnel
+        .reconfigure(&Reconfig {
+            peers: vec![old, new],
+            ..Reconfig::default()
+        })
+        .unwrap();
+    assert!(ping(&a, &b, [10, 9, 0, 1], [10, 9, 0, 2]));
+}
+
+#[test]
+fn fwmark_is_set_on_the_socket() {
+    let a = end();
+    let result = a.tunnel.reconfigure(&Reconfig {
+        fwmark: Some(0x77),
+        ..Reconfig::default()
+    });
+    match result {
+        Ok(()) => assert_eq!(a.tunnel.fwmark(), 0x77),
+        // Without CAP_NET_ADMIN: refused, named, and nothing changed.
+        Err(e) => {
+            assert!(e.to_string().contains("SO_MARK"), "{e}");
+            assert_eq!(a.tunnel.fwmark(), 0);
+        }
+    }
+}
