@@ -153,8 +153,16 @@ def test_in_process_pair_carries_ipv4_and_ipv6_both_ways() -> None:
         reply = bytes(IP(src="10.9.0.2", dst="10.9.0.1") / UDP() / Raw(b"back"))
         b.send(reply)
         assert a.recv(timeout=5) == reply
-        sa, sb = a.stats(), b.stats()
-        assert sa["tx_packets"] + sa["queued"] >= len(packets) and sb["rx_packets"] == len(packets)
+        # The sender counts a batch once sendmmsg returns, which may be after the receiver
+        # has it: the counters are read until they agree, within a deadline.
+        deadline = time.monotonic() + 5
+        while True:
+            sa, sb = a.stats(), b.stats()
+            counted = sa["tx_packets"] + sa["queued"] >= len(packets)
+            if (counted and sb["rx_packets"] == len(packets)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert counted and sb["rx_packets"] == len(packets), (sa, sb)
         assert sum(sa["drops"].values()) == sum(sb["drops"].values()) == 0, (sa, sb)
         (peer,) = b.peers()
         assert peer.endpoint == f"127.0.0.1:{a.listen_port}"  # learned from the handshake
