@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::wire::checksum::verify_frame;
-use crate::wire::vnet::gso;
+use crate::wire::testing::{ethernet, udp4};
 use virtio_bindings::bindings::virtio_ring::{
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
@@ -37,37 +37,9 @@ fn tx_cfg(mode: RxMode) -> TxConfig {
     }
 }
 
-/// An Ethernet/IPv4/UDP frame of `len` bytes (valid checksums).
+/// An Ethernet/IPv4/UDP frame of `len` bytes (valid checksums), the payload all `tag`.
 fn udp_frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let ip_len = len - 14;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (ip_len >> 8) as u8,
-        ip_len as u8,
-        0,
-        1,
-        0,
-        0,
-        64,
-        17,
-    ]);
-    f.extend_from_slice(&[0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
-    let udp_len = ip_len - 20;
-    f.extend_from_slice(&[
-        0x30,
-        0x39,
-        0x00,
-        0x35,
-        (udp_len >> 8) as u8,
-        udp_len as u8,
-        0,
-        0,
-    ]);
-    f.resize(len, tag);
-    crate::wire::checksum::fix_frame(&mut f, Medium::Ethernet).unwrap();
-    f
+    ethernet(&udp4(1, 53, &vec![tag; len - 42]))
 }
 
 /// Put `hdr ++ frame` at `addr` in guest memory.
@@ -352,43 +324,7 @@ fn tx_invalid_head_index_and_avail_index() {
 /// A TCP/IPv4 super-frame of `payload` bytes with a partial checksum, as a guest with
 /// HOST_TSO4 sends it.
 fn tcp4_superframe(payload: usize) -> (Vec<u8>, VnetHdr) {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = 40 + payload;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0x12,
-        0x34,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00, 0x50]);
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend((0..payload).map(|i| (i % 251) as u8));
-    let pseudo = crate::wire::checksum::pseudo_header_v4(
-        [192, 0, 2, 1],
-        [192, 0, 2, 2],
-        6,
-        (20 + payload) as u32,
-    );
-    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    let c = crate::wire::checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let hdr = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: gso::TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
-    (f, hdr)
+    crate::wire::testing::tcp4_superframe(payload, 1, 0x18) // PSH|ACK
 }
 
 #[test]
