@@ -25,20 +25,20 @@
 //! refused. Not included (per batch, not per frame): the queue's locks and the one
 //! eventfd write of an interrupt (the `ring` module's callers in `queue.rs`).
 //!
-//! Two clocks, each benchmark once with each: `wall/…` is criterion's own (elapsed time),
-//! `cpu/…` the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so "per core"
-//! stays meaningful on a shared machine where other work takes the CPU away for a while
-//! (it still slows the caches). On an idle machine the two agree.
+//! Two clocks (`benches/clock/`), each benchmark once with each: `wall/…` is criterion's
+//! own (elapsed time), `cpu/…` the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`),
+//! so "per core" stays meaningful on a shared machine where other work takes the CPU away
+//! for a while (it still slows the caches). On an idle machine the two agree.
+
+mod clock;
 
 use std::hint::black_box;
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
-use std::time::Duration;
-
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rustix::time::{clock_gettime, ClockId};
+use clock::ThreadCpu;
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkId, Criterion, Throughput};
 use virtio_bindings::bindings::virtio_ring::{
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
@@ -294,40 +294,6 @@ fn rx_round(
     placed
 }
 
-/// The benchmark thread's CPU time, as a criterion measurement (values in ns, shown as
-/// durations; throughput per CPU second).
-struct ThreadCpu;
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_secs_f64() * 1e9
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
-    }
-}
-
-fn thread_cpu() -> Duration {
-    let t = clock_gettime(ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 fn guest_tx<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let mut g = c.benchmark_group(format!("{clock}/guest_tx"));
     for size in [64usize, 1514] {
@@ -427,10 +393,4 @@ fn cpu(c: &mut Criterion<ThreadCpu>) {
     guest_rx(c, "cpu");
 }
 
-criterion_group!(wall_clock, wall);
-criterion_group! {
-    name = cpu_clock;
-    config = Criterion::default().with_measurement(ThreadCpu);
-    targets = cpu
-}
-criterion_main!(wall_clock, cpu_clock);
+clock::main_with_both_clocks!(wall, cpu);

@@ -1,4 +1,5 @@
-"""Helpers around `ip` for the test fixtures: namespaces, links, sysfs, privilege probing.
+"""Helpers around `ip` for the test fixtures: namespaces, links, sysfs, privilege probing;
+and :func:`need`, for a test that runs a program someone else wrote.
 
 Everything here shells out to iproute2 so that what the tests check comes from the kernel,
 not from vnetio.
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 # The pid keeps concurrent test runs (two developers, or a helper and CI) from taking each
 # other's namespaces for leaks; a nested run is handed its parent's prefix.
@@ -41,6 +44,16 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 20) -> str:
             f"{' '.join(argv)!s} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}"
         )
     return proc.stdout
+
+
+def need(tool: str, package: str) -> str:
+    """The path of the program ``tool`` the calling test runs. When it is not installed the
+    test is skipped, naming the Debian ``package`` that has it; with ``CI`` set that skip is
+    a failure, as every skip is (tests/conftest.py)."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is missing (`make system-deps` installs {package})")
+    return path
 
 
 def random_suffix(nbytes: int = 4) -> str:

@@ -6,6 +6,7 @@ import ipaddress
 import random
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 # IEEE 802 "local experimental" EtherType: nothing on the bridge speaks it, so frames of
 # this type on a port are ours and everything else (IGMP, MLD, ...) is noise to skip.
@@ -58,14 +59,32 @@ def inet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ipv4_header(src: str, dst: str, proto: int, payload_len: int, ident: int = 0x1234) -> bytes:
+ETHERTYPE_IPV4 = 0x0800
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+TCP_PSH, TCP_ACK = 0x08, 0x10
+#: IPv4 "don't fragment", in the flags and fragment offset field.
+DF = 0x4000
+
+
+def ethernet(dst: bytes, src: bytes, payload: bytes, ethertype: int = ETHERTYPE_IPV4) -> bytes:
+    """An Ethernet frame: MAC addresses as 6 bytes each, then ``ethertype`` (IPv4 unless
+    said otherwise) and ``payload``."""
+    return dst + src + struct.pack("!H", ethertype) + payload
+
+
+def ipv4_header(
+    src: str, dst: str, proto: int, payload_len: int, ident: int = 0x1234, *, flags: int = DF
+) -> bytes:
+    """An IPv4 header without options (TTL 64), its checksum right; ``flags``: the flags
+    and fragment offset field."""
     hdr = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,  # version 4, IHL 5
         0,
         20 + payload_len,
         ident,
-        0x4000,  # DF
+        flags,
         64,
         proto,
         0,
@@ -73,6 +92,84 @@ def ipv4_header(src: str, dst: str, proto: int, payload_len: int, ident: int = 0
         ipaddress.IPv4Address(dst).packed,
     )
     return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
+
+
+def udp4(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    payload: bytes,
+    ident: int = 0,
+    *,
+    flags: int = DF,
+    udp_len: int | None = None,
+) -> bytes:
+    """An IPv4 UDP packet, both checksums right (header as :func:`ipv4_header` makes it).
+    ``udp_len``: a UDP length field other than the true one; the checksum still covers
+    the datagram as sent, as the sender's kernel would compute it."""
+    length = 8 + len(payload)
+    pseudo = (
+        ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + struct.pack("!xBH", IPPROTO_UDP, length)
+    )
+    header = struct.pack("!HHH", sport, dport, length if udp_len is None else udp_len)
+    check = inet_checksum(pseudo + header + b"\0\0" + payload) or 0xFFFF  # 0: "no checksum"
+    udp = header + struct.pack("!H", check) + payload
+    return ipv4_header(src, dst, IPPROTO_UDP, length, ident=ident, flags=flags) + udp
+
+
+def tcp4(
+    payload: bytes,
+    *,
+    seq: int = 1000,
+    ident: int = 7,
+    flags: int = TCP_PSH | TCP_ACK,
+    partial: bool = False,
+    link: bool = True,
+) -> bytes:
+    """An IPv4/TCP packet, 192.0.2.1:40000 → 192.0.2.2:5201 (ack 1, window 65535), in an
+    Ethernet frame from :data:`SRC_MAC` to :data:`DST_MAC` unless ``link`` is false. The TCP
+    checksum is right or, ``partial``, holds the pseudo-header sum alone (a checksum left
+    for offload to complete, as with ``needs_csum``)."""
+    src, dst = "192.0.2.1", "192.0.2.2"
+    tcp_len = 20 + len(payload)
+    header = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, 0x50, flags, 65535, 0, 0)
+    pseudo = (
+        ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + struct.pack("!xBH", IPPROTO_TCP, tcp_len)
+    )
+    # Partial: the pseudo-header's sum, not complemented (what offload completes).
+    check = ~inet_checksum(pseudo) & 0xFFFF if partial else inet_checksum(pseudo + header + payload)
+    tcp = header[:16] + struct.pack("!H", check) + header[18:] + payload
+    packet = ipv4_header(src, dst, IPPROTO_TCP, tcp_len, ident=ident) + tcp
+    return ethernet(DST_MAC, SRC_MAC, packet) if link else packet
+
+
+def tcp4_superframe(
+    payload: bytes,
+    *,
+    mss: int = 1448,
+    link: bool = True,
+    seq: int = 1000,
+    ident: int = 7,
+    flags: int = TCP_PSH | TCP_ACK,
+) -> tuple[bytes, dict[str, Any]]:
+    """A :func:`tcp4` super-frame with a partial checksum, and its offload metadata (TSO,
+    segments of ``mss`` payload bytes) as ``Batch.from_frames(offload=...)`` takes it."""
+    frame = tcp4(payload, seq=seq, ident=ident, flags=flags, partial=True, link=link)
+    l3 = ETH_HEADER if link else 0
+    meta = {
+        "gso_type": "tcpv4",
+        "gso_size": mss,
+        "hdr_len": l3 + 40,
+        "csum_start": l3 + 20,
+        "csum_offset": 16,
+        "needs_csum": True,
+    }
+    return frame, meta
 
 
 ICMP_ECHO_REPLY = 0

@@ -419,12 +419,17 @@ pub struct PyReader {
 }
 
 impl PyReader {
-    fn with<T>(&self, f: impl FnOnce(&CaptureReader) -> T) -> PyResult<T> {
-        let guard = lock(&self.inner)?;
-        let r = guard.as_ref().ok_or_else(|| {
+    /// Run `f` on the reader, locked; a ValueError once the file is closed.
+    fn with_mut<T>(&self, f: impl FnOnce(&mut CaptureReader) -> T) -> PyResult<T> {
+        let mut guard = lock(&self.inner)?;
+        let r = guard.as_mut().ok_or_else(|| {
             PyValueError::new_err(format!("capture file {} is closed", self.path))
         })?;
         Ok(f(r))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&CaptureReader) -> T) -> PyResult<T> {
+        self.with_mut(|r| f(r))
     }
 }
 
@@ -456,15 +461,8 @@ impl PyReader {
                 "max_frames must be between 1 and 65536, not {max_frames}"
             )));
         }
-        let mut guard = lock(&self.inner)?;
-        let Some(reader) = guard.as_mut() else {
-            return Err(PyValueError::new_err(format!(
-                "capture file {} is closed",
-                self.path
-            )));
-        };
         let mut batch = self.pool.take();
-        detached(py, || reader.read_batch(&mut batch, max_frames))?;
+        self.with_mut(|reader| detached(py, || reader.read_batch(&mut batch, max_frames)))??;
         Ok(PyBatch::from_pool(batch, &self.pool))
     }
 

@@ -213,11 +213,9 @@ impl Device for LoopbackEnd {
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
-        let (n, bytes) = self
-            .filter
-            .recv(0, batch, max, wait, |b, m, w| self.recv_raw(b, m, w))?;
-        self.counters.rx(n, bytes);
-        Ok(n)
+        let raw = |b: &mut PacketBatch, m, w| self.recv_raw(b, m, w);
+        self.counters
+            .recv_through(&self.filter, 0, batch, max, wait, raw)
     }
 
     fn set_filter(

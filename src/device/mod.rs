@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::batch::PacketBatch;
 use crate::error::{Error, VnetResult};
 use crate::filter::bpf::Program;
-use crate::filter::Placement;
+use crate::filter::{Placement, UserFilter};
 use crate::offload::gso::segment_all;
 use crate::wire::vnet::VnetHdr;
 use crate::wire::Medium;
@@ -106,6 +106,22 @@ impl Counters {
     pub fn tx(&self, frames: usize, bytes: usize) {
         self.tx_frames.fetch_add(frames as u64, Relaxed);
         self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// [`Device::recv_batch`] of a device whose receive filter is a [`UserFilter`]: receive
+    /// through `filter` (`raw`: queue `queue`'s unfiltered receive, as [`UserFilter::recv`]
+    /// takes it) and count here the frames it kept. Returns their number.
+    pub(crate) fn recv_through(
+        &self,
+        filter: &UserFilter,
+        queue: usize,
+        batch: &mut PacketBatch,
+        max: usize,
+        wait: Duration,
+        raw: impl FnMut(&mut PacketBatch, usize, Duration) -> VnetResult<usize>,
+    ) -> VnetResult<usize> {
+        let (frames, bytes) = filter.recv(queue, batch, max, wait, raw)?;
+        self.rx(frames, bytes);
+        Ok(frames)
     }
     /// Count a failed receive call.
     pub fn rx_error(&self) {

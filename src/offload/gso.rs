@@ -31,8 +31,6 @@ pub fn segment_all<'a>(
     Ok(())
 }
 
-#[cfg(test)]
-use crate::wire::vnet::F_NEEDS_CSUM;
 use crate::wire::vnet::{complete_csum, gso, VnetHdr};
 use crate::wire::Medium;
 
@@ -175,45 +173,13 @@ pub fn segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum::{pseudo_header_v4, verify_frame};
+    use crate::wire::checksum::verify_frame;
 
     /// An Ethernet + IPv4 + TCP super-frame with `payload` bytes, PSH|ACK|FIN, partial
-    /// checksum (pseudo-header sum in the TCP checksum field), as the kernel hands it out.
+    /// checksum (pseudo-header sum in the TCP checksum field), as the kernel hands it out;
+    /// its sequence number wraps within the first segments.
     fn tcp4_superframe(payload: usize) -> (Vec<u8>, VnetHdr) {
-        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = 20 + 20 + payload;
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0x12,
-            0x34,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ]);
-        f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2]);
-        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50]); // ports
-        f.extend_from_slice(&0xffff_fff0u32.to_be_bytes()); // seq (wraps)
-        f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x19, 0xff, 0xff, 0, 0, 0, 0]); // FIN|PSH|ACK
-        f.extend((0..payload).map(|i| (i % 251) as u8));
-        let pseudo = pseudo_header_v4([192, 0, 2, 1], [192, 0, 2, 2], 6, (20 + payload) as u32);
-        put16(&mut f, 14 + 20 + 16, pseudo);
-        let c = finish(sum(&f[14..34]));
-        put16(&mut f, 24, c);
-        let hdr = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: gso::TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
-        (f, hdr)
+        crate::wire::testing::tcp4_superframe(payload, 0xffff_fff0, 0x19)
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 pub mod checksum;
 pub mod layout;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod vnet;
 
 pub use layout::*;

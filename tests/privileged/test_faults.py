@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import json
-import struct
 import subprocess
 import sys
 import threading
@@ -28,38 +27,27 @@ from vnetio.hygiene.queues import raised_queues
 
 from tests.conftest import BridgePair
 from tests.netutil import Netns
-from tests.packets import frame_seq, make_frame
+from tests.packets import TCP_ACK, frame_seq, make_frame, tcp4
 from tests.syscall_faults import run_child
 
 pytestmark = pytest.mark.privileged
-
-SRC_MAC = bytes.fromhex("02005e100001")
-DST_MAC = bytes.fromhex("02005e100002")
 
 
 def tcp_run(count: int, *, seq: int = 1000, payload: int = 1000) -> list[bytes]:
     """``count`` frames of one TCP flow (192.0.2.1:40000 → 192.0.2.2:5201), ACK only,
     consecutive sequence numbers, checksums right: what the writer merges into one
     super-frame on an offload adapter."""
-    frames = []
-    for i in range(count):
-        data = bytes([i & 0xFF]) * payload
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 40 + payload, i, 0x4000, 64, 6, 0,
-            bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
-        )  # fmt: skip
-        tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq + i * payload, 1, 0x50, 0x10, 65535, 0, 0)
-        frame = bytearray(DST_MAC + SRC_MAC + b"\x08\x00" + ip + tcp + data)
-        vnetio.checksum.fix(frame, "tap")
-        frames.append(bytes(frame))
-    return frames
+    return [
+        tcp4(bytes([i & 0xFF]) * payload, seq=seq + i * payload, ident=i, flags=TCP_ACK)
+        for i in range(count)
+    ]
 
 
 GRO_CHILD = """
 import errno, time, vnetio
 from tests.netutil import Netns
-from tests.packets import frame_seq, make_frame
-from tests.privileged.test_faults import SRC_MAC, tcp_run
+from tests.packets import SRC_MAC, frame_seq, make_frame
+from tests.privileged.test_faults import tcp_run
 from tests.syscall_faults import SYSCALLS, USER_NOTIF, Arg, Rule, Supervisor, read_iovecs
 
 ns = Netns(PARAMS["ns"])

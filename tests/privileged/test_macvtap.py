@@ -29,7 +29,7 @@ import vnetio
 
 from tests.adapters import blocked_then_closed, recv_until
 from tests.netutil import Netns, create_netns, delete_netns
-from tests.packets import ipv4_header
+from tests.packets import ethernet, udp4
 
 pytestmark = pytest.mark.privileged
 
@@ -105,10 +105,9 @@ def communicate(proc: subprocess.Popen[str], timeout: float = 20) -> str:
 
 
 def udp_frame(dst_mac: str, src_mac: str, port: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload  # no checksum
-    ip = ipv4_header(OUR_IP, PEER_IP, socket.IPPROTO_UDP, len(udp))
+    packet = udp4(OUR_IP, PEER_IP, 40000, port, payload, ident=0x1234)
     mac = bytes.fromhex
-    return mac(dst_mac.replace(":", "")) + mac(src_mac.replace(":", "")) + b"\x08\x00" + ip + udp
+    return ethernet(mac(dst_mac.replace(":", "")), mac(src_mac.replace(":", "")), packet)
 
 
 def is_udp_to(port: int, payload: bytes):  # type: ignore[no-untyped-def]

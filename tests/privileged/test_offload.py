@@ -38,6 +38,7 @@ import vnetio
 
 from tests.conftest import BridgePair
 from tests.netutil import Netns, create_netns, delete_netns
+from tests.packets import DST_MAC, SRC_MAC, ethernet, tcp4_superframe, udp4
 from tests.syscall_faults import run_child
 
 pytestmark = pytest.mark.privileged
@@ -529,32 +530,6 @@ def test_open_without_offload_resets_the_device_mask(two_ns: tuple[Netns, Netns]
 # --- metadata from Python --------------------------------------------------------------
 
 
-def tcp4_superframe(
-    payload: bytes, *, mss: int = 1448, tap: bool = True, seq: int = 1000
-) -> tuple[bytes, dict[str, Any]]:
-    """Ethernet (or bare) IPv4/TCP super-frame, 192.0.2.1:40000 → 192.0.2.2:5201, with a
-    partial checksum (pseudo-header sum in the field) and its offload metadata."""
-    from tests.packets import inet_checksum
-
-    src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
-    tcp_len = 20 + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 7, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
-    pseudo_sum = ~inet_checksum(src + dst + struct.pack("!BBH", 0, 6, tcp_len)) & 0xFFFF
-    tcp = struct.pack("!HHIIBBHHH", 40000, PORT, seq, 1, 0x50, 0x18, 65535, pseudo_sum, 0)
-    link = bytes.fromhex("02005e10000202005e1000010800") if tap else b""
-    frame = link + ip + tcp + payload
-    meta = {
-        "gso_type": "tcpv4",
-        "gso_size": mss,
-        "hdr_len": len(link) + 40,
-        "csum_start": len(link) + 20,
-        "csum_offset": 16,
-        "needs_csum": True,
-    }
-    return frame, meta
-
-
 def test_metadata_round_trips_and_malformed_headers_are_value_errors() -> None:
     frame, meta = tcp4_superframe(bytes(5000))
     batch = vnetio.Batch.from_frames([frame, frame[:60]], offload=[meta, None])
@@ -675,15 +650,8 @@ def test_superframe_with_segments_above_the_mtu_is_a_value_error(
 def udp_datagram(i: int, udp_len: int | None = None) -> bytes:
     """Ethernet/IPv4/UDP, 192.0.2.1:1234 → 192.0.2.2:53, 1000 bytes of ``i``; checksums
     right, the UDP length field ``udp_len`` if given (else the true one)."""
-    payload = bytes([i]) * 1000
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), i, 0x4000, 64, 17, 0,
-        bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
-    )  # fmt: skip
-    udp = struct.pack("!HHHH", 1234, 53, udp_len or 8 + len(payload), 0)
-    f = bytearray(bytes.fromhex("02005e10000202005e1000010800") + ip + udp + payload)
-    vnetio.checksum.fix(f)
-    return bytes(f)
+    packet = udp4("192.0.2.1", "192.0.2.2", 1234, 53, bytes([i]) * 1000, i, udp_len=udp_len)
+    return ethernet(DST_MAC, SRC_MAC, packet)
 
 
 def gro_udp_run(ns: str, a_name: str, b_name: str) -> dict[str, Any]:

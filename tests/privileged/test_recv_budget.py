@@ -12,7 +12,7 @@ import pytest
 import vnetio
 
 from tests.conftest import BridgePair
-from tests.packets import DST_MAC, SRC_MAC, frame_seq, inet_checksum, make_frame
+from tests.packets import SRC_MAC, TCP_ACK, frame_seq, make_frame, tcp4_superframe
 
 pytestmark = pytest.mark.privileged
 
@@ -24,16 +24,7 @@ MAX_FRAME = 65_535 + 14 + 8 + 12
 def superframe(seq: int, payload: int = 65_000) -> tuple[bytes, dict[str, Any]]:
     """An Ethernet/IPv4/TCP super-frame (gso_size 1448, partial checksum) carrying TCP
     sequence number ``seq``, and its offload metadata."""
-    src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
-    tcp_len = 20 + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, seq, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
-    pseudo = ~inet_checksum(src + dst + struct.pack("!BBH", 0, 6, tcp_len)) & 0xFFFF
-    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, 0x50, 0x10, 65535, pseudo, 0)
-    frame = DST_MAC + SRC_MAC + b"\x08\x00" + ip + tcp + bytes([seq % 251]) * payload
-    meta = {"gso_type": "tcpv4", "gso_size": 1448, "hdr_len": 54, "csum_start": 34,
-            "csum_offset": 16, "needs_csum": True}  # fmt: skip
-    return frame, meta
+    return tcp4_superframe(bytes([seq % 251]) * payload, seq=seq, ident=seq, flags=TCP_ACK)
 
 
 def tcp_seq(frame: bytes | memoryview) -> int | None:

@@ -1,28 +1,12 @@
-"""Helpers for the SLIP tests: UDP packets with real checksums, and the exact set of
-packets a corrupted line must lose."""
+"""Helpers for the SLIP tests: UDP packets' payloads (the packets: tests/packets.py), and
+the exact set of packets a corrupted line must lose."""
 
 from __future__ import annotations
 
-import ipaddress
-import struct
+from tests.packets import udp4
 
-from tests.packets import inet_checksum, ipv4_header
-
-UDP = 17
-
-
-def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
-    """An IPv4 UDP packet, both checksums correct (DF set, TTL 64)."""
-    length = 8 + len(payload)
-    pseudo = (
-        ipaddress.IPv4Address(src).packed
-        + ipaddress.IPv4Address(dst).packed
-        + struct.pack("!xBH", UDP, length)
-    )
-    header = struct.pack("!HHHH", sport, dport, length, 0)
-    check = inet_checksum(pseudo + header + payload) or 0xFFFF
-    udp = struct.pack("!HHHH", sport, dport, length, check) + payload
-    return ipv4_header(src, dst, UDP, length, ident=ident) + udp
+# udp4: test_slip_tun.py imports it from here.
+__all__ = ["SPECIAL", "hit", "spans", "special_heavy", "udp4", "udp_payload"]
 
 
 def udp_payload(packet: bytes) -> bytes:

@@ -18,7 +18,8 @@ import serial  # pyserial
 import sliplib
 import vnetio
 
-from tests.serial.slipnet import hit, spans, special_heavy, udp4
+from tests.packets import udp4
+from tests.serial.slipnet import hit, spans, special_heavy
 
 HOST, DEVICE = "192.0.2.1", "192.0.2.2"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import struct
 import subprocess
 import time
@@ -18,22 +17,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vnetio.capture import Reader, Writer, capture_to, summarize
 
+from tests.netutil import need
+from tests.packets import ethernet, udp4
+
 # tshark run as root prints this line on stderr; it is about us, not the file.
 ROOT_NOTE = 'Running as user "root" and group "root". This could be dangerous.'
 T0 = 1_700_000_000_123_456_789
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:  # with CI set the skip is a failure (tests/conftest.py)
-        pytest.skip(f"{tool} is not installed (`make system-deps` installs Debian's tshark)")
-    return path
-
-
 def tool(*argv: str) -> str:
     """Run a Wireshark tool; fail on any stderr output other than the root note."""
     result = subprocess.run(
-        [need(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=60, check=False
+        [need(argv[0], "tshark"), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     warnings = [line for line in result.stderr.splitlines() if line.strip() != ROOT_NOTE]
     assert result.returncode == 0 and not warnings, (result.returncode, result.stderr)
@@ -41,16 +40,10 @@ def tool(*argv: str) -> str:
 
 
 def udp_frame(i: int, payload: int = 4) -> bytes:
-    """Ethernet/IPv4/UDP with correct lengths (documentation addresses)."""
-    ip_len = 20 + 8 + payload
-    ip = bytes([0x45, 0, ip_len >> 8, ip_len & 0xFF, 0, 0, 0, 0, 64, 17, 0, 0])
-    ip += bytes([192, 0, 2, 1, 192, 0, 2, 2])
-    udp = (40000 + i).to_bytes(2, "big") + (53).to_bytes(2, "big")
-    udp += (8 + payload).to_bytes(2, "big") + b"\0\0"
-    eth = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
-    frame = bytearray(eth + ip + udp + bytes(payload))
-    vnetio.checksum.fix(frame, "tap")
-    return bytes(frame)
+    """Ethernet/IPv4/UDP, 192.0.2.1:40000+i → 192.0.2.2:53 (broadcast MAC), ``payload``
+    zero bytes, checksums right."""
+    packet = udp4("192.0.2.1", "192.0.2.2", 40000 + i, 53, bytes(payload), flags=0)
+    return ethernet(b"\xff" * 6, bytes.fromhex("020000000001"), packet)
 
 
 def frames_and_times(n: int) -> tuple[list[bytes], list[int]]:

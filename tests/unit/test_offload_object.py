@@ -3,23 +3,15 @@ Python/Rust boundary, still readable as the mapping earlier versions returned.""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 import vnetio
 
-from tests.packets import inet_checksum
+from tests.packets import tcp4_superframe
 
 
 def superframe(payload: int = 3000) -> tuple[bytes, vnetio.Offload]:
     """An Ethernet/IPv4/TCP super-frame with a partial checksum, and its metadata."""
-    src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
-    tcp_len = 20 + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 7, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
-    pseudo = ~inet_checksum(src + dst + struct.pack("!BBH", 0, 6, tcp_len)) & 0xFFFF
-    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 1000, 1, 0x50, 0x18, 65535, pseudo, 0)
-    frame = bytes.fromhex("02005e10000202005e1000010800") + ip + tcp + bytes(payload)
+    frame, _ = tcp4_superframe(bytes(payload))
     meta = vnetio.Offload(
         "tcpv4", gso_size=1448, hdr_len=54, csum_start=34, csum_offset=16, needs_csum=True
     )

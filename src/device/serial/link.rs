@@ -525,43 +525,8 @@ fn tx_loop(line: &File, dev: &dyn Device, shared: &Shared, mtu: usize) {
 mod tests {
     use super::*;
     use crate::device::serial::pair::{PairOptions, SerialPair};
-    use crate::wire::checksum::fix_frame;
+    use crate::wire::testing::udp4;
     use std::time::Instant;
-
-    fn udp4(id: u16, payload: &[u8]) -> Vec<u8> {
-        let total = 28 + payload.len();
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            (id >> 8) as u8,
-            id as u8,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-            192,
-            0,
-            2,
-            1,
-            192,
-            0,
-            2,
-            2,
-            0x30,
-            0x39,
-            0,
-            9,
-        ];
-        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(payload);
-        fix_frame(&mut p, Medium::Ip).unwrap();
-        p
-    }
 
     fn recv_n(dev: &dyn Device, n: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -587,6 +552,7 @@ mod tests {
             .map(|i| {
                 udp4(
                     i,
+                    9,
                     &vec![[slip::END, slip::ESC, i as u8][usize::from(i % 3)]; usize::from(i) * 19],
                 )
             })
@@ -622,14 +588,14 @@ mod tests {
         )
         .unwrap();
         let far = open_line(&pair.paths()[0], None).unwrap();
-        let good = udp4(1, b"good");
-        let mut damaged = udp4(2, b"damaged");
+        let good = udp4(1, 9, b"good");
+        let mut damaged = udp4(2, 9, b"damaged");
         damaged[30] ^= 0x20;
         let mut bytes = b"line noise".to_vec();
         bytes.push(slip::END);
         bytes.extend(slip::encode(&damaged));
         bytes.extend([slip::END, 1, slip::ESC, 2, slip::END]);
-        bytes.extend(slip::encode(&udp4(3, &[0; 100])));
+        bytes.extend(slip::encode(&udp4(3, 9, &[0; 100])));
         bytes.extend(slip::encode(&good));
         (&far).write_all(&bytes).unwrap();
         assert_eq!(recv_n(&link, 1), vec![good]);

@@ -302,7 +302,7 @@ pub fn check_packet(frame: &[u8]) -> Result<(), Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum::fix_frame;
+    use crate::wire::testing::udp4;
 
     fn decode_all(mtu: usize, input: &[u8]) -> (Vec<Vec<u8>>, DecodeStats) {
         let mut d = Decoder::new(mtu);
@@ -435,45 +435,9 @@ mod tests {
         assert_eq!(n, 1);
     }
 
-    /// An IPv4 UDP packet with correct checksums (192.0.2.1 -> 192.0.2.2, port 9).
-    fn udp4(payload: &[u8]) -> Vec<u8> {
-        let total = 28 + payload.len();
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            1,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-            192,
-            0,
-            2,
-            1,
-            192,
-            0,
-            2,
-            2,
-            0x30,
-            0x39,
-            0,
-            9,
-        ];
-        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(payload);
-        fix_frame(&mut p, Medium::Ip).unwrap();
-        p
-    }
-
     #[test]
     fn packets_are_checked() {
-        let good = udp4(b"slip");
+        let good = udp4(1, 9, b"slip");
         assert_eq!(check_packet(&good), Ok(()));
         let mut bad_header = good.clone();
         bad_header[8] ^= 1; // TTL: IPv4 header checksum now wrong

@@ -193,14 +193,7 @@ mod tests {
 
     #[test]
     fn what_a_guest_takes() {
-        let tso4 = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: gso::TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let tso4 = crate::wire::testing::tso4();
         assert!(guest_takes(GUEST_CSUM | GUEST_TSO4, tso4));
         assert!(!guest_takes(GUEST_TSO4, tso4), "needs GUEST_CSUM too");
         assert!(!guest_takes(GUEST_CSUM | GUEST_TSO6, tso4));

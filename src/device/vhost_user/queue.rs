@@ -403,14 +403,9 @@ impl Device for VhostQueue {
     }
 
     fn recv_batch(&self, batch: &mut PacketBatch, max: usize, wait: Duration) -> VnetResult<usize> {
-        let (n, bytes) = self
-            .shared
-            .filter
-            .recv(self.index, batch, max, wait, |b, m, w| {
-                self.recv_raw(b, m, w)
-            })?;
-        self.counters.rx(n, bytes);
-        Ok(n)
+        let raw = |b: &mut PacketBatch, m, w| self.recv_raw(b, m, w);
+        self.counters
+            .recv_through(&self.shared.filter, self.index, batch, max, wait, raw)
     }
 
     fn send_frames(&self, frames: &[&[u8]]) -> VnetResult<usize> {

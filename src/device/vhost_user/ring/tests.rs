@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::wire::checksum::verify_frame;
-use crate::wire::vnet::gso;
+use crate::wire::testing::{ethernet, udp4};
 use virtio_bindings::bindings::virtio_ring::{
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
@@ -37,37 +37,9 @@ fn tx_cfg(mode: RxMode) -> TxConfig {
     }
 }
 
-/// An Ethernet/IPv4/UDP frame of `len` bytes (valid checksums).
+/// An Ethernet/IPv4/UDP frame of `len` bytes (valid checksums), the payload all `tag`.
 fn udp_frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let ip_len = len - 14;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (ip_len >> 8) as u8,
-        ip_len as u8,
-        0,
-        1,
-        0,
-        0,
-        64,
-        17,
-    ]);
-    f.extend_from_slice(&[0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
-    let udp_len = ip_len - 20;
-    f.extend_from_slice(&[
-        0x30,
-        0x39,
-        0x00,
-        0x35,
-        (udp_len >> 8) as u8,
-        udp_len as u8,
-        0,
-        0,
-    ]);
-    f.resize(len, tag);
-    crate::wire::checksum::fix_frame(&mut f, Medium::Ethernet).unwrap();
-    f
+    ethernet(&udp4(1, 53, &vec![tag; len - 42]))
 }
 
 /// Put `hdr ++ frame` at `addr` in guest memory.
@@ -113,6 +85,50 @@ fn pop_all(
     (batch, tally, r)
 }
 
+/// [`pop_all`], which must not find the ring itself broken.
+fn pop_ok(q: &mut Queue, mem: &Mem, mode: RxMode, max: usize) -> (PacketBatch, TxTally) {
+    let (batch, tally, r) = pop_all(q, mem, mode, max);
+    r.unwrap();
+    (batch, tally)
+}
+
+/// A queue over `vq` whose driver made `chains` available (from descriptor 0 on).
+fn queue_with(vq: &MockSplitQueue<'_, Mem>, chains: &[RawDescriptor]) -> Queue {
+    vq.add_desc_chains(chains, 0).unwrap();
+    vq.create_queue().unwrap()
+}
+
+/// `count` one-descriptor TX chains, each `frame` (default header) in a page of its own
+/// from `BUF` on.
+fn tx_chains(mem: &Mem, frame: &[u8], count: u64) -> Vec<RawDescriptor> {
+    (0..count)
+        .map(|i| {
+            let addr = BUF + i * 0x1000;
+            desc(addr, place(mem, addr, VnetHdr::default(), frame), 0, 0)
+        })
+        .collect()
+}
+
+/// Where [`own_used_ring`] puts a queue's used ring.
+const USED: GuestAddress = GuestAddress(0x4000);
+
+/// Give `q` a used ring of its own at [`USED`] (the mock places its used ring over the tail
+/// of its available ring, where `used_event` lives), turn EVENT_IDX on, and have the driver
+/// want an interrupt once used index `used_event` has been passed. Returns where the driver
+/// keeps `used_event`.
+fn own_used_ring(
+    q: &mut Queue,
+    mem: &Mem,
+    vq: &MockSplitQueue<'_, Mem>,
+    used_event: u16,
+) -> GuestAddress {
+    q.try_set_used_ring_address(USED).unwrap();
+    q.set_event_idx(true);
+    let at = vq.avail_addr().unchecked_add(4 + 2 * 16);
+    mem.write_obj(used_event.to_le(), at).unwrap();
+    at
+}
+
 #[test]
 fn tx_frames_arrive_in_order_header_split_anywhere() {
     let mem = memory();
@@ -121,7 +137,8 @@ fn tx_frames_arrive_in_order_header_split_anywhere() {
     let f2 = udp_frame(1514, 2);
     let n1 = place(&mem, BUF, VnetHdr::default(), &f1);
     let n2 = place(&mem, BUF + 0x1000, VnetHdr::default(), &f2);
-    vq.add_desc_chains(
+    let mut q = queue_with(
+        &vq,
         &[
             // one descriptor: header and frame together
             desc(BUF, n1, 0, 0),
@@ -130,12 +147,8 @@ fn tx_frames_arrive_in_order_header_split_anywhere() {
             desc(BUF + 0x1005, 100, NEXT, 3),
             desc(BUF + 0x1069, n2 - 105, 0, 0),
         ],
-        0,
-    )
-    .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
-    r.unwrap();
+    );
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 64);
     assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&f1[..], &f2[..]]);
     assert_eq!(batch.timestamp_ns(0), Some(7));
     assert_eq!((tally.frames, tally.chains, tally.bytes), (2, 2, 60 + 1514));
@@ -148,20 +161,11 @@ fn tx_frames_arrive_in_order_header_split_anywhere() {
 fn tx_max_leaves_the_rest_and_says_so() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    let f = udp_frame(100, 3);
-    let mut descs = Vec::new();
-    for i in 0..5u64 {
-        let n = place(&mem, BUF + i * 0x1000, VnetHdr::default(), &f);
-        descs.push(desc(BUF + i * 0x1000, n, 0, 0));
-    }
-    vq.add_desc_chains(&descs, 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Segments, 3);
-    r.unwrap();
+    let mut q = queue_with(&vq, &tx_chains(&mem, &udp_frame(100, 3), 5));
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Segments, 3);
     assert_eq!(batch.len(), 3);
     assert!(tally.more);
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Segments, 10);
-    r.unwrap();
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Segments, 10);
     assert_eq!(batch.len(), 2);
     assert!(!tally.more);
 }
@@ -180,11 +184,8 @@ fn tx_indirect_chain() {
         mem.write_obj(*d, table.unchecked_add(16 * i as u64))
             .unwrap();
     }
-    vq.add_desc_chains(&[desc(table.0, 32, INDIRECT, 0)], 0)
-        .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Segments, 8);
-    r.unwrap();
+    let mut q = queue_with(&vq, &[desc(table.0, 32, INDIRECT, 0)]);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Segments, 8);
     assert_eq!(batch.get(0), Some(&f[..]));
     assert_eq!(tally.faults.total(), 0);
 }
@@ -203,8 +204,7 @@ fn refused_then_good(bad: &[RawDescriptor], fault: ChainFault) {
     vq.add_desc_chains(&[desc(BUF + 0x8000, n, 0, 0)], at)
         .unwrap();
     let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 8);
-    r.unwrap();
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 8);
     assert_eq!(
         batch.iter().collect::<Vec<_>>(),
         vec![&good[..]],
@@ -273,11 +273,8 @@ fn tx_refuses_bad_indirect_tables() {
     mem.write_obj(desc(0x9_0000, 16, INDIRECT, 0), table)
         .unwrap();
     let vq = MockSplitQueue::new(&mem, 16);
-    vq.add_desc_chains(&[desc(table.0, 16, INDIRECT, 0)], 0)
-        .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 8);
-    r.unwrap();
+    let mut q = queue_with(&vq, &[desc(table.0, 16, INDIRECT, 0)]);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 8);
     assert!(batch.is_empty());
     assert_eq!(tally.faults.unterminated, 1);
 }
@@ -295,11 +292,8 @@ fn tx_bad_virtio_header_is_refused() {
     };
     let n = place(&mem, BUF, bad, &f);
     let n2 = place(&mem, BUF + 0x1000, VnetHdr::default(), &f[..10]);
-    vq.add_desc_chains(&[desc(BUF, n, 0, 0), desc(BUF + 0x1000, n2, 0, 0)], 0)
-        .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 8);
-    r.unwrap();
+    let mut q = queue_with(&vq, &[desc(BUF, n, 0, 0), desc(BUF + 0x1000, n2, 0, 0)]);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 8);
     assert!(batch.is_empty());
     assert_eq!(
         tally.bad_frames, 2,
@@ -316,8 +310,7 @@ fn tx_invalid_head_index_and_avail_index() {
     vq.avail().ring().ref_at(0).unwrap().store(200);
     vq.avail().idx().store(1);
     let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 8);
-    r.unwrap();
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 8);
     assert!(batch.is_empty());
     assert_eq!(tally.faults.unterminated, 1);
     assert_eq!(tally.chains, 0, "nothing to hand back for index 200");
@@ -331,43 +324,7 @@ fn tx_invalid_head_index_and_avail_index() {
 /// A TCP/IPv4 super-frame of `payload` bytes with a partial checksum, as a guest with
 /// HOST_TSO4 sends it.
 fn tcp4_superframe(payload: usize) -> (Vec<u8>, VnetHdr) {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = 40 + payload;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0x12,
-        0x34,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00, 0x50]);
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend((0..payload).map(|i| (i % 251) as u8));
-    let pseudo = crate::wire::checksum::pseudo_header_v4(
-        [192, 0, 2, 1],
-        [192, 0, 2, 2],
-        6,
-        (20 + payload) as u32,
-    );
-    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    let c = crate::wire::checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let hdr = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: gso::TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
-    (f, hdr)
+    crate::wire::testing::tcp4_superframe(payload, 1, 0x18) // PSH|ACK
 }
 
 #[test]
@@ -377,10 +334,8 @@ fn tx_superframe_kept_or_split() {
     for (mode, frames) in [(RxMode::Superframes, 1), (RxMode::Segments, 3)] {
         let vq = MockSplitQueue::new(&mem, 16);
         let n = place(&mem, BUF, hdr, &f);
-        vq.add_desc_chains(&[desc(BUF, n, 0, 0)], 0).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
-        let (batch, tally, r) = pop_all(&mut q, &mem, mode, 64);
-        r.unwrap();
+        let mut q = queue_with(&vq, &[desc(BUF, n, 0, 0)]);
+        let (batch, tally) = pop_ok(&mut q, &mem, mode, 64);
         assert_eq!(tally.frames, frames);
         assert_eq!(batch.len(), frames);
         if mode == RxMode::Superframes {
@@ -414,6 +369,25 @@ fn push(
     push_rx(q, mem, cfg, hdr, frame, &mut used, tally)
 }
 
+/// [`push`] a frame without offload metadata, the header 12 bytes long.
+fn push_plain(
+    q: &mut Queue,
+    mem: &Mem,
+    mergeable: bool,
+    frame: &[u8],
+    tally: &mut RxTally,
+) -> Result<Pushed, RingFault> {
+    push(q, mem, &rx_cfg(mergeable), VnetHdr::default(), frame, tally)
+}
+
+/// `count` one-descriptor receive buffers of `len` bytes, each in a page of its own from
+/// `BUF` on.
+fn rx_buffers(count: u64, len: u32) -> Vec<RawDescriptor> {
+    (0..count)
+        .map(|i| desc(BUF + i * 0x1000, len, WRITE, 0))
+        .collect()
+}
+
 fn read(mem: &Mem, addr: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0; len];
     mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
@@ -424,31 +398,23 @@ fn read(mem: &Mem, addr: u64, len: usize) -> Vec<u8> {
 fn rx_single_buffer_frames() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    vq.add_desc_chains(
+    let mut q = queue_with(
+        &vq,
         &[
             desc(BUF, 2048, WRITE, 0),
             // header and frame split across two descriptors of one chain
             desc(BUF + 0x1000, 8, WRITE | NEXT, 2),
             desc(BUF + 0x2000, 2048, WRITE, 0),
         ],
-        0,
-    )
-    .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
+    );
     let mut tally = RxTally::default();
     let f = udp_frame(200, 5);
-    let cfg = rx_cfg(false);
+    let pushed: Vec<_> = (0..3)
+        .map(|_| push_plain(&mut q, &mem, false, &f, &mut tally))
+        .collect();
     assert_eq!(
-        push(&mut q, &mem, &cfg, VnetHdr::default(), &f, &mut tally),
-        Ok(Pushed::Done)
-    );
-    assert_eq!(
-        push(&mut q, &mem, &cfg, VnetHdr::default(), &f, &mut tally),
-        Ok(Pushed::Done)
-    );
-    assert_eq!(
-        push(&mut q, &mem, &cfg, VnetHdr::default(), &f, &mut tally),
-        Ok(Pushed::NoBuffers)
+        pushed,
+        [Ok(Pushed::Done), Ok(Pushed::Done), Ok(Pushed::NoBuffers)]
     );
     assert_eq!(used_entries(&mem, &vq), vec![(0, 212), (1, 212)]);
     let first = read(&mem, BUF, 212);
@@ -463,11 +429,7 @@ fn rx_single_buffer_frames() {
 fn rx_mergeable_spans_buffers_and_sets_num_buffers() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    let descs: Vec<_> = (0..4u64)
-        .map(|i| desc(BUF + i * 0x1000, 1536, WRITE, 0))
-        .collect();
-    vq.add_desc_chains(&descs, 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
+    let mut q = queue_with(&vq, &rx_buffers(4, 1536));
     let (f, hdr) = tcp4_superframe(4000); // 4054 + 12 bytes: three buffers
     let mut tally = RxTally::default();
     assert_eq!(
@@ -498,19 +460,8 @@ fn rx_mergeable_spans_buffers_and_sets_num_buffers() {
 fn rx_merged_frame_is_published_with_one_index_update_and_notifies_by_event_idx() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    let descs: Vec<_> = (0..8u64)
-        .map(|i| desc(BUF + i * 0x1000, 1536, WRITE, 0))
-        .collect();
-    vq.add_desc_chains(&descs, 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    // The mock places its used ring over the tail of its available ring (where
-    // `used_event` lives); give this queue a used ring of its own.
-    let used = GuestAddress(0x4000);
-    q.try_set_used_ring_address(used).unwrap();
-    q.set_event_idx(true);
-    // The driver wants an interrupt once used index 2 has been passed.
-    let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
-    mem.write_obj(2u16.to_le(), used_event).unwrap();
+    let mut q = queue_with(&vq, &rx_buffers(8, 1536));
+    own_used_ring(&mut q, &mem, &vq, 2);
     let (f, hdr) = tcp4_superframe(4000); // three buffers
     let mut tally = RxTally::default();
     let old = q.next_used();
@@ -518,7 +469,7 @@ fn rx_merged_frame_is_published_with_one_index_update_and_notifies_by_event_idx(
         push(&mut q, &mem, &rx_cfg(true), hdr, &f, &mut tally),
         Ok(Pushed::Done)
     );
-    let idx: u16 = mem.read_obj(used.unchecked_add(2)).unwrap();
+    let idx: u16 = mem.read_obj(USED.unchecked_add(2)).unwrap();
     assert_eq!((idx, q.next_used()), (3, 3), "all three published");
     assert!(
         used_needs_notification(&q, &mem, old),
@@ -527,14 +478,7 @@ fn rx_merged_frame_is_published_with_one_index_update_and_notifies_by_event_idx(
     let old = q.next_used();
     let small = udp_frame(100, 1);
     assert_eq!(
-        push(
-            &mut q,
-            &mem,
-            &rx_cfg(true),
-            VnetHdr::default(),
-            &small,
-            &mut tally
-        ),
+        push_plain(&mut q, &mem, true, &small, &mut tally),
         Ok(Pushed::Done)
     );
     assert!(!used_needs_notification(&q, &mem, old), "3 -> 4 does not");
@@ -553,32 +497,17 @@ fn rx_merged_frame_is_published_with_one_index_update_and_notifies_by_event_idx(
 fn rx_too_big_for_a_single_buffer_keeps_the_buffer() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    vq.add_desc_chains(&[desc(BUF, 1000, WRITE, 0)], 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
+    let mut q = queue_with(&vq, &[desc(BUF, 1000, WRITE, 0)]);
     let mut tally = RxTally::default();
     let big = udp_frame(1500, 1);
     assert_eq!(
-        push(
-            &mut q,
-            &mem,
-            &rx_cfg(false),
-            VnetHdr::default(),
-            &big,
-            &mut tally
-        ),
+        push_plain(&mut q, &mem, false, &big, &mut tally),
         Ok(Pushed::TooBig)
     );
     assert_eq!(q.next_avail(), 0);
     let small = udp_frame(100, 1);
     assert_eq!(
-        push(
-            &mut q,
-            &mem,
-            &rx_cfg(false),
-            VnetHdr::default(),
-            &small,
-            &mut tally
-        ),
+        push_plain(&mut q, &mem, false, &small, &mut tally),
         Ok(Pushed::Done)
     );
 }
@@ -603,14 +532,7 @@ fn rx_refuses_malformed_chains() {
     let mut tally = RxTally::default();
     let f = udp_frame(300, 2);
     assert_eq!(
-        push(
-            &mut q,
-            &mem,
-            &rx_cfg(false),
-            VnetHdr::default(),
-            &f,
-            &mut tally
-        ),
+        push_plain(&mut q, &mem, false, &f, &mut tally),
         Ok(Pushed::Done)
     );
     assert_eq!(
@@ -634,12 +556,10 @@ fn rx_refuses_malformed_chains() {
 fn rx_refusal_mid_frame_gives_taken_buffers_back() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    vq.add_desc_chains(
+    let mut q = queue_with(
+        &vq,
         &[desc(BUF, 1536, WRITE, 0), desc(BUF + 0x1000, 1536, 0, 0)],
-        0,
-    )
-    .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
+    );
     let mut tally = RxTally::default();
     let (f, hdr) = tcp4_superframe(4000);
     assert_eq!(
@@ -656,8 +576,7 @@ fn rx_refusal_mid_frame_gives_taken_buffers_back() {
 fn rx_with_legacy_header() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    vq.add_desc_chains(&[desc(BUF, 2048, WRITE, 0)], 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
+    let mut q = queue_with(&vq, &[desc(BUF, 2048, WRITE, 0)]);
     let mut tally = RxTally::default();
     let f = udp_frame(64, 3);
     let cfg = RxConfig {
@@ -705,25 +624,16 @@ fn random_tables_never_panic() {
                 desc(addr, len, flags, next)
             })
             .collect();
-        vq.add_desc_chains(&descs, 0).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = queue_with(&vq, &descs);
         q.set_event_idx(round % 2 == 0);
         if round % 3 == 0 {
             let (_, tally, r) = pop_all(&mut q, &mem, RxMode::Segments, 64);
             assert!(r.is_ok() || tally.chains <= 8);
         } else {
             let mut tally = RxTally::default();
+            let mergeable = round % 2 == 1;
             for _ in 0..4 {
-                if push(
-                    &mut q,
-                    &mem,
-                    &rx_cfg(round % 2 == 1),
-                    VnetHdr::default(),
-                    &frame,
-                    &mut tally,
-                )
-                .is_err()
-                {
+                if push_plain(&mut q, &mem, mergeable, &frame, &mut tally).is_err() {
                     break;
                 }
             }
@@ -748,29 +658,11 @@ fn used_at(mem: &Mem, used: GuestAddress) -> (u16, Vec<(u32, u32)>) {
 fn tx_pass_hands_back_with_one_index_update_and_notifies_by_event_idx() {
     let mem = memory();
     let vq = MockSplitQueue::new(&mem, 16);
-    let f = udp_frame(100, 6);
-    let descs: Vec<_> = (0..3u64)
-        .map(|i| {
-            desc(
-                BUF + i * 0x1000,
-                place(&mem, BUF + i * 0x1000, VnetHdr::default(), &f),
-                0,
-                0,
-            )
-        })
-        .collect();
-    vq.add_desc_chains(&descs, 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let used = GuestAddress(0x4000);
-    q.try_set_used_ring_address(used).unwrap();
-    q.set_event_idx(true);
-    // The driver wants an interrupt once used index 1 has been passed.
-    let used_event = vq.avail_addr().unchecked_add(4 + 2 * 16);
-    mem.write_obj(1u16.to_le(), used_event).unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
-    r.unwrap();
+    let mut q = queue_with(&vq, &tx_chains(&mem, &udp_frame(100, 6), 3));
+    let used_event = own_used_ring(&mut q, &mem, &vq, 1);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 64);
     assert_eq!((batch.len(), tally.chains), (3, 3));
-    assert_eq!(used_at(&mem, used), (3, vec![(0, 0), (1, 0), (2, 0)]));
+    assert_eq!(used_at(&mem, USED), (3, vec![(0, 0), (1, 0), (2, 0)]));
     assert_eq!(q.next_used(), 3);
     assert!(
         used_needs_notification(&q, &mem, 0),
@@ -782,8 +674,7 @@ fn tx_pass_hands_back_with_one_index_update_and_notifies_by_event_idx() {
         "0 -> 3 does not cross 7"
     );
     // Nothing more on the ring: another pass hands nothing back and asks for no interrupt.
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
-    r.unwrap();
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 64);
     assert_eq!((batch.len(), tally.chains, q.next_used()), (0, 0, 3));
 }
 
@@ -806,11 +697,8 @@ fn tx_buffers_across_a_region_seam() {
     let f2 = udp_frame(200, 2); // the header itself across the seam
     let n1 = place(&mem, BUF, VnetHdr::default(), &f1);
     let n2 = place(&mem, seam - 5, VnetHdr::default(), &f2);
-    vq.add_desc_chains(&[desc(BUF, n1, 0, 0), desc(seam - 5, n2, 0, 0)], 0)
-        .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
-    r.unwrap();
+    let mut q = queue_with(&vq, &[desc(BUF, n1, 0, 0), desc(seam - 5, n2, 0, 0)]);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 64);
     assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&f1[..], &f2[..]]);
     assert_eq!((tally.faults.total(), tally.bad_frames), (0, 0));
     // Across the seam into a hole: refused, not half read.
@@ -821,11 +709,8 @@ fn tx_buffers_across_a_region_seam() {
     .unwrap();
     let vq = MockSplitQueue::new(&mem, 16);
     let n = place(&mem, BUF, VnetHdr::default(), &f1[..1000]);
-    vq.add_desc_chains(&[desc(BUF, n + 0x1000, 0, 0)], 0)
-        .unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    let (batch, tally, r) = pop_all(&mut q, &mem, RxMode::Superframes, 64);
-    r.unwrap();
+    let mut q = queue_with(&vq, &[desc(BUF, n + 0x1000, 0, 0)]);
+    let (batch, tally) = pop_ok(&mut q, &mem, RxMode::Superframes, 64);
     assert!(batch.is_empty());
     assert_eq!(tally.faults.out_of_bounds, 1);
 }
@@ -834,32 +719,22 @@ fn tx_buffers_across_a_region_seam() {
 fn rx_buffers_and_used_ring_across_a_region_seam() {
     // The seam cuts a receive buffer and, 8 bytes in, the used ring (its index before the
     // seam, its elements after): each access there is translated on its own.
-    let used = GuestAddress(0x4000);
-    for seam in [BUF + 0x800, used.0 + 8] {
+    for seam in [BUF + 0x800, USED.0 + 8] {
         let mem = two_regions(seam);
         let vq = MockSplitQueue::new(&mem, 16);
-        vq.add_desc_chains(
+        let mut q = queue_with(
+            &vq,
             &[
                 desc(BUF + 0x7f8, 2048, WRITE, 0), // header across a seam at BUF + 0x800
                 desc(BUF + 0x1000, 1536, WRITE, 0),
                 desc(BUF + 0x2000, 1536, WRITE, 0),
             ],
-            0,
-        )
-        .unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
-        q.try_set_used_ring_address(used).unwrap();
+        );
+        q.try_set_used_ring_address(USED).unwrap();
         let mut tally = RxTally::default();
         let small = udp_frame(300, 3);
         assert_eq!(
-            push(
-                &mut q,
-                &mem,
-                &rx_cfg(true),
-                VnetHdr::default(),
-                &small,
-                &mut tally
-            ),
+            push_plain(&mut q, &mem, true, &small, &mut tally),
             Ok(Pushed::Done)
         );
         let (f, hdr) = tcp4_superframe(2000); // two buffers
@@ -869,7 +744,7 @@ fn rx_buffers_and_used_ring_across_a_region_seam() {
         );
         let total = f.len() as u32 + 12;
         assert_eq!(
-            used_at(&mem, used),
+            used_at(&mem, USED),
             (3, vec![(0, 312), (1, 1536), (2, total - 1536)]),
             "seam at {seam:#x}"
         );
