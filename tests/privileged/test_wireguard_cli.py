@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,20 +16,9 @@ import pytest
 from vnetio import wireguard
 from vnetio.wireguard import uapi
 
-from tests.conftest import ci_is_set
-from tests.netutil import Netns, random_suffix
+from tests.netutil import Netns, need, random_suffix
 
 pytestmark = pytest.mark.privileged
-
-
-def wg_tool() -> str:
-    path = shutil.which("wg")
-    if path is None:
-        message = "wg (wireguard-tools) is missing: `make system-deps` installs it"
-        if ci_is_set():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def vnetio(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -41,7 +29,7 @@ def vnetio(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 
 
 def test_genkey_and_pubkey_are_interchangeable_with_wg() -> None:
-    wg = wg_tool()
+    wg = need("wg", "wireguard-tools")
     ours = vnetio("wg", "genkey").stdout.strip()
     theirs = subprocess.run([wg, "genkey"], capture_output=True, text=True, check=True).stdout
     for key in (ours, theirs.strip()):
@@ -82,7 +70,7 @@ def conf(netns: Netns, tmp_path: Path) -> Iterator[tuple[Path, str]]:
 @pytest.mark.ipv6
 def test_up_show_down(netns: Netns, conf: tuple[Path, str]) -> None:
     path, name = conf
-    wg = wg_tool()
+    wg = need("wg", "wireguard-tools")
     up = vnetio("wg", "up", str(path), "--netns", netns.name)
     assert up.returncode == 0, up.stderr
     assert f"{name}: up" in up.stdout

@@ -8,7 +8,6 @@ fd09::1/::2. Everything is created here and removed on teardown.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,25 +20,12 @@ from pathlib import Path
 import pytest
 from vnetio import wireguard
 
-from tests.conftest import ci_is_set
-from tests.netutil import Netns, create_netns, delete_netns, random_suffix, run
+from tests.netutil import Netns, create_netns, delete_netns, need, random_suffix, run
 
 pytestmark = pytest.mark.privileged
 
 PORT_A, PORT_B = 51820, 51821
 STREAM_BYTES = 32 * 1024 * 1024
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        message = (
-            f"{tool} is missing (`make system-deps` installs wireguard-go and wireguard-tools)"
-        )
-        if ci_is_set():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @dataclass
@@ -54,7 +40,7 @@ class GoPeer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns.name, "env", "WG_PROCESS_FOREGROUND=1",
-             need("wireguard-go"), self.name],
+             need("wireguard-go", "wireguard-go"), self.name],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -78,7 +64,7 @@ class GoPeer:
         Path(f"/var/run/wireguard/{self.name}.sock").unlink(missing_ok=True)
 
     def wg(self, *args: str) -> str:
-        return self.ns.exec(need("wg"), *args)
+        return self.ns.exec(need("wg", "wireguard-tools"), *args)
 
     def configure(self, peer_public: str, *, endpoint: str | None = f"192.0.2.1:{PORT_A}") -> None:
         args = ["set", self.name, "private-key", str(self.key_file), "listen-port", str(PORT_B),
@@ -123,8 +109,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 def go_rig(tmp_path: Path) -> Iterator[Rig]:
     """Namespaces A and B joined by a veth, wireguard-go in B knowing A's key (the `rig`
     fixture; test_wireguard_uapi_set.py uses it too)."""
-    need("wireguard-go")
-    need("wg")
+    need("wireguard-go", "wireguard-go")
+    need("wg", "wireguard-tools")
     a, b = create_netns(ipv6=True), create_netns(ipv6=True)
     go = GoPeer(b, f"vnwgo{random_suffix(2)}", tmp_path / "b.key")
     try:
@@ -259,7 +245,7 @@ def test_handshake_again_after_either_side_restarts(rig: Rig) -> None:
 
 def test_persistent_keepalive_is_seen_on_the_wire(rig: Rig) -> None:
     capture = subprocess.Popen(
-        ["ip", "netns", "exec", rig.b.name, shutil.which("tshark") or "tshark", "-i", "vnwgvb",
+        ["ip", "netns", "exec", rig.b.name, need("tshark", "tshark"), "-i", "vnwgvb",
          "-f", f"udp and src port {PORT_A}", "-a", "duration:5", "-T", "fields", "-e", "udp.length"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

@@ -16,15 +16,19 @@ import pytest
 from vnetio import wireguard
 from vnetio.wireguard import uapi
 
-from tests.netutil import random_suffix
-from tests.privileged.test_wireguard_go import PORT_A, PORT_B, Rig, go_rig, need, ping
+from tests.netutil import need, random_suffix
+from tests.privileged.test_wireguard_go import PORT_A, PORT_B, Rig, go_rig, ping
 
 pytestmark = pytest.mark.privileged
 
 
 def wg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [need("wg"), *args], capture_output=True, text=True, timeout=30, check=False
+        [need("wg", "wireguard-tools"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     if check:
         assert result.returncode == 0, (args, result.stderr)

@@ -3,7 +3,6 @@ on the loopback address (vnetio to vnetio, in-process mode)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +16,7 @@ from scapy.packet import Raw
 from vnetio import wireguard
 from vnetio.wireguard import Config, Interface
 
-from tests.conftest import ci_is_set
+from tests.netutil import need
 
 CONF = """
 # written by hand, as users do
@@ -43,12 +42,7 @@ def test_keys_round_trip_and_match_wireguard_tools() -> None:
     key = wireguard.genkey()
     assert len(key) == 44 and key.endswith("=")
     assert wireguard.pubkey(key) == wireguard.pubkey(key)
-    wg = shutil.which("wg")
-    if wg is None:
-        message = "wg (wireguard-tools) is missing: `make system-deps` installs it"
-        if ci_is_set():
-            pytest.fail(message)
-        pytest.skip(message)
+    wg = need("wg", "wireguard-tools")
     theirs = subprocess.run([wg, "pubkey"], input=key, capture_output=True, text=True, check=True)
     assert theirs.stdout.strip() == wireguard.pubkey(key)
     their_key = subprocess.run([wg, "genkey"], capture_output=True, text=True, check=True)

@@ -27,7 +27,6 @@ import base64
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,8 +37,7 @@ import pytest
 import vnetio
 from vnetio import wireguard
 
-from tests.conftest import ci_is_set
-from tests.netutil import Netns, create_netns, delete_netns
+from tests.netutil import Netns, create_netns, delete_netns, need
 from tests.vm import rig
 from tests.vm.hostnet import StreamReceiver, send_stream
 
@@ -54,15 +52,6 @@ HOST_INNER = {"ipv4": "10.9.0.1", "ipv6": "fd09::1"}
 GUEST_INNER = {"ipv4": "10.9.0.2", "ipv6": "fd09::2"}
 MTU = 1420
 STREAM_BYTES = 4 << 20  # each way; the guest's WireGuard crypto runs under TCG emulation
-
-
-def need_wg() -> None:
-    """``wg`` is copied into the guest from the host: missing, it skips (fails with CI)."""
-    if shutil.which("wg") is None:
-        message = "wg is missing (`make system-deps` installs wireguard-tools)"
-        if ci_is_set():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
 
 
 def endpoints(outer: str) -> tuple[str, str]:
@@ -164,7 +153,7 @@ class Tunnel:
 
 @pytest.fixture(scope="module")
 def tunnel() -> Iterator[Tunnel]:
-    need_wg()
+    need("wg", "wireguard-tools")  # copied into the guest from the host
     ns = create_netns(ipv6=True)
     guest = None
     t = None

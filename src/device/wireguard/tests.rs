@@ -105,9 +105,15 @@ fn packets_cross_both_ways_after_a_handshake() {
         Some(&back[..])
     );
 
-    // The port took the packet before the counter moved: let the threads finish counting.
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until && a.tunnel.stats().rx_packets == 0 {
+    // The port took the packet before the counters moved (a sender counts after sendmmsg
+    // returns, a receiver after the write): let both ends' threads finish counting.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let (sa, sb) = (a.tunnel.stats(), b.tunnel.stats());
+        let counted = [sa.tx_packets, sa.rx_packets, sb.tx_packets, sb.rx_packets];
+        if counted.iter().all(|&n| n > 0) && sa.handshakes + sb.handshakes >= 2 {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     let (sa, sb) = (a.tunnel.stats(), b.tunnel.stats());
