@@ -46,6 +46,7 @@ Usage (root): ``python benches/capture_loop.py [--seconds 3] [--sizes 64,1514]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import platform
@@ -171,15 +172,34 @@ def child_reader(impl: str, tap: str, path: str) -> None:
 # -- parent --------------------------------------------------------------------------------
 
 
-def ours_in_file(path: str, size: int) -> int:
+def ours_in_file(path: str, size: int) -> tuple[int, bool]:
+    """Our frames in the capture file (size and source MAC), and whether its last record was
+    cut short (a reader stopped by SIGINT inside a write: scapy's ``PcapWriter``); then the
+    complete records before it are counted."""
     from vnetio.capture import Reader
 
     src = mac_bytes(SRC_MAC)
-    n = 0
-    with Reader(path) as r:
-        for batch in r:
-            n += sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == src)
-    return n
+
+    def ours(batch: Any) -> int:
+        return sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == src)
+
+    n = whole = 0
+    try:
+        with Reader(path) as r:
+            while len(batch := r.read_batch(4096)):
+                n, whole = n + ours(batch), whole + len(batch)
+        return n, False
+    except ValueError as exc:
+        if "cut short" not in str(exc):
+            raise
+    with Reader(path) as r:  # again: the batches read whole, then record by record
+        skipped = 0
+        while skipped < whole:
+            skipped += len(r.read_batch(min(4096, whole - skipped)))
+        with contextlib.suppress(ValueError):
+            while len(batch := r.read_batch(1)):
+                n += ours(batch)
+    return n, True
 
 
 def run_one(
@@ -219,7 +239,7 @@ def run_one(
                 done = reader.expect("done", timeout=60)
                 if native:
                     reader.send("quit")
-    kept = done["delivered"] if impl == "vnetio-none" else ours_in_file(path, size)
+    kept, cut = (done["delivered"], False) if impl == "vnetio-none" else ours_in_file(path, size)
     if os.path.exists(path):
         os.unlink(path)
     return {
@@ -233,6 +253,7 @@ def run_one(
         "loss": 1 - kept / sent if sent else 0.0,
         "kernel_dropped": dropped,
         "other_cpu": other_cpu,
+        "file_cut_short": cut,
     }
 
 
@@ -343,10 +364,10 @@ def table(comps: list[Comparison], queue: int, size: int) -> list[str]:
 
 
 def fs_type(path: str | None) -> str:
-    """The file system type of ``path`` (default: the temporary directory), e.g. ``ext2/ext3``."""
+    """The file system type of ``path`` (default: the temporary directory), e.g. ``ext4``."""
     where = path or tempfile.gettempdir()
     out = subprocess.run(
-        ["stat", "-f", "-c", "%T", where], check=False, capture_output=True, text=True
+        ["findmnt", "-n", "-o", "FSTYPE", "-T", where], check=False, capture_output=True, text=True
     )
     return out.stdout.strip() or "an unknown file system"
 
