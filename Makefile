@@ -160,13 +160,13 @@ BENCH_OUT ?= bench-results
 bench: system-deps build ## bridge-loop (paired), checksum vs scapy (paired), capture, filter, serial, vhost-user and WireGuard iperf3 benchmarks, Ctrl-C/close()/responder-stop latency, micro-benchmarks (BENCH_OUT=dir)
 	$(PY) benches/bridge_loop.py --out $(BENCH_OUT)/bridge_loop.md --json $(BENCH_OUT)/bridge_loop.json
 	$(PY) benches/checksum_scapy.py --out $(BENCH_OUT)/checksum_scapy.md --json $(BENCH_OUT)/checksum_scapy.json
-	$(PY) benches/capture_loop.py --repeat 3 --out $(BENCH_OUT)/capture_loop.md --json $(BENCH_OUT)/capture_loop.json
+	$(PY) benches/capture_loop.py --out $(BENCH_OUT)/capture_loop.md --json $(BENCH_OUT)/capture_loop.json
 	$(PY) benches/filter_loop.py --out $(BENCH_OUT)/filter_loop.md --json $(BENCH_OUT)/filter_loop.json
 	$(PY) benches/serial_loop.py --out $(BENCH_OUT)/serial_loop.md --json $(BENCH_OUT)/serial_loop.json
 	$(PY) benches/vhost_iperf.py --repeat 5 --out $(BENCH_OUT)/vhost_iperf.md --json $(BENCH_OUT)/vhost_iperf.json
 	$(PY) benches/wireguard.py --repeat 3 --out $(BENCH_OUT)/wireguard.md --json $(BENCH_OUT)/wireguard.json
 	$(PY) benches/latency.py --trials 200 --out $(BENCH_OUT)/latency.md --json $(BENCH_OUT)/latency.json
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops,rounds --benchmark-json=$(BENCH_OUT)/pytest_benchmarks.json
 	@echo "also: make bench-offload (iperf3 forwarder, super-frame loop), make bench-rust (criterion)"
 
 SOAK_FRAMES ?= 100000000

@@ -54,7 +54,7 @@ from harness.pairing import (
     uneven_by,
     uptime_line,
 )
-from harness.procs import EXAMPLES, BenchError, Child, build_example, cpu_ticks, log
+from harness.procs import EXAMPLES, BenchError, Child, build_example, busy_ticks, cpu_ticks, log
 from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio import _topology as topology
 
@@ -117,7 +117,7 @@ class CpuWatch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.t0 = time.monotonic()
-        self.busy0 = _busy_ticks()
+        self.busy0 = busy_ticks()
         self.child0 = cpu_ticks(pid)
         self.main0 = _main_thread_cpu_ns(pid)
 
@@ -131,17 +131,11 @@ class CpuWatch:
 
     def other_share(self) -> float:
         elapsed = time.monotonic() - self.t0
-        busy = _busy_ticks() - self.busy0
+        busy = busy_ticks() - self.busy0
         child = cpu_ticks(self.pid) - self.child0
         hz = os.sysconf("SC_CLK_TCK")
         capacity = elapsed * hz * (os.cpu_count() or 1)
         return max(0.0, (busy - child) / capacity) if capacity > 0 else 0.0
-
-
-def _busy_ticks() -> int:
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return sum(ticks) - ticks[3] - ticks[4]
 
 
 def _main_thread_cpu_ns(pid: int) -> int:

@@ -21,27 +21,38 @@ Readers (every capture writes into a temporary directory; ``--dir`` picks anothe
 * ``os-scapy``: ``os.read`` one frame per call + scapy ``PcapWriter.write(bytes)``.
 
 Reported: frames written by the writer, frames in the file (ours: size and source MAC;
-counted by reading the file back) per second of flood, the loss ``1 - kept / sent`` and B's
-kernel ``TX dropped`` (frames refused because the reader's ring was full), and for vnetio
-the ratio to ``vnetio-none`` in the same round.
+counted by reading the file back) per second of flood, the loss ``1 - kept / sent``, B's
+kernel ``TX dropped`` (frames refused because the reader's ring was full) and the share of
+both CPUs that work other than the reader and the writer took during the run.
 
 Every reader runs with B's queue (txqueuelen) at each of ``--queues``: the kernel's default
 (1000) and the length vnetio's captures raise it to (``CAPTURE_QUEUE_LENGTH``, 8192; like
-libpcap's capture buffer). ``--repeat N`` runs every reader N times, round by round (all
-readers once, then again), and reports medians: the kept/s and loss of the N runs, and the
-ratio of each round's vnetio rate to that round's ``vnetio-none``.
+libpcap's capture buffer).
+
+Pairs (``benches/harness/pairing.py``): every reader is paired with ``vnetio-none`` at the
+same queue and size, one run of each back to back, the order alternating; the ratio of
+kept/s is one per pair, and the report gives the median of the ratios with their range.
+The comparisons are interleaved (one pair of each in turn). A pair is noisy, discarded and
+replaced (up to ``--max-pairs``), when other work took more than ``--max-other-cpu`` of the
+CPUs during either run, or the two runs' shares differ by more than
+``--max-other-cpu-diff``. ``--json`` keeps every run of every pair; ``--benchmarks-md``
+rewrites this script's section of BENCHMARKS.md.
 
 Usage (root): ``python benches/capture_loop.py [--seconds 3] [--sizes 64,1514]
-[--queues 1000,8192] [--repeat 3] [--out F]``.
+[--queues 1000,8192] [--repeat 5] [--max-pairs 10] [--out F] [--json F]
+[--benchmarks-md BENCHMARKS.md]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
+import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,12 +61,15 @@ from typing import Any
 
 from harness import cli
 from harness.child import open_tuntap, reply, restore_sigint
-from harness.procs import EXAMPLES, Child, build_example, log
-from harness.report import emit, per_round_ratios, ratio_cell
-from vnetio._topology import DST_MAC, ETHERTYPE, SRC_MAC, BridgeLoop, mac_bytes
+from harness.pairing import Comparison, Pair, criterion_line, interleave, uneven_by, uptime_line
+from harness.procs import EXAMPLES, BenchError, Child, OtherCpu, build_example, log
+from harness.report import command_line, emit, relative, table_head, table_row, write_section
+from vnetio._topology import DST_MAC, ETHERTYPE, SRC_MAC, BridgeLoop, TopologyError, mac_bytes
 
 IMPLS = ["vnetio-none", "vnetio", "vnetio-pyloop", "native", "scapy", "os-scapy"]
 NATIVE_BIN = EXAMPLES / "native_bridge"
+#: A run that fails with one of these counts as a failed pair of its comparison.
+RUN_ERRORS = (BenchError, TimeoutError, TopologyError)
 
 
 def frame(size: int) -> bytes:
@@ -158,15 +172,34 @@ def child_reader(impl: str, tap: str, path: str) -> None:
 # -- parent --------------------------------------------------------------------------------
 
 
-def ours_in_file(path: str, size: int) -> int:
+def ours_in_file(path: str, size: int) -> tuple[int, bool]:
+    """Our frames in the capture file (size and source MAC), and whether its last record was
+    cut short (a reader stopped by SIGINT inside a write: scapy's ``PcapWriter``); then the
+    complete records before it are counted."""
     from vnetio.capture import Reader
 
     src = mac_bytes(SRC_MAC)
-    n = 0
-    with Reader(path) as r:
-        for batch in r:
-            n += sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == src)
-    return n
+
+    def ours(batch: Any) -> int:
+        return sum(1 for f in batch if len(f) == size and bytes(f[6:12]) == src)
+
+    n = whole = 0
+    try:
+        with Reader(path) as r:
+            while len(batch := r.read_batch(4096)):
+                n, whole = n + ours(batch), whole + len(batch)
+        return n, False
+    except ValueError as exc:
+        if "cut short" not in str(exc):
+            raise
+    with Reader(path) as r:  # again: the batches read whole, then record by record
+        skipped = 0
+        while skipped < whole:
+            skipped += len(r.read_batch(min(4096, whole - skipped)))
+        with contextlib.suppress(ValueError):
+            while len(batch := r.read_batch(1)):
+                n += ours(batch)
+    return n, True
 
 
 def run_one(
@@ -193,9 +226,11 @@ def run_one(
                 writer.expect("ready", timeout=60)
                 loop.wait_forwarding()
                 dropped0 = loop.counters(loop.tap_b)["tx_dropped"]
+                other = OtherCpu([reader.proc.pid, writer.proc.pid])
                 writer.send("go")
                 sent = writer.expect("done", timeout=seconds + 60)["sent"]
                 time.sleep(0.5)  # let the reader drain B's ring
+                other_cpu = other.share()  # both still run: their time is theirs
                 dropped = loop.counters(loop.tap_b)["tx_dropped"] - dropped0
                 if native:
                     reader.send("stop")
@@ -204,11 +239,12 @@ def run_one(
                 done = reader.expect("done", timeout=60)
                 if native:
                     reader.send("quit")
-    kept = done["delivered"] if impl == "vnetio-none" else ours_in_file(path, size)
+    kept, cut = (done["delivered"], False) if impl == "vnetio-none" else ours_in_file(path, size)
     if os.path.exists(path):
         os.unlink(path)
     return {
         "impl": impl,
+        "queue": queue,
         "size": size,
         "seconds": seconds,
         "sent": sent,
@@ -216,54 +252,179 @@ def run_one(
         "rate": kept / seconds,
         "loss": 1 - kept / sent if sent else 0.0,
         "kernel_dropped": dropped,
+        "other_cpu": other_cpu,
+        "file_cut_short": cut,
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """One line per (queue, size, reader): medians over the repeats."""
-    lines = [
-        (
-            "| queue | size | reader | runs | sent (median) | kept/s | loss | B TX dropped "
-            "| vs vnetio-none (per round) |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|",
+# -- pairs and the report ------------------------------------------------------------------
+
+BASE = IMPLS[0]  # vnetio-none: every reader is paired with it
+LABELS = {
+    "vnetio-none": "vnetio-none: `recv_batch`, keeps nothing (the reference)",
+    "vnetio": "vnetio `Writer.capture` (Rust loop), pcapng",
+    "vnetio-pyloop": "vnetio `recv_batch` + `Writer.write_batch` (Python loop), pcapng",
+    "native": "native Rust `read()` + `BufWriter` (1 MiB), pcap",
+    "scapy": "scapy `sniff` + `PcapWriter`",
+    "os-scapy": "`os.read` + scapy `PcapWriter`",
+}
+
+
+def comparisons(args: argparse.Namespace) -> list[Comparison]:
+    """One comparison per (queue, size, reader): the reader against vnetio-none."""
+    return [
+        Comparison(impl, BASE, ("rate",), args.repeat, args.max_pairs, tag=(queue, size))
+        for queue in args.queues
+        for size in args.sizes
+        for impl in args.impls
+        if impl != BASE
     ]
-    keys = list(dict.fromkeys((r["queue"], r["size"], r["impl"]) for r in rows))
-    for queue, size, impl in keys:
-        runs = [r for r in rows if (r["queue"], r["size"], r["impl"]) == (queue, size, impl)]
-        base = [r for r in rows if (r["queue"], r["size"], r["impl"]) == (queue, size, IMPLS[0])]
-        ratio = ratio_cell(per_round_ratios(runs, base, "rate"))
+
+
+def run_all(args: argparse.Namespace, comps: list[Comparison]) -> None:
+    with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
+
+        def run(c: Comparison, impl: str) -> dict[str, Any]:
+            queue, size = c.tag
+            row = run_one(impl, size, args.seconds, workdir, queue)
+            log(
+                f"q{queue:<5d} {size:5d} B {impl:14s} kept {row['rate'] / 1e3:9,.0f} k/s  "
+                f"loss {row['loss'] * 100:5.2f}%  kernel dropped {row['kernel_dropped']:,}  "
+                f"other CPU {row['other_cpu'] * 100:.0f}%"
+            )
+            return row
+
+        def noisy(r: dict[str, Any]) -> str | None:
+            other = r["other_cpu"]
+            return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
+
+        def progress(c: Comparison, p: Pair) -> None:
+            status = f"DISCARDED ({p.noise})" if p.noise else "kept"
+            log(
+                f"  q{c.tag[0]} {c.tag[1]} B {c.a} vs {c.b}, pair {len(c.pairs)} "
+                f"({len(c.kept())}/{c.want} kept), {p.first} first: "
+                f"{p.ratios.get('rate', 0):.2f}×, {status}"
+            )
+
+        uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+        interleave(comps, run, noisy, errors=RUN_ERRORS, progress=progress, uneven=uneven)
+
+
+def _pct(values: list[float]) -> str:
+    """Median percentage, with the range when the values differ."""
+    med = statistics.median(values) * 100
+    lo, hi = min(values) * 100, max(values) * 100
+    return f"{med:.2f}%" if hi - lo < 0.005 else f"{med:.2f}% ({lo:.2f}–{hi:.2f})"
+
+
+def table(comps: list[Comparison], queue: int, size: int) -> list[str]:
+    """One row per reader at (queue, size): medians of its runs in the kept pairs."""
+    mine = [c for c in comps if c.tag == (queue, size)]
+    if not mine:
+        return []
+    lines = table_head(
+        [
+            "reader",
+            "pairs kept / run",
+            "sent",
+            "kept/s",
+            "loss (range)",
+            "B TX dropped",
+            "other CPU",
+            f"kept/s vs {BASE} (kept pairs)",
+            "all pairs",
+        ],
+        "lrrrrrrrr",
+    )
+    base_runs = [r for c in mine for r in c.side_runs(BASE)]
+    rows = [(BASE, base_runs, None)] + [(c.a, c.side_runs(c.a), c) for c in mine]
+    for impl, runs, c in rows:
+        if not runs:
+            lines.append(table_row([LABELS[impl], "0", "—", "—", "—", "—", "—", "—", "—"]))
+            continue
         med = statistics.median
         lines.append(
-            f"| {queue or 'default'} | {size} B | {impl} | {len(runs)} | "
-            f"{med(r['sent'] for r in runs):,.0f} | {med(r['rate'] for r in runs) / 1e3:,.0f} k | "
-            f"{med(r['loss'] for r in runs) * 100:.2f}% | "
-            f"{med(r['kernel_dropped'] for r in runs):,.0f} | {ratio} |"
+            table_row(
+                [
+                    LABELS[impl],
+                    "(the base of every pair)"
+                    if c is None
+                    else f"{len(c.kept())} / {len(c.pairs)}",
+                    f"{med(r['sent'] for r in runs):,.0f}",
+                    f"{med(r['rate'] for r in runs) / 1e3:,.0f} k",
+                    _pct([r["loss"] for r in runs]),
+                    f"{med(r['kernel_dropped'] for r in runs):,.0f}",
+                    f"{med(r['other_cpu'] for r in runs) * 100:.0f}%",
+                    "1 (baseline)" if c is None else c.cell("rate"),
+                    "" if c is None else c.all_pairs_cell("rate"),
+                ]
+            )
         )
-    return "\n".join(lines)
+    return lines
 
 
-def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="vnetio-capture-bench-", dir=args.dir) as workdir:
-        for queue in args.queues:
-            for size in args.sizes:
-                for round_, impls in cli.rounds(args.repeat, args.impls, rotate=True):
-                    for impl in impls:
-                        row = run_one(impl, size, args.seconds, workdir, queue)
-                        row["queue"], row["round"] = queue, round_
-                        log(
-                            f"q{queue:<5d} {size:5d} B {impl:14s} kept "
-                            f"{row['rate'] / 1e3:9,.0f} k/s  loss {row['loss'] * 100:5.2f}%  "
-                            f"kernel dropped {row['kernel_dropped']:,}"
-                        )
-                        rows.append(row)
-    return rows
+def fs_type(path: str | None) -> str:
+    """The file system type of ``path`` (default: the temporary directory), e.g. ``ext4``."""
+    where = path or tempfile.gettempdir()
+    out = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "-T", where], check=False, capture_output=True, text=True
+    )
+    return out.stdout.strip() or "an unknown file system"
+
+
+def render(
+    args: argparse.Namespace, command: str, comps: list[Comparison], load: tuple[str, str]
+) -> str:
+    out = [
+        "## Capture to a file, in paired runs",
+        "",
+        (
+            f"`{command}` (as root; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            f"kernel {platform.release()}, {os.cpu_count()} cores; load (`uptime`) at the "
+            f"start {load[0]}, at the end {load[1]}). The bridge loop: one unpaced vnetio "
+            f"`send_batch` writer process on TAP A for {args.seconds:g} s, the reader under "
+            "test in a process of its own on TAP B writing a file (in a temporary directory "
+            f"under {args.dir or tempfile.gettempdir()}, on {fs_type(args.dir)}); a fresh "
+            "namespace per run. *kept/s* = our frames in the file (read back) per second of flood; *loss* = "
+            "1 − kept ÷ sent; *B TX dropped* = frames B's full ring refused (the kernel's "
+            "counter); *other CPU* = the share of both CPUs used by anything but the reader "
+            "and the writer during the run. Each reader is paired with "
+            f"`{BASE}` (a reader that keeps nothing): one run of each back to back, the order "
+            "alternating; *vs* = median of the per-pair ratios of kept/s, with their range. "
+            "The row's figures are medians over its runs in the kept pairs (the reference's: "
+            "over every comparison at that queue and size). B's queue (txqueuelen): 1000 is "
+            "the kernel's default, 8192 what vnetio's captures raise it to "
+            "(`CAPTURE_QUEUE_LENGTH`). The per-run figures of every pair are in the `--json` "
+            "file."
+        ),
+        "",
+    ]
+    for queue in args.queues:
+        for size in args.sizes:
+            out += [f"### Queue {queue}, {size}-byte frames", "", *table(comps, queue, size), ""]
+    out += [
+        criterion_line(
+            f"when, during either of its runs, work other than the reader and the writer "
+            f"used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs, or when "
+            f"that share differed between its two runs by more than "
+            f"{args.max_other_cpu_diff * 100:.0f} points",
+            comps,
+        )
+        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}.",
+        "",
+        *(f"- queue {c.tag[0]}, {c.tag[1]} B, {c.a} vs {c.b}: {c.discard_note()}" for c in comps),
+        "",
+    ]
+    return "\n".join(out)
 
 
 def main() -> int:
     p = cli.parser(
-        __doc__, repeat=1, repeat_help="rounds of every reader (medians)", sizes="64,1514"
+        __doc__,
+        repeat=5,
+        repeat_help="pairs (reader, vnetio-none) kept per reader, queue and size",
+        sizes="64,1514",
+        benchmarks_md=True,
     )
     p.add_argument("--impls", type=cli.str_list, default=IMPLS, help=",".join(IMPLS))
     p.add_argument(
@@ -272,6 +433,25 @@ def main() -> int:
         default=[1000, 8192],
         help="B's txqueuelen for each set of runs (1000: the kernel's default; 8192: what "
         "vnetio captures raise it to)",
+    )
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
+    )
+    p.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=0.05,
+        help="a pair is noisy, and discarded, when during either of its runs other work used "
+        "more than this share of all CPUs (0.05)",
+    )
+    p.add_argument(
+        "--max-other-cpu-diff",
+        type=float,
+        default=0.10,
+        help="... or when that share differs between the pair's two runs by more than this (0.10)",
     )
     p.add_argument("--dir", help="where the capture files go (default: a temporary directory)")
     p.add_argument("--child-reader", help=argparse.SUPPRESS)
@@ -286,11 +466,34 @@ def main() -> int:
     if args.child_reader:
         child_reader(args.child_reader, args.tap, args.file)
         return 0
+    unknown = [i for i in args.impls if i not in IMPLS]
+    if unknown:
+        p.error(f"unknown reader(s): {', '.join(unknown)}; known: {', '.join(IMPLS)}")
+    if BASE not in args.impls or len(args.impls) < 2:
+        p.error(f"--impls must include {BASE} and another reader: every reader is paired with it")
+    args.max_pairs = args.max_pairs or 2 * args.repeat
+    if args.repeat < 1 or args.max_pairs < args.repeat:
+        p.error("--repeat must be at least 1 and --max-pairs at least --repeat")
     cli.require_privileges("capture_loop")
     if "native" in args.impls:
         build_example("native_bridge")
-    rows = run_all(args)
-    emit(table(rows), args.out, args.json, rows)
+    command = command_line(relative(sys.executable), relative(sys.argv[0]))
+    load_start = uptime_line()
+    comps = comparisons(args)
+    run_all(args, comps)
+    text = render(args, command, comps, (load_start, uptime_line()))
+    raw = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "kernel": platform.release(),
+        "nproc": os.cpu_count(),
+        "load_start": load_start,
+        "load_end": uptime_line(),
+        "comparisons": [c.to_json() for c in comps],
+    }
+    emit(text, args.out, args.json, raw)
+    if args.benchmarks_md:
+        write_section(args.benchmarks_md, text, __file__)
     return 0
 
 

@@ -19,12 +19,21 @@ reader wants only ``udp dst port 53``. Measured, in one run, for each way of fil
 
 Per run: frames written per second (the writer's rate: a kernel filter must not slow it),
 matching frames delivered to Python per second, matching frames lost (written but not
-delivered), and vnetio's counters (``rx_filtered``, ``rx_dropped``) for the vnetio runs.
-Each run gets a fresh writer; runs of different methods alternate (``--repeat``), and the
-medians are reported with ratios to ``none`` from the same run, since this machine is
-shared and noisy.
+delivered), vnetio's counters (``rx_filtered``, ``rx_dropped``) for the vnetio runs, and
+the share of both CPUs that work other than the reader (this process) and the writer took.
+Each run gets a fresh namespace and writer.
 
-Usage (root): ``python benches/filter_loop.py [--seconds 3] [--repeat 3] [--out FILE]``.
+Pairs (``benches/harness/pairing.py``): ``kernel``, ``userspace`` and ``scapy`` are each
+paired with ``none``, ``idle-kernel`` with ``idle``: one run of each back to back, the order
+alternating, one ratio per pair (writer's rate, matches delivered), the median of the ratios
+with their range; the comparisons are interleaved. A pair is noisy, discarded and replaced
+(up to ``--max-pairs``), when other work took more than ``--max-other-cpu`` of the CPUs
+during either run, or the two runs' shares differ by more than ``--max-other-cpu-diff``.
+``--json`` keeps every run of every pair; ``--benchmarks-md`` rewrites this script's section
+of BENCHMARKS.md.
+
+Usage (root): ``python benches/filter_loop.py [--seconds 3] [--repeat 5] [--max-pairs 10]
+[--out FILE] [--json FILE] [--benchmarks-md BENCHMARKS.md]``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import struct
 import sys
@@ -41,9 +51,10 @@ from typing import Any
 import vnetio
 from harness import cli
 from harness.child import flood
-from harness.procs import Child, log
-from harness.report import emit, per_round_ratios
-from vnetio._topology import BridgeLoop, build_frame
+from harness.pairing import Comparison, Pair, criterion_line, interleave, uneven_by, uptime_line
+from harness.procs import BenchError, Child, OtherCpu, log
+from harness.report import command_line, emit, relative, table_head, table_row, write_section
+from vnetio._topology import BridgeLoop, TopologyError, build_frame
 
 EXPR = "udp dst port 53"
 MATCH_EVERY = 100
@@ -83,6 +94,7 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         elif method == "userspace":
             assert b.set_filter(EXPR, placement="userspace") == "userspace"
         base = b.stats()
+        other = OtherCpu([os.getpid(), writer.proc.pid])  # the reader is this process
         writer.send("go")
         start = time.perf_counter()
         if method == "scapy":
@@ -94,6 +106,7 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
             matched = vnetio_reader(b, seconds, count_matches=method == "none")
         reader_time = time.perf_counter() - start
         done = writer.expect("done", timeout=seconds + 60)
+        other_cpu = other.share()
         sent, elapsed = int(done["sent"]), float(done["seconds"])
         stats = b.stats()
     finally:
@@ -102,6 +115,8 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
     matches_sent = (sent + MATCH_EVERY - 1) // MATCH_EVERY
     return {
         "method": method,
+        "sent": sent,
+        "seconds": elapsed,
         "written_per_s": sent / elapsed,
         "delivered_per_s": matched / reader_time,
         "matches_sent": matches_sent,
@@ -111,6 +126,7 @@ def run_once(loop: BridgeLoop, method: str, seconds: float) -> dict[str, Any]:
         if stats.rx_filtered is None or base.rx_filtered is None
         else stats.rx_filtered - base.rx_filtered,
         "rx_dropped": stats.rx_dropped - base.rx_dropped,
+        "other_cpu": other_cpu,
     }
 
 
@@ -142,13 +158,43 @@ def scapy_reader(b: vnetio.Tap, seconds: float) -> int:
     return len(got)
 
 
+#: Each method and the one it is paired with.
+BASE_OF = {"kernel": "none", "userspace": "none", "scapy": "none", "idle-kernel": "idle"}
+METHODS = ["none", "kernel", "userspace", "scapy", "idle", "idle-kernel"]
+METRICS = ("written_per_s", "delivered_per_s")
+LABELS = {
+    "none": "none: every frame read, matches counted with `Batch.filter`",
+    "kernel": "kernel: `set_filter(expr)`, eBPF on the TAP",
+    "userspace": 'userspace: `set_filter(expr, placement="userspace")`, Rust interpreter',
+    "scapy": "scapy: `sniff(opened_socket=VnetioSocket(b), lfilter=...)`",
+    "idle": "idle: B open, never read",
+    "idle-kernel": "idle-kernel: B never read, kernel filter set",
+}
+
+
 def main() -> int:
-    ap = cli.parser(__doc__)
+    ap = cli.parser(
+        __doc__, repeat=5, repeat_help="pairs kept per method and its base", benchmarks_md=True
+    )
+    ap.add_argument("--methods", type=cli.str_list, default=METHODS, help=",".join(METHODS))
     ap.add_argument(
-        "--methods",
-        type=cli.str_list,
-        default=["none", "kernel", "userspace", "scapy", "idle", "idle-kernel"],
-        help="none,kernel,userspace,scapy,idle,idle-kernel",
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
+    )
+    ap.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=0.05,
+        help="a pair is noisy, and discarded, when during either of its runs other work used "
+        "more than this share of all CPUs (0.05)",
+    )
+    ap.add_argument(
+        "--max-other-cpu-diff",
+        type=float,
+        default=0.10,
+        help="... or when that share differs between the pair's two runs by more than this (0.10)",
     )
     ap.add_argument("--child-writer", metavar="NETNS", help=argparse.SUPPRESS)
     ap.add_argument("--tap", help=argparse.SUPPRESS)
@@ -156,59 +202,155 @@ def main() -> int:
     if args.child_writer:
         child_writer(args.child_writer, args.tap, args.seconds)
         return 0
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s): {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    args.max_pairs = args.max_pairs or 2 * args.repeat
+    if args.repeat < 1 or args.max_pairs < args.repeat:
+        ap.error("--repeat must be at least 1 and --max-pairs at least --repeat")
+    comps = [
+        Comparison(m, BASE_OF[m], METRICS, args.repeat, args.max_pairs, tag=m)
+        for m in args.methods
+        if m in BASE_OF and BASE_OF[m] in args.methods
+    ]
+    if not comps:
+        ap.error(
+            "--methods must hold a method and its base: "
+            + ", ".join(f"{m} with {b}" for m, b in BASE_OF.items())
+        )
     cli.require_privileges("filter_loop")
-    methods = args.methods
-    results: list[dict[str, Any]] = []
-    for rep, ordered in cli.rounds(args.repeat, methods, rotate=True):
-        for method in ordered:
-            with BridgeLoop("filter") as loop:
-                r = run_once(loop, method, args.seconds)
-            r["repeat"] = rep
-            results.append(r)
-            log(json.dumps(r))
-    emit(summarize(results, methods, args), args.out, args.json, results)
+    command = command_line(relative(sys.executable), relative(sys.argv[0]))
+    load_start = uptime_line()
+
+    def run(c: Comparison, method: str) -> dict[str, Any]:
+        with BridgeLoop("filter") as loop:
+            r = run_once(loop, method, args.seconds)
+        log(json.dumps(r))
+        return r
+
+    def noisy(r: dict[str, Any]) -> str | None:
+        other = r["other_cpu"]
+        return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
+
+    def progress(c: Comparison, p: Pair) -> None:
+        status = f"DISCARDED ({p.noise})" if p.noise else "kept"
+        log(
+            f"  {c.a} vs {c.b}, pair {len(c.pairs)} ({len(c.kept())}/{c.want} kept), "
+            f"{p.first} first: writer {p.ratios.get('written_per_s', 0):.2f}×, {status}"
+        )
+
+    uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+    errors = (BenchError, TimeoutError, TopologyError)
+    interleave(comps, run, noisy, errors=errors, progress=progress, uneven=uneven)
+    text = render(args, command, comps, (load_start, uptime_line()))
+    raw = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "kernel": platform.release(),
+        "nproc": os.cpu_count(),
+        "load_start": load_start,
+        "load_end": uptime_line(),
+        "expression": EXPR,
+        "match_every": MATCH_EVERY,
+        "comparisons": [c.to_json() for c in comps],
+    }
+    emit(text, args.out, args.json, raw)
+    if args.benchmarks_md:
+        write_section(args.benchmarks_md, text, __file__)
     return 0
 
 
-def summarize(results: list[dict[str, Any]], methods: list[str], args: Any) -> str:
-    def med(method: str, key: str) -> float:
-        return float(statistics.median(r[key] for r in results if r["method"] == method))
-
-    base_w = med("none", "written_per_s") if "none" in methods else None
-    lines = [
-        (
-            f"Filter `{EXPR}` at 1% match, 64 B frames, {args.seconds:g} s x {args.repeat} "
-            f"(medians; ratios to `none` in the same run). Command: "
-            f"`python benches/filter_loop.py --seconds {args.seconds:g} --repeat {args.repeat}`"
-        ),
+def render(
+    args: argparse.Namespace, command: str, comps: list[Comparison], load: tuple[str, str]
+) -> str:
+    med = statistics.median
+    out = [
+        "## Filters at a 1% match rate, in paired runs",
         "",
         (
-            "| method | written/s | writer vs none | matches delivered/s | match loss | "
-            "rx_filtered | rx_dropped |"
+            f"`{command}` (as root; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            f"kernel {platform.release()}, {os.cpu_count()} cores; load (`uptime`) at the "
+            f"start {load[0]}, at the end {load[1]}). A writer process sends 64-byte UDP "
+            f"frames into TAP A of a bridge loop as fast as it can for {args.seconds:g} s, one "
+            f"in {MATCH_EVERY} to port 53; a Python reader on TAP B wants `{EXPR}`. Each run "
+            "has a fresh namespace and writer. Each method is paired with its base (`none`, "
+            "or `idle` for `idle-kernel`): one run of each back to back, the order "
+            "alternating; *vs base* = median of the per-pair ratios, with their range. The "
+            "row's figures are medians over its runs in the kept pairs (a base's: over every "
+            "comparison it is the base of). *written/s* = the writer's rate (a kernel filter "
+            "must not slow it); *matches delivered/s* = matching frames the reader got per "
+            "second; *match loss* = matching frames written but not delivered; "
+            "`rx_filtered`, `rx_dropped` = vnetio's counters for the run; *other CPU* = the "
+            "share of both CPUs used by anything but the reader (this process) and the writer."
         ),
-        "|---|---|---|---|---|---|---|",
+        "",
+        *table_head(
+            [
+                "method",
+                "pairs kept / run",
+                "written/s",
+                "writer vs base (kept pairs)",
+                "matches delivered/s",
+                "delivered vs `none`",
+                "match loss",
+                "rx_filtered",
+                "rx_dropped",
+                "other CPU",
+                "writer vs base, all pairs",
+            ],
+            "lrrrrrrrrrr",
+        ),
     ]
-    for m in methods:
-        w = med(m, "written_per_s")
-        ratio = f"{w / base_w:.2f}x" if base_w else "-"
-        filt = [r["rx_filtered"] for r in results if r["method"] == m]
-        filt_s = (
-            "-" if m in ("none", "scapy") or None in filt else f"{statistics.median(filt):,.0f}"
-        )
-        drop_s = "-" if m == "scapy" else f"{med(m, 'rx_dropped'):,.0f}"
+    bases = list(dict.fromkeys(c.b for c in comps))
+    rows: list[tuple[str, list[dict[str, Any]], Comparison | None]] = []
+    for base in bases:
+        rows.append((base, [r for c in comps if c.b == base for r in c.side_runs(base)], None))
+        rows += [(c.a, c.side_runs(c.a), c) for c in comps if c.b == base]
+    for m, runs, c in rows:
+        if not runs:
+            out.append(table_row([LABELS[m], "0", *["—"] * 9]))
+            continue
         idle = m.startswith("idle")
-        delivered = "-" if idle else f"{med(m, 'delivered_per_s'):,.0f}"
-        loss = "-" if idle else f"{med(m, 'match_loss'):.2%}"
-        if m == "idle-kernel" and "idle" in methods:
-            ratios = per_round_ratios(
-                [r for r in results if r["method"] == m],
-                [r for r in results if r["method"] == "idle"],
-                "written_per_s",
-                round_key="repeat",
+        filt = [r["rx_filtered"] for r in runs]
+        out.append(
+            table_row(
+                [
+                    LABELS[m],
+                    "(base)" if c is None else f"{len(c.kept())} / {len(c.pairs)}",
+                    f"{med(r['written_per_s'] for r in runs):,.0f}",
+                    "1 (base)" if c is None else c.cell("written_per_s"),
+                    "—" if idle else f"{med(r['delivered_per_s'] for r in runs):,.0f}",
+                    "—" if idle or c is None else c.cell("delivered_per_s"),
+                    "—" if idle else _range_pct([r["match_loss"] for r in runs]),
+                    "—" if m in ("none", "scapy") or None in filt else f"{med(filt):,.0f}",
+                    "—" if m == "scapy" else f"{med(r['rx_dropped'] for r in runs):,.0f}",
+                    f"{med(r['other_cpu'] for r in runs) * 100:.0f}%",
+                    "" if c is None else c.all_pairs_cell("written_per_s"),
+                ]
             )
-            ratio = f"{statistics.median(ratios):.2f}x idle"
-        lines.append(f"| {m} | {w:,.0f} | {ratio} | {delivered} | {loss} | {filt_s} | {drop_s} |")
-    return "\n".join(lines)
+        )
+    out += [
+        "",
+        criterion_line(
+            f"when, during either of its runs, work other than the reader and the writer "
+            f"used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs, or when "
+            f"that share differed between its two runs by more than "
+            f"{args.max_other_cpu_diff * 100:.0f} points",
+            comps,
+        )
+        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}.",
+        "",
+        *(f"- {c.a} vs {c.b}: {c.discard_note()}" for c in comps),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _range_pct(values: list[float]) -> str:
+    """Median percentage, with the range when the values differ."""
+    mid = statistics.median(values) * 100
+    lo, hi = min(values) * 100, max(values) * 100
+    return f"{mid:.2f}%" if hi - lo < 0.005 else f"{mid:.2f}% ({lo:.2f}–{hi:.2f})"
 
 
 if __name__ == "__main__":

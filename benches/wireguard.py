@@ -340,15 +340,18 @@ def in_process_rate(size: int, seconds: float) -> dict[str, float]:
             got += len(b.recv_batch(256, timeout=0.2))
         stop.set()
         thread.join()
-        drops_a = sum(a.stats()["drops"].values())
-        drops_b = sum(b.stats()["drops"].values())
+        by_reason: dict[str, int] = {}
+        for end in (a, b):
+            for reason, n in end.stats()["drops"].items():
+                by_reason[reason] = by_reason.get(reason, 0) + n
         return {
             "size": size,
             "pps": got / elapsed,
             "gbps": got * size * 8 / elapsed / 1e9,
             "sent": sent[0],
             "received": got,
-            "tunnel_drops": drops_a + drops_b,
+            "tunnel_drops": sum(by_reason.values()),
+            "tunnel_drops_by_reason": {k: n for k, n in by_reason.items() if n},
             "receiver_queue_drops": b.adapter.stats().rx_dropped,
         }
     finally:
@@ -357,6 +360,12 @@ def in_process_rate(size: int, seconds: float) -> dict[str, float]:
 
 
 # --- the report -------------------------------------------------------------------------
+
+
+def _reasons(by_reason: dict[str, int]) -> str:
+    """``socket_buffer_full 21.40 M, ...`` (the largest first), or ``none``."""
+    items = sorted(by_reason.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {n / 1e6:.2f} M" for k, n in items) or "none"
 
 
 def report(samples: list[Sample], extra: dict[str, Any], args: argparse.Namespace,
@@ -418,10 +427,10 @@ def report(samples: list[Sample], extra: dict[str, Any], args: argparse.Namespac
             f"Python thread each, {args.seconds:g} s). The sender is not paced: `send_batch` "
             f"took {r['sent'] / 1e6:.1f} M packets, {r['received'] / 1e6:.2f} M arrived; of the "
             "rest, the receiving interface's in-process queue dropped "
-            f"{r['receiver_queue_drops'] / 1e6:.2f} M (the Python reader fell behind) and the "
-            "sending interface's queue the others, before the tunnel could encrypt them (4096 "
-            'packets each, overflow "drop"); the tunnels themselves dropped '
-            f"{r['tunnel_drops']}."
+            f"{r['receiver_queue_drops'] / 1e6:.2f} M (the Python reader fell behind; 4096 "
+            'packets, overflow "drop"), and the two tunnels counted '
+            f'{r["tunnel_drops"] / 1e6:.2f} M drops (`stats()["drops"]`, both ends: '
+            f"{_reasons(r.get('tunnel_drops_by_reason', {}))})."
         )
         lines.append("")
     lines.append("")

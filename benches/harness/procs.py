@@ -154,6 +154,36 @@ def cpu_ticks(pid: int) -> int:
     return stat[2] if stat else 0
 
 
+def busy_ticks() -> int:
+    """Clock ticks all CPUs spent busy so far (``/proc/stat``: user, nice, system, irq,
+    softirq and the hypervisor's steal; not idle or iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks) - ticks[3] - ticks[4]
+
+
+class OtherCpu:
+    """The share of the machine's CPUs that anything but the measured processes used
+    between the start (construction) and ``share()``: other programs, kernel threads,
+    softirq and steal. The measured processes' own time (``pids``: all their threads, and
+    the kernel work of their system calls) does not count; they must still run when
+    ``share()`` is called (a process that has ended has no ticks to subtract)."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.t0 = time.monotonic()
+        self.busy0 = busy_ticks()
+        self.own0 = sum(cpu_ticks(p) for p in self.pids)
+
+    def share(self) -> float:
+        """Other work's share of all CPUs since the start (0 to 1)."""
+        elapsed = time.monotonic() - self.t0
+        busy = busy_ticks() - self.busy0
+        own = sum(cpu_ticks(p) for p in self.pids) - self.own0
+        capacity = elapsed * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+        return max(0.0, (busy - own) / capacity) if capacity > 0 else 0.0
+
+
 @dataclass
 class Contention:
     """Never measure while another benchmark runs on this machine: ``wait_calm`` waits for

@@ -30,5 +30,23 @@ def test_bench_rust_runs_every_criterion_bench() -> None:
 
 def test_make_bench_runs_the_paired_benchmarks() -> None:
     steps = recipe("bench") + recipe("bench-offload")
-    for script in ("bridge_loop.py", "checksum_scapy.py", "forwarder.py"):
+    for script in (
+        "bridge_loop.py",
+        "checksum_scapy.py",
+        "capture_loop.py",
+        "filter_loop.py",
+        "forwarder.py",
+    ):
         assert f"benches/{script}" in steps, f"{script} is not in make bench/bench-offload"
+
+
+def test_make_bench_keeps_raw_figures_of_every_published_script() -> None:
+    """Every benchmark script in make bench/bench-offload writes its report and its raw
+    per-run figures under BENCH_OUT (docs/bench-data/ for the published tables)."""
+    steps = recipe("bench") + recipe("bench-offload")
+    scripts = re.findall(r"benches/(\w+)\.py", steps)
+    assert scripts
+    for name in scripts:
+        line = next(line for line in steps.splitlines() if f"benches/{name}.py" in line)
+        assert f"--json $(BENCH_OUT)/{name}.json" in line, f"{name} keeps no raw figures"
+        assert f"--out $(BENCH_OUT)/{name}.md" in line, f"{name} writes no report"
