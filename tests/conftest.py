@@ -19,6 +19,7 @@ reason, which the skip policy turns into a failure when ``CI`` is set.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,13 @@ _DESELECTED_WHEEL_TESTS = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests interrupt children with SIGINT (Ctrl-C handling, the capture command line), so
+    # a child must take it. Started as a background job of a non-interactive shell (a CI
+    # script's `make test &`), pytest inherits SIGINT *ignored*, every child too, and
+    # Python then installs no KeyboardInterrupt handler: those tests would hang and fail
+    # whatever vnetio does. A handler here is reset to the default in each exec'd child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "ipv6: the `netns` fixture leaves IPv6 enabled (disabled by default)"
     )
