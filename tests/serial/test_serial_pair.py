@@ -17,6 +17,8 @@ import pytest
 import serial  # pyserial
 import vnetio
 
+from tests.waiting import settle
+
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[vnetio.SerialPair]:
@@ -99,10 +101,10 @@ def test_ten_megabytes_byte_exact(pair: vnetio.SerialPair) -> None:
         writer = write_in_background(a, data)
         got = read_exactly(b, len(data), timeout=60)
         writer.join(5)
-        time.sleep(0.05)  # the relay counts a write just after making it
+        # The relay counts a write just after making it.
+        ab = settle(lambda: pair.stats()["a_to_b"], lambda ab: ab["bytes_out"] >= len(data))
     assert len(got) == len(data)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
-    ab = pair.stats()["a_to_b"]
     assert ab["bytes_in"] == ab["bytes_out"] == len(data)
     assert ab["dropped"] == ab["corrupted"] == 0
 
