@@ -190,8 +190,11 @@ def forwarded_pair(
     family: int,
     mode_a: Mode,
     mode_b: Mode,
+    queue_length: int | None = None,
 ) -> Iterator[Forwarder]:
-    """An adapter in each namespace, addressed on one subnet, joined by a forwarder.
+    """An adapter in each namespace, addressed on one subnet, joined by a forwarder;
+    ``queue_length``: the adapters' kernel rings at least this long (set while they are
+    down: a frame in flight while the kernel resizes a ring can be dropped).
 
     TAP: ARP / neighbour discovery crosses the forwarder like any other frame."""
     addr_a, addr_b, prefix = ADDRS[family]
@@ -200,6 +203,8 @@ def forwarded_pair(
         open_adapter(kind, "vnfb0", ns_b, mode_b) as b,
     ):
         for adapter, addr in ((a, addr_a), (b, addr_b)):
+            if queue_length is not None:
+                adapter.queue_length = max(adapter.queue_length, queue_length)
             adapter.add_address(f"{addr}/{prefix}")
             adapter.up()
         if family == 6:
@@ -817,14 +822,12 @@ def udp_gso_run(ns_a: str, ns_b: str, kind: Kind, family: int, mode: Mode) -> di
     a_ns, b_ns = Netns(ns_a), Netns(ns_b)
     _, addr_b, _ = ADDRS[family]
     want = UDP_SEGS_PER_SEND * UDP_SENDS
-    with forwarded_pair(a_ns, b_ns, kind, family, mode, mode) as fwd:
-        # UDP has no flow control, and the forwarder is two Python threads: on a loaded
-        # machine one is descheduled long enough for the sender to fill an adapter's ring
-        # (500-1000 entries; without USO every datagram is one). Room for the whole run
-        # makes a lost datagram the forwarder's or vnetio's doing; ring drops are asserted
-        # apart (assert_udp_arrived) so one would be named.
-        for adapter in (fwd.a, fwd.b):
-            adapter.queue_length = max(adapter.queue_length, 2 * want)
+    # UDP has no flow control, and the forwarder is two Python threads: on a loaded machine
+    # one is descheduled long enough for the sender to fill an adapter's ring (500-1000
+    # entries; without USO every datagram is one: 121-593 of 6000 lost in 3 of 5 runs at
+    # load 10). Rings with room for the whole run make a lost datagram the forwarder's or
+    # vnetio's doing; ring drops are asserted apart (assert_udp_arrived), so one is named.
+    with forwarded_pair(a_ns, b_ns, kind, family, mode, mode, queue_length=2 * want) as fwd:
         if kind == "tap":
             # Resolve the neighbour first: UDP has no handshake to do it, and a GSO
             # datagram queued behind an unresolved neighbour may be dropped. Until one
