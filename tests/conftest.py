@@ -24,6 +24,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.netutil import (
     Netns,
@@ -36,6 +37,15 @@ from tests.netutil import (
 )
 
 PRIVILEGED_FIXTURES = {"netns", "bridge_pair"}
+
+
+# Hypothesis times each example by the wall clock: its default 200 ms deadline and its
+# too_slow health check (data generation) fail a property test when the machine is loaded,
+# whatever the property. Neither checks vnetio; a test's own @settings inherit this.
+settings.register_profile(
+    "vnetio", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("vnetio")
 
 
 def ci_is_set() -> bool:

@@ -168,7 +168,9 @@ def test_batch_timestamps_are_kept_and_zero_means_now(tmp_path: Path) -> None:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     frames=st.lists(st.binary(min_size=0, max_size=1600), max_size=40),
