@@ -109,7 +109,7 @@ def test_capture_to_from_a_tap_sees_the_kernels_pings(tap_ns: Netns, tmp_path: P
         raised = 'until [ "$(cat /sys/class/net/vncap0/tx_queue_len)" = 8192 ]; do sleep 0.01; done'
         pinger = subprocess.Popen(
             ["ip", "netns", "exec", tap_ns.name, "sh", "-c",
-             f"{raised}; exec ping -q -c 20 -i 0.01 {PEER}"],
+             f"{raised}; exec ping -q -c 20 -i 0.01 -W 0.1 {PEER}"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -361,7 +361,7 @@ def test_cli_rotates_by_time_with_strftime_names(tap_ns: Netns, tmp_path: Path) 
 
 def test_cli_prints_one_line_per_frame(tap_ns: Netns) -> None:
     proc = start_capture(tap_ns, "-c", "5", "icmp")
-    tap_ns.exec("ping", "-c", "5", "-i", "0.01", PEER, check=False)
+    tap_ns.exec("ping", "-c", "5", "-i", "0.01", "-W", "0.1", PEER, check=False)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     lines = out.splitlines()
@@ -379,7 +379,7 @@ def test_cli_writes_pcapng_to_standard_output_for_tshark(tap_ns: Netns) -> None:
     """`-w -`, as tcpdump: the capture streams into a pipe (plain sequential writes, no
     direct I/O) and tshark reads it as it comes."""
     proc = start_capture(tap_ns, "-w", "-", "-c", "5", "icmp", text=False)
-    tap_ns.exec("ping", "-c", "5", "-i", "0.01", PEER, check=False)
+    tap_ns.exec("ping", "-c", "5", "-i", "0.01", "-W", "0.1", PEER, check=False)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     shark = subprocess.run(
