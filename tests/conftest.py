@@ -19,10 +19,12 @@ reason, which the skip policy turns into a failure when ``CI`` is set.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.netutil import (
     Netns,
@@ -37,6 +39,15 @@ from tests.netutil import (
 PRIVILEGED_FIXTURES = {"netns", "bridge_pair"}
 
 
+# Hypothesis times each example by the wall clock: its default 200 ms deadline and its
+# too_slow health check (data generation) fail a property test when the machine is loaded,
+# whatever the property. Neither checks vnetio; a test's own @settings inherit this.
+settings.register_profile(
+    "vnetio", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("vnetio")
+
+
 def ci_is_set() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -49,6 +60,13 @@ _DESELECTED_WHEEL_TESTS = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests interrupt children with SIGINT (Ctrl-C handling, the capture command line), so
+    # a child must take it. Started as a background job of a non-interactive shell (a CI
+    # script's `make test &`), pytest inherits SIGINT *ignored*, every child too, and
+    # Python then installs no KeyboardInterrupt handler: those tests would hang and fail
+    # whatever vnetio does. A handler here is reset to the default in each exec'd child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "ipv6: the `netns` fixture leaves IPv6 enabled (disabled by default)"
     )

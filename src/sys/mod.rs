@@ -375,6 +375,20 @@ fn ethtool(sock: BorrowedFd<'_>, name: &IfName, buf: &mut [u64]) -> io::Result<(
     ioctl_ifreq(sock, libc::SIOCETHTOOL as libc::Ioctl, &mut ifr)
 }
 
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+
+/// Whether an interface of this name exists, asked through SIOCETHTOOL, which looks the
+/// name up under the kernel's RTNL lock: an `ip link del` in progress (the device already
+/// down, its name not yet released, all under RTNL) has finished before the answer, unlike
+/// SIOCGIFFLAGS, which can see the device half deleted. Any error but ENODEV means the
+/// lookup found it (the driver info itself is not needed).
+pub fn if_exists_settled(sock: BorrowedFd<'_>, name: &IfName) -> bool {
+    // struct ethtool_drvinfo: {cmd u32, ...} in 196 bytes.
+    let mut info = [0u64; 25];
+    bytemuck_u64s(&mut info)[0..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    !matches!(ethtool(sock, name, &mut info), Err(e) if e.raw_os_error() == Some(libc::ENODEV))
+}
+
 /// Turn off the named device features (`ethtool -K`-style names such as
 /// "tx-vlan-hw-insert"). Bit positions are looked up by name in the kernel's feature
 /// string set, as they differ between kernel versions. Returns how many names were found.

@@ -409,11 +409,25 @@ mod tests {
                 .max()
                 .unwrap_or(overflow);
         }
-        // The kernel stamps the count on datagrams queued after the drops: send one more.
+        // The kernel stamps the count on datagrams queued after the drops: send one more,
+        // and read up to it (a datagram of the burst delivered late on a loaded machine,
+        // after the loop above gave up, comes first and is counted).
         tx.send_to(b"after", rx.local_addr().unwrap()).unwrap();
-        let n = batch.recv(rx.as_fd(), &mut bufs, &mut out).unwrap();
-        assert_eq!((n, out[0].len), (1, 5));
-        overflow = out[0].overflow.unwrap_or(overflow);
+        rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        loop {
+            let n = batch.recv(rx.as_fd(), &mut bufs, &mut out).unwrap();
+            for r in &out[..n] {
+                overflow = overflow.max(r.overflow.unwrap_or(0));
+            }
+            let lens: Vec<usize> = out[..n].iter().map(|r| r.len).collect();
+            if lens.last() == Some(&5) {
+                assert!(lens[..n - 1].iter().all(|&l| l == 1000), "{lens:?}");
+                received += n - 1;
+                break;
+            }
+            assert!(lens.iter().all(|&l| l == 1000), "{lens:?}");
+            received += n;
+        }
         assert!(
             overflow > 0,
             "a 4 KiB buffer took {received} of {sent} datagrams"

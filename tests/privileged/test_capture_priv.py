@@ -7,8 +7,10 @@ checked by tshark. Also: SIGINT/SIGTERM leave complete files, -C/-G rotation, a 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from tests.conftest import BridgePair
 from tests.netutil import Netns, run
 from tests.packets import ipv4_echo_request
 from tests.unit.test_capture import tool, udp_frame
+from tests.waiting import settle
 
 pytestmark = pytest.mark.privileged
 
@@ -35,6 +38,14 @@ PEER_MAC = "02:00:00:00:00:09"
 
 def vnetio_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "vnetio.cli", *args]
+
+
+def frame_counts(paths: list[Path]) -> list[int]:
+    """Frames in each file, read by capinfos (one process for all: a tshark per file takes
+    seconds on a loaded machine); like tshark, it fails on a cut-short file."""
+    rows = tool("capinfos", "-T", "-r", "-c", *map(str, paths)).splitlines()
+    assert [row.rsplit("\t", 1)[0] for row in rows] == list(map(str, paths)), rows
+    return [int(row.rsplit("\t", 1)[1]) for row in rows]
 
 
 def tshark_count(path: Path, *display_filter: str) -> int:
@@ -90,20 +101,31 @@ def tap_ns(netns: Netns) -> Iterator[Netns]:
 def test_capture_to_from_a_tap_sees_the_kernels_pings(tap_ns: Netns, tmp_path: Path) -> None:
     path = tmp_path / "tap.pcapng"
     with vnetio.Tap("vncap0", netns=tap_ns.name) as tap:
-        # The pings start once the capture has raised the queue and attached its filter:
-        # a frame in flight while the kernel resizes the queue can be dropped (and is
-        # counted in dropped_kernel), which is not what this test is about.
+        # The pings start once the capture has raised the queue (it attached its filter
+        # before): a frame in flight while the kernel resizes the queue can be dropped (and
+        # is counted in dropped_kernel), which is not what this test is about. The capture
+        # ends at the 20th frame; its duration only bounds the test (a fixed window would
+        # also have to hold the start of the ping on a loaded machine).
+        raised = 'until [ "$(cat /sys/class/net/vncap0/tx_queue_len)" = 8192 ]; do sleep 0.01; done'
         pinger = subprocess.Popen(
             ["ip", "netns", "exec", tap_ns.name, "sh", "-c",
-             f"sleep 0.3; exec ping -q -c 20 -i 0.01 {PEER}"],
+             f"{raised}; exec ping -q -c 20 -i 0.01 -W 0.1 {PEER}"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        stats = tap.capture_to(path, filter="icmp", duration=1.5)
-        pinger.wait(timeout=10)
-    assert stats.captured == 20, stats
+        try:
+            stats = tap.capture_to(path, filter="icmp", count=20, duration=30)
+            pinger.wait(timeout=30)
+        finally:
+            if pinger.poll() is None:
+                pinger.kill()
+                pinger.wait()
+    assert stats.captured == 20 and stats.reason == "count", stats
     assert stats.lost_elsewhere == 0 and stats.dropped_kernel == 0
     assert tshark_count(path) == 20
     assert tshark_count(path, "icmp.type == 8 && ip.dst == 192.0.2.9") == 20
+    # Each of the 20 requests once, in order (no frame repeated or missing).
+    seqs = tool("tshark", "-r", str(path), "-T", "fields", "-e", "icmp.seq").split()
+    assert seqs == [str(i) for i in range(1, 21)], seqs
     assert "Name = vncap0" in tool("capinfos", str(path))
     assert "Filter string = icmp" in tool("capinfos", str(path))
 
@@ -228,6 +250,13 @@ def start_capture(
     return proc
 
 
+def read_by_capture(ns: Netns) -> tuple[int, int]:
+    """(frames a reader took from vncap0, frames the kernel dropped at its full queue): the
+    TAP's own transmit counters, as the kernel keeps them."""
+    tx = ns.link("vncap0")["stats64"]["tx"]
+    return int(tx["packets"]), int(tx["dropped"])
+
+
 def captured_in(summary: str) -> int:
     match = re.search(r"(\d+) frames captured, (\d+) filtered out, (\d+) dropped", summary)
     assert match, summary
@@ -248,7 +277,10 @@ def test_cli_stops_on_a_signal_with_a_complete_file(
     proc = start_capture(tap_ns, "-w", str(path), sigint_ignored=ignored)
     pinger = flood(tap_ns, 100_000)
     try:
-        time.sleep(1.0)  # mid-flood: frames are being written when the signal lands
+        # Mid-flood: frames are being written when the signal lands (the flood is far
+        # longer than this wait).
+        read, _ = settle(lambda: read_by_capture(tap_ns), lambda r: r[0] >= 500, timeout=30)
+        assert read >= 500, f"the capture read {read} frames of the flood in 30 s"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -274,7 +306,9 @@ def test_cli_rotates_by_size_into_complete_files(tap_ns: Netns, tmp_path: Path) 
     pinger = flood(tap_ns, 3000, report=True)
     try:
         out, _ = pinger.communicate(timeout=30)
-        time.sleep(0.3)  # the capture drains the queue
+        # The capture drains the queue: every datagram read or dropped (a frame read is
+        # written before a signal is handled, src/bindings/capture.rs).
+        settle(lambda: read_by_capture(tap_ns), lambda r: sum(r) >= int(out), timeout=30)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -296,7 +330,7 @@ def test_cli_rotates_by_size_into_complete_files(tap_ns: Netns, tmp_path: Path) 
     assert tap_ns.read_sys("vncap0/tx_queue_len") == "1000"
     assert len(files) >= 3, files  # ~3000 x 140-byte blocks in 50 kB files
     assert [p.name for p in files[1:3]] == ["size.pcapng1", "size.pcapng2"]
-    counts = [tshark_count(p) for p in files]
+    counts = frame_counts(files)
     assert sum(counts) == captured
     for p in files[:-1]:  # rotated when a file reached 50 kB (checked between reads)
         assert 50_000 <= p.stat().st_size < 50_000 + 256 * 200, (p, p.stat().st_size)
@@ -310,8 +344,8 @@ def test_cli_rotates_by_time_with_strftime_names(tap_ns: Netns, tmp_path: Path) 
         stdout=subprocess.DEVNULL,
     )
     try:
-        pinger.wait(timeout=20)
-        time.sleep(0.2)
+        # Every request read (the ping itself would linger 10 s for replies that never come).
+        settle(lambda: read_by_capture(tap_ns), lambda r: r[0] >= 250, timeout=30)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -321,13 +355,13 @@ def test_cli_rotates_by_time_with_strftime_names(tap_ns: Netns, tmp_path: Path) 
     assert len(files) >= 2, (files, err)
     for p in files:
         assert re.fullmatch(r"t-\d{6}\.pcap", p.name)
-    counts = [tshark_count(p) for p in files]
+    counts = frame_counts(files)
     assert sum(counts) == captured_in(err) >= 250
 
 
 def test_cli_prints_one_line_per_frame(tap_ns: Netns) -> None:
     proc = start_capture(tap_ns, "-c", "5", "icmp")
-    tap_ns.exec("ping", "-c", "5", "-i", "0.01", PEER, check=False)
+    tap_ns.exec("ping", "-c", "5", "-i", "0.01", "-W", "0.1", PEER, check=False)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     lines = out.splitlines()
@@ -345,7 +379,7 @@ def test_cli_writes_pcapng_to_standard_output_for_tshark(tap_ns: Netns) -> None:
     """`-w -`, as tcpdump: the capture streams into a pipe (plain sequential writes, no
     direct I/O) and tshark reads it as it comes."""
     proc = start_capture(tap_ns, "-w", "-", "-c", "5", "icmp", text=False)
-    tap_ns.exec("ping", "-c", "5", "-i", "0.01", PEER, check=False)
+    tap_ns.exec("ping", "-c", "5", "-i", "0.01", "-W", "0.1", PEER, check=False)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     shark = subprocess.run(
@@ -552,12 +586,20 @@ def test_status_line_on_a_terminal_only(tap_ns: Netns, tmp_path: Path) -> None:
         while tap_ns.read_sys("vncap0/carrier") != "1" and time.monotonic() < deadline:
             time.sleep(0.02)
         pinger = flood(tap_ns, 2000)
-        time.sleep(1.2)
+        # Until the status line has been refreshed three times (not a fixed wait: the
+        # capture's start is slow on a loaded machine).
+        screen = b""
+        deadline = time.monotonic() + 30
+        while screen.count(b"frames/s") < 3 and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:  # EIO: the capture is gone
+                    break
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
         pinger.kill()
         pinger.wait()
-        screen = b""
         while True:
             try:
                 chunk = os.read(master, 65536)
@@ -570,6 +612,10 @@ def test_status_line_on_a_terminal_only(tap_ns: Netns, tmp_path: Path) -> None:
         os.close(master)
     text = screen.decode()
     updates = [u for u in text.split("\r") if "frames/s" in u]
-    assert len(updates) >= 3, text  # a few a second
+    assert len(updates) >= 3, text
+    # A few a second, not more: each line starts with its time since the capture began
+    # (one decimal), and lines come at least STATUS_INTERVAL (0.25 s) apart.
+    times = [float(u.split()[0]) for u in updates]
+    assert all(b - a >= 0.1 for a, b in itertools.pairwise(times)), times
     assert "Mbit/s" in updates[-1] and "written" in updates[-1] and "lost" in updates[-1]
     assert "frames captured" in text.splitlines()[-2]  # the summary, then the file

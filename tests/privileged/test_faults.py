@@ -29,6 +29,7 @@ from tests.conftest import BridgePair
 from tests.netutil import Netns
 from tests.packets import TCP_ACK, frame_seq, make_frame, tcp4
 from tests.syscall_faults import run_child
+from tests.waiting import settle
 
 pytestmark = pytest.mark.privileged
 
@@ -213,7 +214,10 @@ def test_adapter_deleted_during_send_batch(bridge_pair: BridgePair) -> None:
             ns.ip("link", "del", "dev", bridge_pair.a)
             threads[0].join(10)
             assert not threads[0].is_alive(), "send_batch did not end when its adapter went"
-            time.sleep(0.5)  # the reader drains B
+            # The reader drains B: until it has as many frames as were reported sent (not a
+            # fixed wait; on a loaded machine its thread may lag far behind the sender).
+            settle(lambda: len(got), lambda n: n >= sent, timeout=20)
+            time.sleep(0.3)  # and any frame beyond those (there must be none) too
         finally:
             stop.set()
             a.close()  # ends the sender if it is still running

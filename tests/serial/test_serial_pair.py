@@ -17,6 +17,8 @@ import pytest
 import serial  # pyserial
 import vnetio
 
+from tests.waiting import settle
+
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[vnetio.SerialPair]:
@@ -43,6 +45,22 @@ def write_in_background(port: serial.Serial, data: bytes) -> threading.Thread:
     writer = threading.Thread(target=port.write, args=(data,), daemon=True)
     writer.start()
     return writer
+
+
+def read_all_relayed(pair: vnetio.SerialPair, port: serial.Serial, sent: int) -> bytes:
+    """Read end b until the relay has taken all ``sent`` bytes from end a and all it passed
+    on has arrived (what it dropped never will). Not "until the line is quiet": the relay
+    or the writer may pause that long on a loaded machine."""
+    port.timeout = 0.05
+    out = bytearray()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out += port.read(65536)
+        ab = pair.stats()["a_to_b"]
+        done = ab["bytes_in"] == sent and ab["bytes_out"] + ab["dropped"] == sent
+        if done and len(out) >= ab["bytes_out"]:
+            break
+    return bytes(out)
 
 
 def read_until_quiet(port: serial.Serial, quiet: float = 0.5) -> bytes:
@@ -99,10 +117,10 @@ def test_ten_megabytes_byte_exact(pair: vnetio.SerialPair) -> None:
         writer = write_in_background(a, data)
         got = read_exactly(b, len(data), timeout=60)
         writer.join(5)
-        time.sleep(0.05)  # the relay counts a write just after making it
+        # The relay counts a write just after making it.
+        ab = settle(lambda: pair.stats()["a_to_b"], lambda ab: ab["bytes_out"] >= len(data))
     assert len(got) == len(data)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
-    ab = pair.stats()["a_to_b"]
     assert ab["bytes_in"] == ab["bytes_out"] == len(data)
     assert ab["dropped"] == ab["corrupted"] == 0
 
@@ -123,7 +141,11 @@ def test_baud_paces_the_transfer_at_the_line_rate(tmp_path: Path) -> None:
         took = time.monotonic() - started
         writer.join(5)
     assert got == data
-    assert abs(took - expected) / expected < 0.05, f"{took:.3f} s for {expected:.3f} s of line"
+    # Never faster than the line (the pacing), within 5 %; slower by at most 15 %: the relay
+    # makes up its own lateness, but a writer or reader thread descheduled on a loaded
+    # machine idles the line (5.87 s for 5.56 s seen at load 10). 15 % still catches a
+    # wrong bit count per byte (8N1 is 10 bits; a 12-bit byte would be +20 %).
+    assert -0.05 < (took - expected) / expected < 0.15, f"{took:.3f} s for {expected:.3f} s of line"
 
 
 def test_a_reader_that_does_not_read_blocks_the_line(pair: vnetio.SerialPair) -> None:
@@ -144,8 +166,9 @@ def test_corrupted_bytes_are_exactly_the_bytes_that_changed() -> None:
         open_end(p.paths[0]) as a,
         open_end(p.paths[1]) as b,
     ):
-        write_in_background(a, data)
-        got = read_exactly(b, len(data), timeout=10)
+        writer = write_in_background(a, data)
+        got = read_exactly(b, len(data), timeout=30)
+        writer.join(5)
         counted = p.stats()["a_to_b"]
     assert len(got) == len(data)
     changed = sum(x != y for x, y in zip(data, got, strict=True))
@@ -160,8 +183,9 @@ def test_dropped_bytes_are_exactly_the_bytes_missing() -> None:
         open_end(p.paths[0]) as a,
         open_end(p.paths[1]) as b,
     ):
-        write_in_background(a, data)
-        got = read_until_quiet(b)
+        writer = write_in_background(a, data)
+        got = read_all_relayed(p, b, len(data))
+        writer.join(5)
         counted = p.stats()["a_to_b"]
     assert len(data) - len(got) == counted["dropped"] > 20
     # What arrived is the data with bytes left out, in order.
@@ -191,8 +215,11 @@ def test_same_seed_same_faults() -> None:
             open_end(p.paths[0]) as a,
             open_end(p.paths[1]) as b,
         ):
-            write_in_background(a, bytes(range(256)) * 20)
-            return read_until_quiet(b)
+            data = bytes(range(256)) * 20
+            writer = write_in_background(a, data)
+            got = read_all_relayed(p, b, len(data))
+            writer.join(5)
+            return got
 
     assert run() == run()
 

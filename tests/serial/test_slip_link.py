@@ -20,6 +20,7 @@ import vnetio
 
 from tests.packets import udp4
 from tests.serial.slipnet import hit, spans, special_heavy
+from tests.waiting import settle
 
 HOST, DEVICE = "192.0.2.1", "192.0.2.2"
 
@@ -63,8 +64,8 @@ def test_sliplib_device_and_link_exchange_packets(pair: vnetio.SerialPair) -> No
         # And back: one batch from the link, message by message at the device.
         assert link.send_batch(sent) == len(sent)
         assert [device.recv_msg() for _ in sent] == sent
-        time.sleep(0.1)
-        s = link.link_stats()
+        # The link's threads count a batch just after handing it on.
+        s = settle(link.link_stats, lambda s: (s["packets_in"], s["packets_out"]) == (60, 60))
         st = link.stats()
     assert (s["packets_in"], s["packets_out"]) == (60, 60)
     assert s["bad_escape"] + s["over_mtu"] + s["noise"] + s["bad_checksum"] == 0
@@ -105,8 +106,8 @@ def test_the_link_is_an_adapter(pair: vnetio.SerialPair) -> None:
         far.send_batch([udp4(DEVICE, HOST, 1, 9, b"keep"), udp4(DEVICE, HOST, 1, 10, b"drop")])
         got = asyncio.run(link.recv_batch_async(timeout=5)).to_list()
         assert [p[28:] for p in got] == [b"keep"]
-        time.sleep(0.1)
-        assert link.stats().rx_filtered == 1
+        # The second packet may be judged a moment after the first was delivered.
+        assert settle(lambda: link.stats().rx_filtered, lambda n: n == 1) == 1
         # Too big for the link's MTU: refused before anything is sent.
         with pytest.raises(ValueError, match="MTU"):
             far.send(udp4(DEVICE, HOST, 1, 9, bytes(1006)))
@@ -159,7 +160,8 @@ def test_line_noise_loses_exactly_the_packets_it_touched() -> None:
         received = recv_n(link, len(sent) - len(lost))
         time.sleep(0.3)  # anything else the link might (wrongly) pass on
         received += link.recv_batch(256, timeout=0).to_list()
-        s = link.link_stats()
+        # (its reader thread counts a batch just after handing it on)
+        s = settle(link.link_stats, lambda s: s["packets_in"] >= len(received))
     assert received == [p for i, p in enumerate(sent) if i not in lost]
     for p in received:
         assert vnetio.checksum.verify(p, "tun") == (True, True)

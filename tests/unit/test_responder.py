@@ -349,7 +349,10 @@ def check_batch(responder: EchoResponder, frames: list[bytes]) -> None:
         assert len(responder.answer([reply])) == 0, "a reply was answered"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(st.lists(st.binary(max_size=120), max_size=8), st.sampled_from(["tap", "tun"]))
 def test_random_bytes(frames: list[bytes], kind: str) -> None:
     responder = EchoResponder(kind=kind, mac=MAC)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP
@@ -17,6 +18,7 @@ from vnetio import wireguard
 from vnetio.wireguard import Config, Interface
 
 from tests.netutil import need
+from tests.waiting import settle
 
 CONF = """
 # written by hand, as users do
@@ -263,7 +265,21 @@ def test_an_unpaced_sender_loses_nothing_uncounted() -> None:
         assert b.recv(timeout=5) == first  # the handshake is done
         burst = [bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP(dport=9) / Raw(b"x" * 200))] * 3000
         assert a.send_batch(burst) == len(burst)
-        time.sleep(1.0)  # let the tunnel drain what it took
+
+        def drained(stats: tuple[dict[str, Any], dict[str, Any]]) -> bool:
+            """A sent on or dropped all it took, and B delivered (to its reader queue, full
+            or not) or dropped all A sent on: the tunnels' threads are done with the burst."""
+            sa, sb = stats
+            sent_on, delivered = sa["tx_packets"] - 1, sb["rx_packets"] - 1
+            b_lost = sum(sb["drops"].values()) - sb["drops"]["reader_queue_full"]
+            return sent_on + sum(sa["drops"].values()) == len(burst) and sent_on == (
+                delivered + b_lost
+            )
+
+        # Let the tunnels drain what they took, B's reader queue unread (it overflows): not
+        # a fixed wait, their threads take their time on a loaded machine; a packet lost
+        # uncounted keeps this from settling, and the asserts below name it.
+        settle(lambda: (a.stats(), b.stats()), drained, timeout=30)
         got = 0
         while batch := b.recv_batch(256, timeout=0.2):  # empty: nothing came for 0.2 s
             got += len(batch)

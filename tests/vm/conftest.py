@@ -20,6 +20,18 @@ def _vm_problem() -> str | None:
     return rig.vm_problem()
 
 
+#: Per-test limit (pytest-timeout) for guest-rig tests: boot, module fixtures and 32 MB
+#: streams through a TCG guest, whose speed is the machine's spare CPU. One took 61 s with
+#: the machine at load 12 (pyproject's general limit is 120 s; this is only a hang guard).
+VM_TEST_TIMEOUT = 300
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("vm") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("vm") is None:

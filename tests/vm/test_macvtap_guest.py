@@ -78,8 +78,11 @@ def test_guest_nic_on_a_vnetio_macvtap(netns: Netns, host: Netns, tmp_path: Path
             got = guest.run("wc -c < /tmp/rx; sha256sum /tmp/rx", check=True).stdout.split()
             assert got[:2] == [str(STREAM), digest], "host->guest stream corrupted"
             receiver = StreamReceiver(host.name, HOST_IP, 5402)
-            guest.run(f"nc {HOST_IP} 5402 < /tmp/rx", timeout=60, check=True)
-            back_stream = receiver.result()
+            try:
+                guest.run(f"nc {HOST_IP} 5402 < /tmp/rx", timeout=60, check=True)
+                back_stream = receiver.result()
+            finally:
+                receiver.close()  # by PID, whatever happened (a later test must not see it)
             assert (back_stream.bytes, back_stream.sha256) == (STREAM, digest)
             guest_tcp = guest.read_snmp("Tcp")
             assert guest_tcp["InCsumErrors"] == 0 and guest_tcp["InErrs"] == 0, guest_tcp

@@ -15,9 +15,15 @@ def until_signal() -> Iterator[threading.Event]:
     """An event set by SIGTERM or Ctrl-C (SIGINT): handled, so a signal that comes at any
     moment ends the command through its normal path (counters printed, exit status 0)."""
     done = threading.Event()
-    old = {
-        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Not done.set() here: a handler runs in the main thread between two bytecodes,
+        # maybe while that thread holds the event's lock (done.wait() takes it on its way
+        # in and out), and the lock is not reentrant: the command would hang for good,
+        # deaf to any later signal. A thread sets it once the main thread lets go.
+        threading.Thread(target=done.set, name="vnetio-signal", daemon=True).start()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield done
     finally:

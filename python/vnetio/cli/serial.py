@@ -132,7 +132,9 @@ def cmd_serial(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for path, pty in zip(pair.paths, pair.ptys, strict=True):
             print(path if path == pty else f"{path} -> {pty}", flush=True)
         _hold(done, args.seconds)
-        stats = pair.stats()
+    # Read once the pair is closed: its relay thread has stopped, so the counts are final
+    # (it counts a write just after making it).
+    stats = pair.stats()
     for direction, s in stats.items():
         print(
             f"{direction}: {s['bytes_out']:,} bytes delivered of {s['bytes_in']:,} read, "
@@ -187,7 +189,9 @@ def cmd_slip(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 flush=True,
             )
             _hold(done, args.seconds)
-            s = link.link_stats()
+        # Read once the link is closed: its threads have stopped, so the counts are final
+        # (each counts a batch just after handing it on).
+        s = link.link_stats()
     dropped = s["bad_escape"] + s["over_mtu"] + s["noise"] + s["bad_checksum"]
     print(
         f"{s['packets_in']:,} packets from the line, {s['packets_out']:,} to it; dropped from "

@@ -528,6 +528,20 @@ mod tests {
     use crate::wire::testing::udp4;
     use std::time::Instant;
 
+    /// `read()` until `done` holds of it or 10 s pass; the last value read (the caller
+    /// asserts on it). The link's threads count a batch just after handing it on: a fixed
+    /// wait for that is a bet on a loaded machine.
+    fn settled<T>(mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = read();
+            if done(&value) || Instant::now() >= deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn recv_n(dev: &dyn Device, n: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -562,8 +576,10 @@ mod tests {
         assert_eq!(recv_n(&b, 50), packets);
         assert_eq!(b.send_frames(&refs[..3]).unwrap(), 3);
         assert_eq!(recv_n(&a, 3), packets[..3]);
-        std::thread::sleep(Duration::from_millis(50)); // the threads count after handing on
-        let (sa, sb) = (a.link_stats(), b.link_stats());
+        let (sa, sb) = settled(
+            || (a.link_stats(), b.link_stats()),
+            |(sa, sb)| (sa.packets_out, sb.packets_in) == (50, 50),
+        );
         assert_eq!((sa.packets_out, sb.packets_in), (50, 50));
         assert_eq!(sb.line_bytes_in, sa.line_bytes_out);
         assert_eq!(sb.bad_escape + sb.noise + sb.bad_checksum + sb.over_mtu, 0);
@@ -599,8 +615,7 @@ mod tests {
         bytes.extend(slip::encode(&good));
         (&far).write_all(&bytes).unwrap();
         assert_eq!(recv_n(&link, 1), vec![good]);
-        std::thread::sleep(Duration::from_millis(50));
-        let s = link.link_stats();
+        let s = settled(|| link.link_stats(), |s| s.packets_in == 1);
         assert_eq!(
             (
                 s.noise,

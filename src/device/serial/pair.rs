@@ -692,6 +692,20 @@ mod tests {
         }
     }
 
+    /// `read()` until `done` holds of it or 10 s pass; the last value read (the caller
+    /// asserts on it). The relay counts a write just after making it: a fixed wait for
+    /// that is a bet on a loaded machine.
+    fn settled<T>(mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = read();
+            if done(&value) || Instant::now() >= deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn pair(opts: &PairOptions) -> (SerialPair, File, File) {
         let p = SerialPair::open(opts).unwrap();
         let a = open_tty(&p.paths()[0]).unwrap();
@@ -715,8 +729,10 @@ mod tests {
         writer.join().unwrap();
         write_all_nb(&b, b"back");
         assert_eq!(read_exact_within(&a, 4, Duration::from_secs(5)), b"back");
-        std::thread::sleep(Duration::from_millis(50)); // the relay counts after writing
-        let [ab, ba] = p.stats();
+        let [ab, ba] = settled(
+            || p.stats(),
+            |[ab, ba]| (ab.bytes_out, ba.bytes_out) == (200_000, 4),
+        );
         assert_eq!((ab.bytes_in, ab.bytes_out), (200_000, 200_000));
         assert_eq!((ba.bytes_in, ba.bytes_out), (4, 4));
     }
@@ -806,18 +822,27 @@ mod tests {
                 ..PairOptions::default()
             });
             let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
-            let reader = std::thread::spawn(move || {
-                // Everything that arrives until the line has been quiet for 300 ms.
-                let mut got = Vec::new();
-                loop {
-                    let more = read_exact_within(&b, 1 << 20, Duration::from_millis(300));
-                    if more.is_empty() {
-                        return got;
+            // How many bytes the relay passed on, once it has handled every byte written.
+            let expected = Arc::new(AtomicU64::new(u64::MAX));
+            let reader = {
+                let expected = Arc::clone(&expected);
+                std::thread::spawn(move || {
+                    // Everything that arrives, until the relay's count of it has come (not
+                    // "until the line is quiet": the relay may pause on a loaded machine).
+                    let mut got = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while (got.len() as u64) < expected.load(Relaxed) && Instant::now() < deadline {
+                        got.extend(read_exact_within(&b, 1 << 20, Duration::from_millis(50)));
                     }
-                    got.extend(more);
-                }
-            });
+                    got
+                })
+            };
             write_all_nb(&a, &data);
+            let s = settled(
+                || p.stats()[0],
+                |s| s.bytes_in == data.len() as u64 && s.bytes_out + s.dropped == s.bytes_in,
+            );
+            expected.store(s.bytes_out, Relaxed);
             let got = reader.join().unwrap();
             let s = p.stats()[0];
             assert_eq!(s.bytes_in, data.len() as u64);
@@ -853,7 +878,8 @@ mod tests {
             }
         });
         writer.join().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        // Blocked time includes a block still going on: it grows while nobody reads.
+        settled(|| p.stats()[0], |s| s.blocked >= Duration::from_millis(100));
         p.close();
         let s = p.stats()[0];
         assert!(s.blocked >= Duration::from_millis(100), "{s:?}");

@@ -81,10 +81,20 @@ mod tests {
         let pty = Pty::open().unwrap();
         let user = open_tty(pty.path()).unwrap();
         (&user).write_all(b"x\ny\x13").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The bytes reach the master through the tty layer's work queue, in its own time
+        // (a fixed wait is a bet on a loaded machine): read until they are all in.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = Vec::new();
         let mut buf = [0u8; 8];
-        let n = pty.master().read(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"x\ny\x13");
+        while got.len() < 5 && std::time::Instant::now() < deadline {
+            let _ = tty::poll_many(&[(pty.master().as_fd(), libc::POLLIN)], 50);
+            match pty.master().read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, b"x\ny\x13");
     }
 
     #[test]

@@ -322,14 +322,14 @@ impl Queue {
 
     /// The hint for an I/O error that means the adapter was deleted underneath us: EBADFD
     /// (the descriptor is attached to no adapter any more) or, while the kernel is still
-    /// taking the adapter down, EIO with no interface of its name left.
+    /// taking the adapter down, EIO with no interface of its name left. The name is looked
+    /// up under the kernel's RTNL lock, which the deletion holds from taking the device
+    /// down to releasing its name: a plain lookup in between (the writer saw EIO, the name
+    /// is still there) would call a deleted adapter "down" (seen on a loaded machine).
     fn gone_hint(&self, e: &io::Error) -> Option<&'static str> {
         let gone = match e.raw_os_error() {
             Some(libc::EBADFD) => true,
-            Some(libc::EIO) => matches!(
-                sys::if_get_flags(self.link.ctl.as_fd(), &self.link.ifname),
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV)
-            ),
+            Some(libc::EIO) => !sys::if_exists_settled(self.link.ctl.as_fd(), &self.link.ifname),
             _ => false,
         };
         gone.then_some(
