@@ -110,16 +110,16 @@ find "$run_dir" -name __pycache__ -prune -exec rm -rf {} +
 # Which tests: the whole suite (privileged tests included; with CI=true any skip is a
 # failure), less two groups, deselected for time and printed below. About 3.5 min here.
 # VNETIO_DIST_WHEEL (set below) selects tests/packaging's `wheel` tests, deselected elsewhere.
-default_tests=(tests --deselect tests/vm --ignore tests/unit/test_bench_pairing.py
-    --ignore tests/unit/test_bench_targets.py -k "not (test_capture_priv and test_cli_)")
+default_tests=(tests --deselect tests/vm --ignore-glob 'tests/unit/test_bench_*.py'
+    -k "not (test_capture_priv and test_cli_)")
 deselect_reason="tests/privileged/test_capture_priv.py::test_cli_*: the \`vnetio capture\` \
 command line's rotation timers, signals and tshark pipes (~60 s of waiting); the capture \
 writer under them runs against the wheel in the rest of test_capture_priv.py and \
 tests/unit/test_capture.py, and the console script in tests/test_cli_demo.py; tests/vm: the \
 guest-rig tests (real Linux guests under QEMU, ~2.5 min, and examples/ they start); the \
 adapters they drive (VhostUserNet, Tap, Macvtap) run against the wheel in tests/unit and \
-tests/privileged; tests/unit/test_bench_{pairing,targets}.py: they check the repository's \
-benches/ harness and Makefile targets, which are not part of the wheel (they run in make test)"
+tests/privileged; tests/unit/test_bench_*.py: they check the repository's benches/ \
+harness, scripts and Makefile targets, which are not part of the wheel (they run in make test)"
 if [ -n "${DIST_CHECK_TESTS:-}" ]; then
     read -ra selected <<<"$DIST_CHECK_TESTS"
     echo "DIST_CHECK_TESTS overrides the selection: ${selected[*]}"

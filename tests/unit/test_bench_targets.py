@@ -50,3 +50,23 @@ def test_make_bench_keeps_raw_figures_of_every_published_script() -> None:
         line = next(line for line in steps.splitlines() if f"benches/{name}.py" in line)
         assert f"--json $(BENCH_OUT)/{name}.json" in line, f"{name} keeps no raw figures"
         assert f"--out $(BENCH_OUT)/{name}.md" in line, f"{name} writes no report"
+
+
+def test_tests_that_import_benches_are_left_out_of_the_wheel_run() -> None:
+    """`make dist-check` runs the suite against the installed wheel, which has no benches/;
+    it leaves out tests/unit/test_bench_*.py. A test importing benches/ under another name
+    would fail there at collection (CI saw exactly that once)."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+(?:benches\b|harness\b)|sys\.path.*benches")
+    importing = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests").rglob("*.py")
+        if any(pattern.search(line) for line in path.read_text().splitlines())
+        or '"benches"' in path.read_text()
+    }
+    assert importing, "found no test importing benches/: the check itself is broken"
+    outside = sorted(p for p in importing if not re.fullmatch(r"tests/unit/test_bench_\w+\.py", p))
+    assert outside == [], f"import benches/ but are not tests/unit/test_bench_*.py: {outside}"
+    assert (
+        "--ignore-glob 'tests/unit/test_bench_*.py'"
+        in (ROOT / "tests/packaging/check.sh").read_text()
+    )
