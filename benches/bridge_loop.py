@@ -48,10 +48,11 @@ from typing import Any
 from harness import cli
 from harness.pairing import (
     Comparison,
+    OtherCpuRule,
     Pair,
-    criterion_line,
+    add_pairing_arguments,
+    check_pairing_arguments,
     interleave,
-    uneven_by,
     uptime_line,
 )
 from harness.procs import EXAMPLES, BenchError, Child, build_example, busy_ticks, cpu_ticks, log
@@ -321,10 +322,6 @@ def run_all(args: argparse.Namespace, loops: list[Comparison], ceiling: list[Com
             IMPLS[key], c.tag, args.ceiling_frames, args.python, args.native_bin
         )
 
-    def noisy(run: dict[str, Any]) -> str | None:
-        other = run["other_cpu"]
-        return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
-
     def progress(what: str) -> Callable[[Comparison, Pair], None]:
         def show(c: Comparison, p: Pair) -> None:
             status = f"DISCARDED ({p.noise})" if p.noise else "kept"
@@ -341,9 +338,11 @@ def run_all(args: argparse.Namespace, loops: list[Comparison], ceiling: list[Com
 
         return show
 
-    uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+    rule = OtherCpuRule.from_args(args)
     for comps, run, what in ((loops, run_loop, "loop "), (ceiling, run_ceiling, "ceiling ")):
-        interleave(comps, run, noisy, errors=RUN_ERRORS, progress=progress(what), uneven=uneven)
+        interleave(
+            comps, run, rule.noisy, errors=RUN_ERRORS, progress=progress(what), uneven=rule.uneven()
+        )
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -391,16 +390,13 @@ def render(
             CEILING_COLUMNS,
         )
     out.append(
-        criterion_line(
-            "when, during either of its runs, work other than the measured process (other "
-            "programs, kernel threads, softirq and the hypervisor's steal time, from "
-            f"/proc/stat) used more than {args.max_other_cpu * 100:.0f}% of the machine's "
-            "CPUs, or when that share differed between its two runs by more than "
-            f"{args.max_other_cpu_diff * 100:.0f} points (the two sides did not see the same "
-            "machine)",
+        OtherCpuRule.from_args(args).report_line(
+            "work other than the measured process (other programs, kernel threads, softirq "
+            "and the hypervisor's steal time, from /proc/stat)",
             [*loops, *ceiling],
+            args,
+            why_uneven=" (the two sides did not see the same machine)",
         )
-        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}."
     )
     out.append("")
     for c in [*loops, *ceiling]:
@@ -520,12 +516,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--impls", type=cli.str_list, default=list(IMPLS), help=f"subset of {','.join(IMPLS)}"
     )
-    p.add_argument(
-        "--max-pairs",
-        type=int,
-        default=None,
-        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
-    )
+    add_pairing_arguments(p)
     p.add_argument("--noise-seconds", type=float, default=1.0, help="idle-writer noise window (1)")
     p.add_argument(
         "--ceiling-frames", type=int, default=250_000, help="frames queued for the ceiling"
@@ -540,19 +531,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run examples/reader_probe.rs N times per size: receive loops (native "
         "buffer, native batch, vnetio's) interleaved in one process, CPU ns/frame (0: off)",
     )
-    p.add_argument(
-        "--max-other-cpu",
-        type=float,
-        default=0.05,
-        help="a pair is noisy, and discarded, when during either of its runs other work used "
-        "more than this share of all CPUs (0.05)",
-    )
-    p.add_argument(
-        "--max-other-cpu-diff",
-        type=float,
-        default=0.10,
-        help="... or when that share differs between the pair's two runs by more than this (0.10)",
-    )
     p.add_argument("--python", default=sys.executable, help="interpreter for the children")
     p.add_argument("--native-bin", type=Path, default=NATIVE_BIN)
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -562,12 +540,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown implementation(s): {', '.join(unknown)}")
     if "native" not in args.impls:
         p.error("--impls must include native: every implementation is compared with it")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
-    if args.max_pairs is None:
-        args.max_pairs = 2 * args.repeat
-    if args.max_pairs < args.repeat:
-        p.error(f"--max-pairs ({args.max_pairs}) must be at least --repeat ({args.repeat})")
+    check_pairing_arguments(p, args)
     if args.ceiling_frames >= CEILING_QLEN:
         p.error(f"--ceiling-frames must be below the ring size {CEILING_QLEN}")
     return args

@@ -61,7 +61,15 @@ from typing import Any
 
 from harness import cli
 from harness.child import open_tuntap, reply, restore_sigint
-from harness.pairing import Comparison, Pair, criterion_line, interleave, uneven_by, uptime_line
+from harness.pairing import (
+    Comparison,
+    OtherCpuRule,
+    Pair,
+    add_pairing_arguments,
+    check_pairing_arguments,
+    interleave,
+    uptime_line,
+)
 from harness.procs import EXAMPLES, BenchError, Child, OtherCpu, build_example, log
 from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio._topology import DST_MAC, ETHERTYPE, SRC_MAC, BridgeLoop, TopologyError, mac_bytes
@@ -294,10 +302,6 @@ def run_all(args: argparse.Namespace, comps: list[Comparison]) -> None:
             )
             return row
 
-        def noisy(r: dict[str, Any]) -> str | None:
-            other = r["other_cpu"]
-            return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
-
         def progress(c: Comparison, p: Pair) -> None:
             status = f"DISCARDED ({p.noise})" if p.noise else "kept"
             log(
@@ -306,8 +310,10 @@ def run_all(args: argparse.Namespace, comps: list[Comparison]) -> None:
                 f"{p.ratios.get('rate', 0):.2f}×, {status}"
             )
 
-        uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
-        interleave(comps, run, noisy, errors=RUN_ERRORS, progress=progress, uneven=uneven)
+        rule = OtherCpuRule.from_args(args)
+        interleave(
+            comps, run, rule.noisy, errors=RUN_ERRORS, progress=progress, uneven=rule.uneven()
+        )
 
 
 def _pct(values: list[float]) -> str:
@@ -403,14 +409,9 @@ def render(
         for size in args.sizes:
             out += [f"### Queue {queue}, {size}-byte frames", "", *table(comps, queue, size), ""]
     out += [
-        criterion_line(
-            f"when, during either of its runs, work other than the reader and the writer "
-            f"used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs, or when "
-            f"that share differed between its two runs by more than "
-            f"{args.max_other_cpu_diff * 100:.0f} points",
-            comps,
-        )
-        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}.",
+        OtherCpuRule.from_args(args).report_line(
+            "work other than the reader and the writer", comps, args
+        ),
         "",
         *(f"- queue {c.tag[0]}, {c.tag[1]} B, {c.a} vs {c.b}: {c.discard_note()}" for c in comps),
         "",
@@ -434,25 +435,7 @@ def main() -> int:
         help="B's txqueuelen for each set of runs (1000: the kernel's default; 8192: what "
         "vnetio captures raise it to)",
     )
-    p.add_argument(
-        "--max-pairs",
-        type=int,
-        default=None,
-        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
-    )
-    p.add_argument(
-        "--max-other-cpu",
-        type=float,
-        default=0.05,
-        help="a pair is noisy, and discarded, when during either of its runs other work used "
-        "more than this share of all CPUs (0.05)",
-    )
-    p.add_argument(
-        "--max-other-cpu-diff",
-        type=float,
-        default=0.10,
-        help="... or when that share differs between the pair's two runs by more than this (0.10)",
-    )
+    add_pairing_arguments(p)
     p.add_argument("--dir", help="where the capture files go (default: a temporary directory)")
     p.add_argument("--child-reader", help=argparse.SUPPRESS)
     p.add_argument("--child-writer", action="store_true", help=argparse.SUPPRESS)
@@ -471,9 +454,7 @@ def main() -> int:
         p.error(f"unknown reader(s): {', '.join(unknown)}; known: {', '.join(IMPLS)}")
     if BASE not in args.impls or len(args.impls) < 2:
         p.error(f"--impls must include {BASE} and another reader: every reader is paired with it")
-    args.max_pairs = args.max_pairs or 2 * args.repeat
-    if args.repeat < 1 or args.max_pairs < args.repeat:
-        p.error("--repeat must be at least 1 and --max-pairs at least --repeat")
+    check_pairing_arguments(p, args)
     cli.require_privileges("capture_loop")
     if "native" in args.impls:
         build_example("native_bridge")

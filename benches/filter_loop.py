@@ -51,7 +51,15 @@ from typing import Any
 import vnetio
 from harness import cli
 from harness.child import flood
-from harness.pairing import Comparison, Pair, criterion_line, interleave, uneven_by, uptime_line
+from harness.pairing import (
+    Comparison,
+    OtherCpuRule,
+    Pair,
+    add_pairing_arguments,
+    check_pairing_arguments,
+    interleave,
+    uptime_line,
+)
 from harness.procs import BenchError, Child, OtherCpu, log
 from harness.report import command_line, emit, relative, table_head, table_row, write_section
 from vnetio._topology import BridgeLoop, TopologyError, build_frame
@@ -177,25 +185,7 @@ def main() -> int:
         __doc__, repeat=5, repeat_help="pairs kept per method and its base", benchmarks_md=True
     )
     ap.add_argument("--methods", type=cli.str_list, default=METHODS, help=",".join(METHODS))
-    ap.add_argument(
-        "--max-pairs",
-        type=int,
-        default=None,
-        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
-    )
-    ap.add_argument(
-        "--max-other-cpu",
-        type=float,
-        default=0.05,
-        help="a pair is noisy, and discarded, when during either of its runs other work used "
-        "more than this share of all CPUs (0.05)",
-    )
-    ap.add_argument(
-        "--max-other-cpu-diff",
-        type=float,
-        default=0.10,
-        help="... or when that share differs between the pair's two runs by more than this (0.10)",
-    )
+    add_pairing_arguments(ap)
     ap.add_argument("--child-writer", metavar="NETNS", help=argparse.SUPPRESS)
     ap.add_argument("--tap", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -205,9 +195,7 @@ def main() -> int:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown method(s): {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    args.max_pairs = args.max_pairs or 2 * args.repeat
-    if args.repeat < 1 or args.max_pairs < args.repeat:
-        ap.error("--repeat must be at least 1 and --max-pairs at least --repeat")
+    check_pairing_arguments(ap, args)
     comps = [
         Comparison(m, BASE_OF[m], METRICS, args.repeat, args.max_pairs, tag=m)
         for m in args.methods
@@ -228,10 +216,6 @@ def main() -> int:
         log(json.dumps(r))
         return r
 
-    def noisy(r: dict[str, Any]) -> str | None:
-        other = r["other_cpu"]
-        return f"other CPU {other * 100:.0f}%" if other > args.max_other_cpu else None
-
     def progress(c: Comparison, p: Pair) -> None:
         status = f"DISCARDED ({p.noise})" if p.noise else "kept"
         log(
@@ -239,9 +223,9 @@ def main() -> int:
             f"{p.first} first: writer {p.ratios.get('written_per_s', 0):.2f}×, {status}"
         )
 
-    uneven = uneven_by("other_cpu", args.max_other_cpu_diff, "other CPU")
+    rule = OtherCpuRule.from_args(args)
     errors = (BenchError, TimeoutError, TopologyError)
-    interleave(comps, run, noisy, errors=errors, progress=progress, uneven=uneven)
+    interleave(comps, run, rule.noisy, errors=errors, progress=progress, uneven=rule.uneven())
     text = render(args, command, comps, (load_start, uptime_line()))
     raw = {
         "command": command,
@@ -331,14 +315,9 @@ def render(
         )
     out += [
         "",
-        criterion_line(
-            f"when, during either of its runs, work other than the reader and the writer "
-            f"used more than {args.max_other_cpu * 100:.0f}% of the machine's CPUs, or when "
-            f"that share differed between its two runs by more than "
-            f"{args.max_other_cpu_diff * 100:.0f} points",
-            comps,
-        )
-        + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}.",
+        OtherCpuRule.from_args(args).report_line(
+            "work other than the reader and the writer", comps, args
+        ),
         "",
         *(f"- {c.a} vs {c.b}: {c.discard_note()}" for c in comps),
         "",

@@ -22,6 +22,7 @@ comparisons of one invocation share the machine's drift too.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import statistics
@@ -264,3 +265,76 @@ def uptime_line() -> str:
     """``uptime``'s load averages and the time, for a report."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} at {time.strftime('%H:%M:%S %Z')}"
+
+
+def add_pairing_arguments(p: argparse.ArgumentParser) -> None:
+    """``--max-pairs`` and the other-CPU noise criterion (``--max-other-cpu``,
+    ``--max-other-cpu-diff``) of a benchmark built on pairs; see :class:`OtherCpuRule`."""
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="pairs run at most per comparison, noisy ones included (2 × --repeat)",
+    )
+    p.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=0.05,
+        help="a pair is noisy, and discarded, when during either of its runs other work used "
+        "more than this share of all CPUs (0.05)",
+    )
+    p.add_argument(
+        "--max-other-cpu-diff",
+        type=float,
+        default=0.10,
+        help="... or when that share differs between the pair's two runs by more than this (0.10)",
+    )
+
+
+def check_pairing_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--max-pairs`` defaults to 2 × ``--repeat``; refuse what cannot keep ``--repeat``."""
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    args.max_pairs = args.max_pairs or 2 * args.repeat
+    if args.max_pairs < args.repeat:
+        p.error(f"--max-pairs ({args.max_pairs}) must be at least --repeat ({args.repeat})")
+
+
+@dataclass(frozen=True)
+class OtherCpuRule:
+    """The noise criterion of a benchmark whose runs report ``other_cpu`` (the share of all
+    CPUs that work other than the measurement used while the run ran): a run is noisy above
+    ``max_share``, a pair uneven when its runs' shares differ by more than ``max_diff``."""
+
+    max_share: float
+    max_diff: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OtherCpuRule:
+        return cls(args.max_other_cpu, args.max_other_cpu_diff)
+
+    def noisy(self, run: Run) -> str | None:
+        other = run["other_cpu"]
+        return f"other CPU {other * 100:.0f}%" if other > self.max_share else None
+
+    def uneven(self) -> Callable[[Run, Run], str | None]:
+        return uneven_by("other_cpu", self.max_diff, "other CPU")
+
+    def report_line(
+        self,
+        other_work: str,
+        comparisons: Iterable[Comparison],
+        args: argparse.Namespace,
+        *,
+        why_uneven: str = "",
+    ) -> str:
+        """:func:`criterion_line` for this rule; ``other_work`` says what "other" work is."""
+        rule = (
+            f"when, during either of its runs, {other_work} used more than "
+            f"{self.max_share * 100:.0f}% of the machine's CPUs, or when that share differed "
+            f"between its two runs by more than {self.max_diff * 100:.0f} points{why_uneven}"
+        )
+        return (
+            criterion_line(rule, comparisons)
+            + f" At most {args.max_pairs} pairs were run per comparison to keep {args.repeat}."
+        )
