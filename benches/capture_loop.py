@@ -71,7 +71,15 @@ from harness.pairing import (
     uptime_line,
 )
 from harness.procs import EXAMPLES, BenchError, Child, OtherCpu, build_example, log
-from harness.report import command_line, emit, relative, table_head, table_row, write_section
+from harness.report import (
+    command_line,
+    emit,
+    relative,
+    run_record,
+    table_head,
+    table_row,
+    write_section,
+)
 from vnetio._topology import DST_MAC, ETHERTYPE, SRC_MAC, BridgeLoop, TopologyError, mac_bytes
 
 IMPLS = ["vnetio-none", "vnetio", "vnetio-pyloop", "native", "scapy", "os-scapy"]
@@ -464,12 +472,7 @@ def main() -> int:
     run_all(args, comps)
     text = render(args, command, comps, (load_start, uptime_line()))
     raw = {
-        "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "kernel": platform.release(),
-        "nproc": os.cpu_count(),
-        "load_start": load_start,
-        "load_end": uptime_line(),
+        **run_record(command, load_start, uptime_line()),
         "comparisons": [c.to_json() for c in comps],
     }
     emit(text, args.out, args.json, raw)

@@ -61,7 +61,15 @@ from harness.pairing import (
     uptime_line,
 )
 from harness.procs import BenchError, Child, OtherCpu, log
-from harness.report import command_line, emit, relative, table_head, table_row, write_section
+from harness.report import (
+    command_line,
+    emit,
+    relative,
+    run_record,
+    table_head,
+    table_row,
+    write_section,
+)
 from vnetio._topology import BridgeLoop, TopologyError, build_frame
 
 EXPR = "udp dst port 53"
@@ -228,12 +236,7 @@ def main() -> int:
     interleave(comps, run, rule.noisy, errors=errors, progress=progress, uneven=rule.uneven())
     text = render(args, command, comps, (load_start, uptime_line()))
     raw = {
-        "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "kernel": platform.release(),
-        "nproc": os.cpu_count(),
-        "load_start": load_start,
-        "load_end": uptime_line(),
+        **run_record(command, load_start, uptime_line()),
         "expression": EXPR,
         "match_every": MATCH_EVERY,
         "comparisons": [c.to_json() for c in comps],

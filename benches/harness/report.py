@@ -4,9 +4,12 @@ the report, and the outputs (stdout, ``--out``, ``--json``, a section of BENCHMA
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shlex
 import statistics
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,18 @@ def command_line(python: str = "python", script: str | None = None) -> str:
     if script is None:
         script = f"benches/{Path(sys.argv[0]).name}"
     return shlex.join([python, script, *sys.argv[1:]])
+
+
+def run_record(command: str, load_start: str, load_end: str) -> dict[str, Any]:
+    """The fields a benchmark's raw JSON starts with: how, when and on what it ran."""
+    return {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "kernel": platform.release(),
+        "nproc": os.cpu_count(),
+        "load_start": load_start,
+        "load_end": load_end,
+    }
 
 
 def relative(path: str) -> str:
